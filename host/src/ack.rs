@@ -1,0 +1,296 @@
+//! Acknowledgements: the one mechanism that decides when a source offset may be committed.
+//!
+//! Every source batch gets a [`BatchTicket`]. Each sink delivery derived from the batch holds
+//! an [`AckHandle`] cloned from it; a sink that hands events on (to the dead-letter route, say)
+//! clones its handle for them. When the last handle is gone, the batch is complete:
+//! *delivered* if every handle was explicitly [`AckHandle::ack`]ed, *failed* if any was
+//! dropped without it. A batch that produced no output completes as soon as the pipeline
+//! releases its own handle.
+//!
+//! Sources turn completions into commits through an [`OffsetTracker`]: per partition, offsets
+//! are committed in order, up to the last batch whose predecessors are all complete. So a
+//! crash anywhere replays from the first batch not fully delivered — at-least-once — and
+//! sinks that name their output deterministically (S3 object keys, search `_id`s) turn the
+//! replay into exactly-once.
+//!
+//! A failed batch is never skipped: the pipeline stops without committing past it, so it is
+//! replayed after the restart.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+
+/// The offsets one batch covers: per (topic, partition), the highest offset in the batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOffsets {
+    pub highest: BTreeMap<(String, i32), i64>,
+}
+
+impl BatchOffsets {
+    pub fn record(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self.highest.get_mut(&(topic.to_owned(), partition)) {
+            Some(h) => *h = (*h).max(offset),
+            None => {
+                self.highest.insert((topic.to_owned(), partition), offset);
+            }
+        }
+    }
+}
+
+/// A batch finished: every handle is gone.
+#[derive(Debug)]
+pub struct Completion {
+    pub seq: u64,
+    pub offsets: BatchOffsets,
+    pub delivered: bool,
+}
+
+struct Shared {
+    seq: u64,
+    offsets: BatchOffsets,
+    failed: AtomicBool,
+    done: mpsc::UnboundedSender<Completion>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = self.done.send(Completion {
+            seq: self.seq,
+            offsets: std::mem::take(&mut self.offsets),
+            delivered: !self.failed.load(Ordering::Acquire),
+        });
+    }
+}
+
+/// A participant in a batch's delivery. Clone it for every additional delivery.
+#[derive(Debug)]
+pub struct AckHandle {
+    shared: Arc<Shared>,
+    settled: bool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("seq", &self.seq).finish()
+    }
+}
+
+impl Clone for AckHandle {
+    fn clone(&self) -> Self {
+        AckHandle {
+            shared: self.shared.clone(),
+            settled: false,
+        }
+    }
+}
+
+impl AckHandle {
+    /// This participant has durably delivered (or dead-lettered) everything it was given.
+    pub fn ack(mut self) {
+        self.settled = true;
+    }
+
+    /// This participant could not deliver: the batch fails and will be replayed.
+    pub fn fail(self) {
+        // Dropping unsettled marks the failure.
+        drop(self)
+    }
+
+    /// The batch's sequence number (for logs).
+    pub fn seq(&self) -> u64 {
+        self.shared.seq
+    }
+}
+
+impl Drop for AckHandle {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.failed.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Issues batch handles whose completions arrive on one channel.
+pub struct AckIssuer {
+    next_seq: u64,
+    done: mpsc::UnboundedSender<Completion>,
+}
+
+impl AckIssuer {
+    pub fn new() -> (AckIssuer, mpsc::UnboundedReceiver<Completion>) {
+        let (done, rx) = mpsc::unbounded_channel();
+        (AckIssuer { next_seq: 0, done }, rx)
+    }
+
+    /// A handle for a new batch covering `offsets`.
+    pub fn issue(&mut self, offsets: BatchOffsets) -> AckHandle {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        AckHandle {
+            shared: Arc::new(Shared {
+                seq,
+                offsets,
+                failed: AtomicBool::new(false),
+                done: self.done.clone(),
+            }),
+            settled: false,
+        }
+    }
+}
+
+/// Per partition, which batches are still in flight, so commits advance in order.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: BTreeMap<(String, i32), VecDeque<Pending>>,
+    failed: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    highest: i64,
+    done: bool,
+}
+
+impl OffsetTracker {
+    /// A batch was issued: remember its offsets, in issue order.
+    pub fn issued(&mut self, seq: u64, offsets: &BatchOffsets) {
+        for (tp, &highest) in &offsets.highest {
+            self.partitions
+                .entry(tp.clone())
+                .or_default()
+                .push_back(Pending {
+                    seq,
+                    highest,
+                    done: false,
+                });
+        }
+    }
+
+    /// A batch completed. Returns, per partition whose committable position moved, the next
+    /// offset to consume (highest completed + 1: what Kafka expects to be committed).
+    /// After a failed batch nothing more is ever committable.
+    /// Completions of batches never registered (or of forgotten partitions) are ignored.
+    pub fn complete(&mut self, completion: &Completion) -> Vec<((String, i32), i64)> {
+        let known = self
+            .partitions
+            .values()
+            .any(|q| q.iter().any(|p| p.seq == completion.seq));
+        if !known {
+            return Vec::new();
+        }
+        if !completion.delivered {
+            self.failed = true;
+        }
+        let mut advanced = Vec::new();
+        for tp in completion.offsets.highest.keys() {
+            let Some(queue) = self.partitions.get_mut(tp) else {
+                continue;
+            };
+            if let Some(p) = queue.iter_mut().find(|p| p.seq == completion.seq) {
+                p.done = true;
+            }
+            let mut next = None;
+            while queue.front().is_some_and(|p| p.done) {
+                next = queue.pop_front().map(|p| p.highest + 1);
+            }
+            if let Some(next) = next
+                && !self.failed
+            {
+                advanced.push((tp.clone(), next));
+            }
+        }
+        advanced
+    }
+
+    /// Whether a batch has failed (the pipeline must stop and replay).
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Batches still in flight for a partition.
+    pub fn in_flight(&self, topic: &str, partition: i32) -> usize {
+        self.partitions
+            .get(&(topic.to_owned(), partition))
+            .map_or(0, VecDeque::len)
+    }
+
+    /// Batches still in flight anywhere.
+    pub fn total_in_flight(&self) -> usize {
+        self.partitions.values().map(VecDeque::len).sum()
+    }
+
+    /// Forget a partition (revoked): its in-flight batches no longer commit anything here.
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        self.partitions.remove(&(topic.to_owned(), partition));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(parts: &[(i32, i64)]) -> BatchOffsets {
+        let mut o = BatchOffsets::default();
+        for &(p, off) in parts {
+            o.record("t", p, off);
+        }
+        o
+    }
+
+    #[test]
+    fn completes_when_last_handle_acks_and_commits_in_order() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        let first = issuer.issue(offsets(&[(0, 9)]));
+        let second = issuer.issue(offsets(&[(0, 19)]));
+        tracker.issued(first.seq(), &offsets(&[(0, 9)]));
+        tracker.issued(second.seq(), &offsets(&[(0, 19)]));
+
+        // The second batch finishes first (two sinks): nothing committable yet.
+        let sink_a = second.clone();
+        second.ack();
+        assert!(rx.try_recv().is_err(), "one sink has not acked yet");
+        sink_a.ack();
+        let c = rx.try_recv().unwrap();
+        assert!(c.delivered);
+        assert!(tracker.complete(&c).is_empty(), "batch 0 still in flight");
+
+        first.ack();
+        let c = rx.try_recv().unwrap();
+        assert_eq!(tracker.complete(&c), vec![(("t".to_string(), 0), 20)]);
+        assert_eq!(tracker.total_in_flight(), 0);
+    }
+
+    #[test]
+    fn a_dropped_handle_fails_the_batch_and_stops_commits() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        let batch = issuer.issue(offsets(&[(1, 5)]));
+        tracker.issued(batch.seq(), &offsets(&[(1, 5)]));
+        let dlq = batch.clone();
+        batch.ack();
+        drop(dlq);
+        let c = rx.try_recv().unwrap();
+        assert!(!c.delivered);
+        assert!(tracker.complete(&c).is_empty());
+        assert!(tracker.has_failed());
+    }
+
+    #[test]
+    fn batches_spanning_partitions_commit_each_partition() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        let o = offsets(&[(0, 3), (1, 7)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        b.ack();
+        let mut got = tracker.complete(&rx.try_recv().unwrap());
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(("t".to_string(), 0), 4), (("t".to_string(), 1), 8)]
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! The host configuration: one TOML file with a source, an ordered plugin chain, and sinks
+//! with the routes each takes.
+//!
+//! Values may reference the environment as `${VAR}` or `${VAR:-default}` (`$$` is a literal
+//! `$`), so one file serves every host and secrets stay out of it. Unknown keys are rejected.
+
+use crate::sink::SinkConfig;
+use crate::source::SourceConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}. Check the path given to --config.")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "config {path}, line {line}: environment variable `{var}` is not set. Set it, or give a default as ${{{var}:-value}}."
+    )]
+    MissingEnv {
+        path: PathBuf,
+        line: usize,
+        var: String,
+    },
+    #[error("config {path}, line {line}: unterminated `${{` (write `$$` for a literal `$`)")]
+    BadInterpolation { path: PathBuf, line: usize },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole host configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    /// The plugin chain, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    /// Sinks by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where the file was read from; relative plugin paths resolve against its directory.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// One plugin in the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// A name for logs, metrics and dead-letter reasons.
+    pub name: String,
+    /// The `.wasm` component; relative to the config file's directory.
+    pub path: PathBuf,
+    /// Longest a single call (one batch) may run before it is interrupted.
+    #[serde(default = "default_plugin_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Linear-memory limit of one instance, in MiB.
+    #[serde(default = "default_plugin_memory_mb")]
+    pub memory_limit_mb: u64,
+    /// At most this many records out per record in (plus 1,000); more is a plugin failure.
+    #[serde(default = "default_max_output_factor")]
+    pub max_output_factor: usize,
+    /// The plugin's own configuration, passed to its `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn default_plugin_timeout_ms() -> u64 {
+    2_000
+}
+fn default_plugin_memory_mb() -> u64 {
+    64
+}
+fn default_max_output_factor() -> usize {
+    16
+}
+
+/// How batches move between the source, the chain and the sinks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Batches buffered between stages; when full, the source pauses (backpressure).
+    pub channel_capacity: usize,
+    /// How often plugins get `tick(watermark)`.
+    pub tick_interval_ms: u64,
+    /// With no input for this long, the watermark advances with the wall clock so windows
+    /// on a quiet topic still close.
+    pub idle_watermark_ms: u64,
+    /// On SIGTERM/SIGINT, how long to wait for sinks to acknowledge in-flight data.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            channel_capacity: 4,
+            tick_interval_ms: 1_000,
+            idle_watermark_ms: 10_000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The admin HTTP endpoint (health, metrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `host:port`, loopback by default; empty disables it.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9898".into(),
+        }
+    }
+}
+
+/// Route names the host itself understands.
+pub const BUILTIN_ROUTES: &[&str] = &["raw", "cleaned", "metrics", "alerts", "dlq"];
+
+impl Config {
+    /// Read, interpolate, parse and check a config file (without loading plugins).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parse config text as if read from `path`.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let text = interpolate(text, path, |name| std::env::var(name).ok())?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.path = path.to_owned();
+        config.check()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Resolve a path from the config against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(path)
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.source
+            .check()
+            .map_err(|(key, msg)| self.invalid(format!("source.{key}"), msg))?;
+
+        let mut names = std::collections::HashSet::new();
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let key = format!("plugins[{i}]");
+            if plugin.name.trim().is_empty() {
+                return Err(self.invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(plugin.name.as_str()) {
+                return Err(self.invalid(
+                    format!("{key}.name"),
+                    format!(
+                        "`{}` is used twice; give each plugin its own name",
+                        plugin.name
+                    ),
+                ));
+            }
+            let path = self.resolve(&plugin.path);
+            if !path.is_file() {
+                return Err(self.invalid(
+                    format!("{key}.path"),
+                    format!(
+                        "plugin file {} does not exist. Build the plugins (dev/build-plugins) or fix the path; relative paths start at the config file's directory.",
+                        path.display()
+                    ),
+                ));
+            }
+            if plugin.timeout_ms == 0 {
+                return Err(self.invalid(format!("{key}.timeout_ms"), "must be at least 1"));
+            }
+            if !(1..=4096).contains(&plugin.memory_limit_mb) {
+                return Err(self.invalid(
+                    format!("{key}.memory_limit_mb"),
+                    "must be between 1 and 4096",
+                ));
+            }
+        }
+
+        if self.sinks.is_empty() {
+            return Err(self.invalid(
+                "sinks",
+                "no sink is configured; add at least one [sinks.<name>] table",
+            ));
+        }
+        for (name, sink) in &self.sinks {
+            sink.check()
+                .map_err(|(key, msg)| self.invalid(format!("sinks.{name}.{key}"), msg))?;
+            for route in sink.routes() {
+                if route.trim().is_empty() {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.routes"),
+                        "route names must not be empty",
+                    ));
+                }
+            }
+        }
+        if !self
+            .sinks
+            .values()
+            .any(|s| s.routes().iter().any(|r| r == "dlq"))
+        {
+            return Err(self.invalid(
+                "sinks",
+                "no sink takes the `dlq` route, so rejected records would have nowhere to go; add `\"dlq\"` to the routes of a sink",
+            ));
+        }
+        if self.pipeline.channel_capacity == 0 {
+            return Err(self.invalid("pipeline.channel_capacity", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The routes some sink takes.
+    pub fn routed(&self) -> std::collections::BTreeSet<&str> {
+        self.sinks
+            .values()
+            .flat_map(|s| s.routes().iter().map(String::as_str))
+            .collect()
+    }
+}
+
+impl PluginConfig {
+    /// The plugin's own config as JSON text, for its `init`.
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// Replace `${VAR}` and `${VAR:-default}` with values from `lookup`; `$$` is a literal `$`.
+pub fn interpolate(
+    text: &str,
+    path: &Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let line = text[..text.len() - rest.len() + pos].matches('\n').count() + 1;
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| ConfigError::BadInterpolation {
+                    path: path.to_owned(),
+                    line,
+                })?;
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expr, None),
+            };
+            let value = match (lookup(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => v,
+                (None, Some(d)) => d.to_owned(),
+                (None, None) => {
+                    return Err(ConfigError::MissingEnv {
+                        path: path.to_owned(),
+                        line,
+                        var: name.to_owned(),
+                    });
+                }
+            };
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "BROKERS" => Some("k1:9092".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn interpolates_variables_defaults_and_escapes() {
+        let p = Path::new("t.toml");
+        assert_eq!(
+            interpolate("a=${BROKERS} b=${NOPE:-x:1} c=$$HOME d=$x", p, env).unwrap(),
+            "a=k1:9092 b=x:1 c=$HOME d=$x"
+        );
+        assert_eq!(interpolate("${EMPTY:-dflt}", p, env).unwrap(), "dflt");
+    }
+
+    #[test]
+    fn missing_variable_names_it_and_the_line() {
+        let err = interpolate("a=1\nb=\"${MISSING_VAR}\"", Path::new("t.toml"), env).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("MISSING_VAR") && msg.contains("line 2"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! What travels from the pipeline to the sinks: per route, a batch of one kind of event,
+//! shared between the sinks that take the route, with the acknowledgement it owes.
+
+use crate::ack::AckHandle;
+use crate::{Origin, Record};
+use std::sync::Arc;
+
+/// A source message as it arrived, before any decoding: what the `raw` route carries.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub origin: Origin,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// The source's timestamp (Kafka message time), ns since the epoch.
+    pub timestamp: i64,
+}
+
+/// A record that could not be processed or delivered, with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub origin: Origin,
+    /// What happened and where, for the operator.
+    pub reason: String,
+    /// The original message bytes when known, else the record as JSON.
+    pub payload: Vec<u8>,
+    /// When it was dead-lettered, ns since the epoch.
+    pub timestamp: i64,
+}
+
+/// One route's share of a pipeline batch.
+#[derive(Debug)]
+pub enum Events {
+    Logs(Vec<Record>),
+    Raw(Vec<RawMessage>),
+    DeadLetters(Vec<DeadLetter>),
+}
+
+impl Events {
+    pub fn len(&self) -> usize {
+        match self {
+            Events::Logs(v) => v.len(),
+            Events::Raw(v) => v.len(),
+            Events::DeadLetters(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a sink receives. The sink must call [`AckHandle::ack`] once every event is durably
+/// written (or itself dead-lettered); dropping the handle unacknowledged fails the batch.
+#[derive(Debug)]
+pub struct SinkBatch {
+    pub route: Arc<str>,
+    pub events: Arc<Events>,
+    pub ack: AckHandle,
+}

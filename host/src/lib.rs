@@ -1,0 +1,20 @@
+//! Sluice: a Kafka log pipeline with sandboxed WebAssembly plugins.
+//!
+//! Data flows source → [`pipeline`] (decode, plugin [`chain`], route) → sinks, and
+//! acknowledgements flow back through [`ack`] so a source offset is committed only after
+//! every sink has durably accepted everything derived from it.
+
+pub mod ack;
+pub mod chain;
+pub mod codec;
+pub mod config;
+pub mod event;
+pub mod generator;
+pub mod pipeline;
+pub mod plugin;
+pub mod runner;
+pub mod sink;
+pub mod source;
+pub mod time;
+
+pub use sluice_plugin_sdk::{Attribute, Origin, Record, Route, Value};

@@ -1,0 +1,402 @@
+//! The `sluice` command line. Errors are reported here, at the edge, with what to try.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice::chain::{Chain, ChainOutput, Stage};
+use sluice::codec::{self, DecodeOptions, InvalidJson};
+use sluice::config::{Config, PluginConfig};
+use sluice::generator::{Burst, GenOptions, Generator};
+use sluice::plugin::{PluginRuntime, WasmStage};
+use sluice::{Origin, runner, time};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Kafka log pipeline with sandboxed WebAssembly plugins"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "SLUICE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    /// Log level or filter (e.g. `info`, `sluice=debug`).
+    #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline described by a config file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file: keys, plugin files, that each plugin compiles, implements the
+    /// contract and accepts its config. Exits non-zero naming what is wrong.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Generate realistic multi-service application logs into a Kafka topic or stdout.
+    Gen(GenArgs),
+    /// Work with plugin files.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    /// Kafka bootstrap servers; ignored with `--output -`.
+    #[arg(long, default_value = "127.0.0.1:9092", env = "SLUICE_KAFKA")]
+    brokers: String,
+    #[arg(long, default_value = "raw-logs")]
+    topic: String,
+    /// Write lines to stdout (`-`) instead of Kafka.
+    #[arg(long)]
+    output: Option<String>,
+    /// How many lines.
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// Lines per second to send (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Event time of the first line: `now` or e.g. 2026-11-25T10:00:00Z.
+    #[arg(long, default_value = "now")]
+    start: String,
+    /// Lines per second of event time.
+    #[arg(long, default_value_t = 100.0)]
+    events_per_second: f64,
+    /// Share of lines repeated exactly (a producer retrying).
+    #[arg(long, default_value_t = 0.01)]
+    duplicates: f64,
+    /// Share of logfmt lines.
+    #[arg(long, default_value_t = 0.05)]
+    logfmt: f64,
+    /// Share of plain-text lines.
+    #[arg(long, default_value_t = 0.03)]
+    plain: f64,
+    /// An error burst, SERVICE@START_S+DURATION_S[:ERROR_RATIO] in event-time seconds from
+    /// the start, e.g. checkout@600+120:0.5. Repeatable.
+    #[arg(long)]
+    burst: Vec<Burst>,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run one plugin (or a config's chain) over NDJSON/text lines on stdin and print what
+    /// it emits, with routes. Windows are closed at the end of input.
+    Test {
+        /// The plugin component.
+        plugin: Option<PathBuf>,
+        /// The plugin's config as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Run the chain of this host config instead of one plugin.
+        #[arg(long, conflicts_with = "plugin")]
+        chain: Option<PathBuf>,
+        /// Per-call timeout.
+        #[arg(long, default_value_t = 2_000)]
+        timeout_ms: u64,
+    },
+    /// Show a plugin's contract version, imports and exports.
+    Inspect { plugin: PathBuf },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(runner::run(config, Arc::new(AtomicBool::new(false))))?;
+            Ok(())
+        }
+        Command::Validate { config } => validate(config),
+        Command::Gen(args) => generate(args),
+        Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(plugin),
+        Command::Plugin(PluginCommand::Test {
+            plugin,
+            config,
+            chain,
+            timeout_ms,
+        }) => plugin_test(plugin, config, chain, timeout_ms),
+    }
+}
+
+fn validate(path: PathBuf) -> Result<()> {
+    let config = Config::load(&path)?;
+    let (_runtime, stages) = runner::load_plugins(&config)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: OK", path.display())?;
+    writeln!(out, "  source: {}", describe_source(&config))?;
+    for stage in &stages {
+        writeln!(
+            out,
+            "  plugin {}: {}",
+            stage.plugin().name,
+            stage.plugin().path.display()
+        )?;
+    }
+    for (name, sink) in &config.sinks {
+        writeln!(out, "  sink {name}: routes {:?}", sink.routes())?;
+    }
+    Ok(())
+}
+
+fn describe_source(config: &Config) -> String {
+    match &config.source {
+        sluice::source::SourceConfig::Kafka(k) => {
+            format!(
+                "kafka {} topics {:?} group {}",
+                k.brokers, k.topics, k.group_id
+            )
+        }
+        sluice::source::SourceConfig::Stdin(_) => "stdin".into(),
+    }
+}
+
+fn generate(args: GenArgs) -> Result<()> {
+    let options = GenOptions {
+        seed: args.seed,
+        start_ns: sluice::generator::parse_start(&args.start).map_err(anyhow::Error::msg)?,
+        events_per_second: args.events_per_second,
+        duplicate_ratio: args.duplicates,
+        logfmt_ratio: args.logfmt,
+        plain_ratio: args.plain,
+        bursts: args.burst,
+    };
+    let lines = Generator::new(options).take(args.count as usize);
+    let pace = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let started = std::time::Instant::now();
+    if args.output.as_deref() == Some("-") {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for (i, line) in lines.enumerate() {
+            if let Some(pace) = pace {
+                sleep_until(started + pace * i as u32);
+            }
+            writeln!(out, "{}", line.text)?;
+        }
+        return Ok(());
+    }
+    if let Some(other) = args.output {
+        bail!("--output takes only `-` (stdout); got `{other}`. Omit it to write to Kafka.");
+    }
+    produce(&args.brokers, &args.topic, lines, pace, args.count)
+}
+
+fn sleep_until(when: std::time::Instant) {
+    let now = std::time::Instant::now();
+    if when > now {
+        std::thread::sleep(when - now);
+    }
+}
+
+fn produce(
+    brokers: &str,
+    topic: &str,
+    lines: impl Iterator<Item = sluice::generator::Line>,
+    pace: Option<Duration>,
+    count: u64,
+) -> Result<()> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .with_context(|| format!("creating a Kafka producer for {brokers}"))?;
+    let started = std::time::Instant::now();
+    for (i, line) in lines.enumerate() {
+        if let Some(pace) = pace {
+            sleep_until(started + pace * i as u32);
+        }
+        let mut record = BaseRecord::to(topic).key(&line.key).payload(&line.text);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("producing to {topic}: {e}"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .with_context(|| format!("Kafka at {brokers} did not acknowledge every line within 60 s; is it up (dev/stack status)?"))?;
+    eprintln!(
+        "sent {count} lines to {topic} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn inspect(path: PathBuf) -> Result<()> {
+    let runtime = PluginRuntime::new(1, 64)?;
+    let interface = sluice::plugin::inspect::inspect(runtime.engine(), &path)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", path.display())?;
+    writeln!(
+        out,
+        "  contract: sluice:plugin@{}",
+        interface.contract.as_deref().unwrap_or("(none found)")
+    )?;
+    writeln!(out, "  exports:")?;
+    for e in &interface.exports {
+        writeln!(out, "    {e}")?;
+    }
+    writeln!(out, "  imports:")?;
+    for i in &interface.imports {
+        writeln!(out, "    {i}")?;
+    }
+    match runtime.compile("inspected", &path) {
+        Ok(_) => writeln!(out, "  implements sluice:plugin/transform: yes")?,
+        Err(e) => writeln!(out, "  implements sluice:plugin/transform: no ({e})")?,
+    }
+    Ok(())
+}
+
+fn plugin_test(
+    plugin: Option<PathBuf>,
+    plugin_config: String,
+    chain_config: Option<PathBuf>,
+    timeout_ms: u64,
+) -> Result<()> {
+    let (_runtime, stages) = match (&plugin, &chain_config) {
+        (_, Some(path)) => runner::load_plugins(&Config::load(path)?)?,
+        (Some(path), None) => {
+            let config: toml::Table =
+                serde_json::from_str(&plugin_config).context("--config must be a JSON object")?;
+            let runtime = PluginRuntime::new(4, 64)?;
+            let plugin_config = PluginConfig {
+                name: path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "plugin".into()),
+                path: path.clone(),
+                timeout_ms,
+                memory_limit_mb: 64,
+                max_output_factor: 16,
+                config,
+            };
+            let loaded = runtime.load(&plugin_config, path)?;
+            (runtime, vec![WasmStage::new(Arc::new(loaded))])
+        }
+        (None, None) => bail!("give a PLUGIN.wasm or --chain CONFIG"),
+    };
+    let stages: Vec<Box<dyn Stage>> = stages
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn Stage>)
+        .collect();
+    let mut chain = Chain::new(stages, Duration::from_secs(3600));
+    let options = DecodeOptions {
+        max_message_bytes: 1 << 20,
+        invalid_json: InvalidJson::Dlq,
+    };
+    let now = time::now_ns();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut batch = Vec::new();
+    let emit = |output: ChainOutput, out: &mut dyn Write| -> Result<()> {
+        for failure in &output.failures {
+            eprintln!("plugin failure: {failure}");
+        }
+        for record in &output.routed {
+            let mut line = Vec::new();
+            codec::encode_record(record, &mut line);
+            writeln!(
+                out,
+                "{{\"route\":\"{}\",\"record\":{}}}",
+                record.route.name(),
+                String::from_utf8_lossy(&line)
+            )?;
+        }
+        for (record, reason) in &output.dead {
+            writeln!(
+                out,
+                "{{\"route\":\"dlq\",\"reason\":{},\"record\":{}}}",
+                serde_json::to_string(reason)?,
+                String::from_utf8_lossy(&codec::record_to_json(record))
+            )?;
+        }
+        Ok(())
+    };
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        let origin = Origin {
+            topic: "stdin".into(),
+            partition: 0,
+            offset: i as i64,
+        };
+        match codec::decode(line.as_bytes(), origin, now, now, &options) {
+            Ok(record) => batch.push(record),
+            Err(reason) => writeln!(
+                out,
+                "{{\"route\":\"dlq\",\"reason\":{},\"line\":{}}}",
+                serde_json::to_string(&format!("cannot decode: {reason}"))?,
+                serde_json::to_string(&line)?
+            )?,
+        }
+        if batch.len() >= 1000 {
+            let mut output = ChainOutput::default();
+            chain.process(std::mem::take(&mut batch), &mut output);
+            emit(output, &mut out)?;
+        }
+    }
+    let mut output = ChainOutput::default();
+    chain.process(batch, &mut output);
+    chain.tick(true, &mut output);
+    emit(output, &mut out)?;
+    Ok(())
+}

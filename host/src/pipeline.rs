@@ -1,0 +1,229 @@
+//! The pipeline thread: decode each source batch once, run it through the chain, and route
+//! what comes out to the sinks; tick the chain so windows close.
+//!
+//! It runs on a plain thread because plugin calls are synchronous CPU work. Sends to sinks
+//! block when a sink is full, and that is the backpressure that pauses the source.
+
+use crate::ack::{AckHandle, AckIssuer, BatchOffsets, Completion};
+use crate::chain::{Chain, ChainOutput};
+use crate::codec::{self, DecodeOptions};
+use crate::event::{DeadLetter, Events, RawMessage};
+use crate::sink::Router;
+use crate::source::{PipelineInput, SourceBatch};
+use crate::{Record, time};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Counters of the pipeline itself.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub batches: AtomicU64,
+    pub records_in: AtomicU64,
+    pub decode_rejected: AtomicU64,
+    pub plugin_dead_lettered: AtomicU64,
+    pub unrouted: AtomicU64,
+    pub records_routed: AtomicU64,
+}
+
+pub struct Pipeline {
+    chain: Chain,
+    router: Arc<Router>,
+    decode: DecodeOptions,
+    tick_interval: Duration,
+    /// Handles for what ticks emit: it derives from no single source batch.
+    tick_acks: AckIssuer,
+    tick_completions: UnboundedReceiver<Completion>,
+    warned_unrouted: HashSet<String>,
+    pub stats: Arc<PipelineStats>,
+}
+
+impl Pipeline {
+    pub fn new(
+        chain: Chain,
+        router: Arc<Router>,
+        decode: DecodeOptions,
+        tick_interval: Duration,
+    ) -> Pipeline {
+        let (tick_acks, tick_completions) = AckIssuer::new();
+        Pipeline {
+            chain,
+            router,
+            decode,
+            tick_interval,
+            tick_acks,
+            tick_completions,
+            warned_unrouted: HashSet::new(),
+            stats: Arc::new(PipelineStats::default()),
+        }
+    }
+
+    /// Process input until the source ends, then flush every sink.
+    pub fn run(mut self, input: Receiver<PipelineInput>) {
+        let mut last_tick = Instant::now();
+        loop {
+            let wait = self.tick_interval.saturating_sub(last_tick.elapsed());
+            match input.recv_timeout(wait) {
+                Ok(PipelineInput::Batch(batch)) => self.process(batch),
+                Ok(PipelineInput::End { complete }) => {
+                    if complete {
+                        self.tick(true);
+                    }
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_tick.elapsed() >= self.tick_interval {
+                self.tick(false);
+                last_tick = Instant::now();
+            }
+        }
+        self.router.flush_all_blocking();
+        self.report_tick_failures();
+    }
+
+    fn process(&mut self, batch: SourceBatch) {
+        let SourceBatch { messages, ack } = batch;
+        let observed = time::now_ns();
+        let stats = &self.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records_in
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+
+        let mut records = Vec::with_capacity(messages.len());
+        let mut dead = Vec::new();
+        for m in &messages {
+            match codec::decode(
+                &m.payload,
+                m.origin.clone(),
+                m.timestamp,
+                observed,
+                &self.decode,
+            ) {
+                Ok(record) => records.push(record),
+                Err(reason) => dead.push(DeadLetter {
+                    origin: m.origin.clone(),
+                    reason: format!("cannot decode: {reason}"),
+                    payload: m.payload.clone(),
+                    timestamp: observed,
+                }),
+            }
+        }
+        stats
+            .decode_rejected
+            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+
+        let mut out = ChainOutput::default();
+        self.chain.process(records, &mut out);
+        self.deliver(out, dead, &messages, &ack);
+        if self.router.takes("raw") {
+            self.router
+                .send_blocking("raw", Events::Raw(messages), &ack);
+        }
+        ack.ack();
+    }
+
+    fn tick(&mut self, end_of_input: bool) {
+        let mut out = ChainOutput::default();
+        self.chain.tick(end_of_input, &mut out);
+        if !out.routed.is_empty() || !out.dead.is_empty() {
+            let ack = self.tick_acks.issue(BatchOffsets::default());
+            self.deliver(out, Vec::new(), &[], &ack);
+            ack.ack();
+        }
+        self.report_tick_failures();
+    }
+
+    /// Route chain output and dead letters to the sinks, all under `ack`.
+    fn deliver(
+        &mut self,
+        out: ChainOutput,
+        mut dead: Vec<DeadLetter>,
+        messages: &[RawMessage],
+        ack: &AckHandle,
+    ) {
+        for failure in &out.failures {
+            tracing::warn!(%failure, "plugin call failed; its input is dead-lettered");
+        }
+        if !out.dead.is_empty() {
+            self.stats
+                .plugin_dead_lettered
+                .fetch_add(out.dead.len() as u64, Ordering::Relaxed);
+            dead.extend(dead_letters(out.dead, messages));
+        }
+
+        // Group by route, keeping order within each route.
+        let mut by_route: Vec<(String, Vec<Record>)> = Vec::new();
+        for record in out.routed {
+            let name = record.route.name();
+            match by_route.iter_mut().find(|(r, _)| r == name) {
+                Some((_, records)) => records.push(record),
+                None => by_route.push((name.to_owned(), vec![record])),
+            }
+        }
+        for (route, records) in by_route {
+            let count = records.len() as u64;
+            if self
+                .router
+                .send_blocking(&route, Events::Logs(records), ack)
+            {
+                self.stats
+                    .records_routed
+                    .fetch_add(count, Ordering::Relaxed);
+            } else {
+                self.stats.unrouted.fetch_add(count, Ordering::Relaxed);
+                if self.warned_unrouted.insert(route.clone()) {
+                    tracing::warn!(
+                        route,
+                        "records were emitted on a route no sink takes; they are dropped (add the route to a sink's `routes` to keep them)"
+                    );
+                }
+            }
+        }
+        if !dead.is_empty() {
+            // Config validation guarantees a sink takes `dlq`.
+            self.router
+                .send_blocking("dlq", Events::DeadLetters(dead), ack);
+        }
+    }
+
+    fn report_tick_failures(&mut self) {
+        while let Ok(completion) = self.tick_completions.try_recv() {
+            if !completion.delivered {
+                tracing::error!(
+                    "records emitted by a plugin tick (metrics, alerts) were not delivered by every sink"
+                );
+            }
+        }
+    }
+}
+
+/// Dead letters for records the chain rejected, carrying the original message bytes when
+/// the record came straight from one (what a replay needs), else the record as JSON.
+fn dead_letters(dead: Vec<(Record, String)>, messages: &[RawMessage]) -> Vec<DeadLetter> {
+    let by_origin: HashMap<(i32, i64), &RawMessage> = messages
+        .iter()
+        .map(|m| ((m.origin.partition, m.origin.offset), m))
+        .collect();
+    let now = time::now_ns();
+    dead.into_iter()
+        .map(|(record, reason)| {
+            let origin = record.origin().clone();
+            let payload = match by_origin.get(&(origin.partition, origin.offset)) {
+                Some(m) if m.origin.topic == origin.topic => m.payload.clone(),
+                _ => codec::record_to_json(&record),
+            };
+            DeadLetter {
+                origin,
+                reason,
+                payload,
+                timestamp: now,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,96 @@
+//! The wasmtime component host for transform plugins.
+//!
+//! Each plugin is compiled once into an [`InstancePre`](wasmtime::component::InstancePre)
+//! from which instances are made cheaply with the pooling allocator. Every call runs under
+//! an epoch deadline and a linear-memory limit; a trap, timeout or out-of-memory discards
+//! the instance (a trapped store is unusable) and the next call gets a fresh one. Plugins
+//! see no filesystem, sockets or environment: only the `sluice:plugin/host` imports and a
+//! WASI context with nothing in it (Rust's std needs WASI to link).
+
+mod host_api;
+pub mod inspect;
+mod runtime;
+mod stats;
+
+pub use runtime::{LoadedPlugin, PluginRuntime, WasmStage};
+pub use stats::PluginStats;
+
+/// Generated bindings for `wit/plugin.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "transform",
+        path: "../wit",
+    });
+    pub use sluice::plugin::types::*;
+}
+
+/// Why a plugin could not be loaded. Fails start-up (or a reload) naming the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin `{name}`: cannot read {path}: {source}")]
+    Read {
+        name: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "plugin `{name}`: {path} is not a valid WebAssembly component: {message}. Build plugins for the wasm32-wasip2 target (dev/build-plugins)."
+    )]
+    Compile {
+        name: String,
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error(
+        "plugin `{name}`: {path} does not implement the sluice:plugin/transform world (contract {contract}): {message}"
+    )]
+    Contract {
+        name: String,
+        path: std::path::PathBuf,
+        contract: &'static str,
+        message: String,
+    },
+    #[error(
+        "plugin `{name}`: init failed: {message}. Check the [plugins.config] table of this plugin."
+    )]
+    Init { name: String, message: String },
+    #[error("plugin runtime: {0}")]
+    Runtime(String),
+}
+
+/// Why one call into a plugin failed. The call's input goes to the dead-letter route with
+/// this as the reason.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum CallFailure {
+    #[error("plugin `{plugin}` timed out after {timeout_ms} ms")]
+    Timeout { plugin: String, timeout_ms: u64 },
+    #[error("plugin `{plugin}` ran out of memory (limit {limit_mb} MiB)")]
+    OutOfMemory { plugin: String, limit_mb: u64 },
+    #[error("plugin `{plugin}` trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin `{plugin}` returned an error: {message}")]
+    Error { plugin: String, message: String },
+    #[error("plugin `{plugin}` emitted {emitted} records from {input}, above its limit of {limit}")]
+    TooManyOutputs {
+        plugin: String,
+        emitted: usize,
+        input: usize,
+        limit: usize,
+    },
+    #[error("plugin `{plugin}` could not be restarted: {message}")]
+    Unavailable { plugin: String, message: String },
+}
+
+impl CallFailure {
+    /// A short kind label for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallFailure::Timeout { .. } => "timeout",
+            CallFailure::OutOfMemory { .. } => "out_of_memory",
+            CallFailure::Trap { .. } => "trap",
+            CallFailure::Error { .. } => "error",
+            CallFailure::TooManyOutputs { .. } => "too_many_outputs",
+            CallFailure::Unavailable { .. } => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Engine, compilation, instances and guarded calls.
+
+use super::bindings::{self as b, Transform, TransformPre};
+use super::{CallFailure, LoadError, PluginStats};
+use crate::config::PluginConfig;
+use crate::{Attribute, Origin, Record, Route, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the engine's epoch advances; plugin deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// What a plugin may write to stderr (a panic message) before writes fail.
+const STDERR_CAPACITY: usize = 64 * 1024;
+/// Wasm stack per call: far below the native stack of the thread that runs plugins, so a
+/// runaway recursion traps in wasm instead of overflowing the host's stack.
+const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Per-store host state.
+pub struct StoreState {
+    pub(super) plugin: String,
+    pub(super) stats: Arc<PluginStats>,
+    limits: MemoryLimiter,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The shared engine (with its epoch ticker) and linker.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Arc<Linker<StoreState>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginRuntime {
+    /// An engine able to hold `max_instances` live instances of at most `max_memory_mb`.
+    pub fn new(max_instances: u32, max_memory_mb: u64) -> Result<PluginRuntime, LoadError> {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        let slots = max_instances.max(1);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 4)
+            .total_tables(slots * 8)
+            .total_stacks(slots)
+            .max_memory_size((max_memory_mb as usize) << 20);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| LoadError::Runtime(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Runtime(e.to_string()))?;
+        Transform::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Runtime(e.to_string()))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| LoadError::Runtime(e.to_string()))?;
+
+        Ok(PluginRuntime {
+            engine,
+            linker: Arc::new(linker),
+            stop_ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compile a plugin and check it implements the contract. Does not instantiate it.
+    pub fn compile(&self, name: &str, path: &Path) -> Result<TransformPre<StoreState>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?;
+        let component =
+            Component::from_binary(&self.engine, &bytes).map_err(|e| LoadError::Compile {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+        let contract = |e: wasmtime::Error| LoadError::Contract {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            contract: sluice_plugin_sdk::CONTRACT_VERSION,
+            message: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(contract)?;
+        TransformPre::new(pre).map_err(contract)
+    }
+
+    /// Compile, check, and initialise one instance (so a bad config fails now, not later).
+    pub fn load(&self, config: &PluginConfig, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        let pre = self.compile(&config.name, path)?;
+        let plugin = LoadedPlugin {
+            name: config.name.clone(),
+            path: path.to_owned(),
+            pre,
+            engine: self.engine.clone(),
+            config_json: config.config_json(),
+            timeout_ms: config.timeout_ms,
+            memory_limit_mb: config.memory_limit_mb,
+            max_output_factor: config.max_output_factor,
+            stats: Arc::new(PluginStats::default()),
+        };
+        plugin.instantiate().map_err(|failure| LoadError::Init {
+            name: config.name.clone(),
+            message: match failure {
+                CallFailure::Error { message, .. } => message,
+                other => other.to_string(),
+            },
+        })?;
+        Ok(plugin)
+    }
+}
+
+/// A compiled plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub path: PathBuf,
+    pre: TransformPre<StoreState>,
+    engine: Engine,
+    config_json: String,
+    timeout_ms: u64,
+    memory_limit_mb: u64,
+    max_output_factor: usize,
+    pub stats: Arc<PluginStats>,
+}
+
+/// A live instance: its store and bindings.
+struct Instance {
+    store: Store<StoreState>,
+    bindings: Transform,
+    stderr: MemoryOutputPipe,
+}
+
+impl LoadedPlugin {
+    fn instantiate(&self) -> Result<Instance, CallFailure> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        let limits = MemoryLimiter {
+            limit: (self.memory_limit_mb as usize) << 20,
+            peak: 0,
+        };
+        let mut store = Store::new(
+            &self.engine,
+            StoreState {
+                plugin: self.name.clone(),
+                stats: self.stats.clone(),
+                limits,
+                wasi,
+                table: ResourceTable::new(),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        store.epoch_deadline_trap();
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e, &stderr))?;
+        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        let mut instance = Instance {
+            store,
+            bindings,
+            stderr,
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks());
+        let result = instance
+            .bindings
+            .call_init(&mut instance.store, &self.config_json)
+            .map_err(|e| self.classify(e, &instance.stderr))?;
+        result.map_err(|e| CallFailure::Error {
+            plugin: self.name.clone(),
+            message: e.message,
+        })?;
+        Ok(instance)
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+    }
+
+    /// Turn a wasmtime error from a call into why it failed.
+    fn classify(&self, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> CallFailure {
+        let plugin = self.name.clone();
+        if error.downcast_ref::<MemoryLimitExceeded>().is_some() {
+            self.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
+            return CallFailure::OutOfMemory {
+                plugin,
+                limit_mb: self.memory_limit_mb,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                return CallFailure::Timeout {
+                    plugin,
+                    timeout_ms: self.timeout_ms,
+                };
+            }
+            Some(Trap::AllocationTooLarge) => {
+                self.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
+                return CallFailure::OutOfMemory {
+                    plugin,
+                    limit_mb: self.memory_limit_mb,
+                };
+            }
+            _ => {}
+        }
+        let text = format!("{error:#}");
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        let mut message = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => text.lines().next().unwrap_or("unknown failure").to_owned(),
+        };
+        // A Rust plugin's panic message is on its stderr: it says far more than the trap.
+        let err = stderr.contents();
+        let err = String::from_utf8_lossy(&err);
+        let last = err.trim().lines().last().unwrap_or("");
+        if !last.is_empty() {
+            message.push_str(" (stderr: ");
+            message.push_str(&last.chars().take(300).collect::<String>());
+            message.push(')');
+        }
+        CallFailure::Trap { plugin, message }
+    }
+}
+
+/// One plugin as a chain stage: owns its current instance and replaces it after a failure.
+pub struct WasmStage {
+    plugin: Arc<LoadedPlugin>,
+    instance: Option<Instance>,
+}
+
+impl WasmStage {
+    pub fn new(plugin: Arc<LoadedPlugin>) -> Self {
+        WasmStage {
+            plugin,
+            instance: None,
+        }
+    }
+
+    pub fn plugin(&self) -> &LoadedPlugin {
+        &self.plugin
+    }
+
+    fn instance(&mut self) -> Result<&mut Instance, CallFailure> {
+        if self.instance.is_none() {
+            let fresh = self
+                .plugin
+                .instantiate()
+                .map_err(|failure| CallFailure::Unavailable {
+                    plugin: self.plugin.name.clone(),
+                    message: failure.to_string(),
+                })?;
+            self.instance = Some(fresh);
+        }
+        Ok(self.instance.as_mut().expect("just set"))
+    }
+
+    /// Run one call with the deadline armed; on any trap, discard the instance.
+    fn guarded<R>(
+        &mut self,
+        call: impl FnOnce(&Transform, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallFailure> {
+        let ticks = self.plugin.deadline_ticks();
+        let started = Instant::now();
+        let instance = self.instance()?;
+        instance.store.set_epoch_deadline(ticks);
+        let result = call(&instance.bindings, &mut instance.store);
+        let stats = &self.plugin.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats
+            .call_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                let instance = self.instance.take().expect("instance in use");
+                Err(self.plugin.classify(error, &instance.stderr))
+            }
+        }
+    }
+
+    /// Process a batch. On failure the batch is the caller's to dead-letter.
+    pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
+        let input = batch.len();
+        let wit_batch: Vec<b::LogRecord> = batch.iter().map(to_wit).collect();
+        let out = self.guarded(|bindings, store| bindings.call_process(store, &wit_batch))?;
+        let stats = &self.plugin.stats;
+        stats.records_in.fetch_add(input as u64, Ordering::Relaxed);
+        self.finish(out, input)
+    }
+
+    /// Tell the plugin event time reached `watermark`.
+    pub fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, CallFailure> {
+        let out = self.guarded(|bindings, store| bindings.call_tick(store, watermark))?;
+        self.finish(out, 0)
+    }
+
+    fn finish(
+        &mut self,
+        out: Result<Vec<b::LogRecord>, b::PluginError>,
+        input: usize,
+    ) -> Result<Vec<Record>, CallFailure> {
+        let stats = &self.plugin.stats;
+        let out = out.map_err(|e| {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            CallFailure::Error {
+                plugin: self.plugin.name.clone(),
+                message: e.message,
+            }
+        })?;
+        let limit = input * self.plugin.max_output_factor + 1_000;
+        if out.len() > limit {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(CallFailure::TooManyOutputs {
+                plugin: self.plugin.name.clone(),
+                emitted: out.len(),
+                input,
+                limit,
+            });
+        }
+        stats
+            .records_out
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        if let Some(instance) = &self.instance {
+            let peak = instance.store.data().limits.peak as u64;
+            stats.memory_bytes.store(peak, Ordering::Relaxed);
+        }
+        Ok(out.into_iter().map(from_wit).collect())
+    }
+}
+
+/// Caps an instance's linear memory and records its high-water mark. Growth past the
+/// limit traps at once (rather than failing `memory.grow`), so the failure is reported as
+/// out-of-memory instead of as whatever the guest's allocator does next.
+struct MemoryLimiter {
+    limit: usize,
+    peak: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("linear memory limit exceeded")]
+struct MemoryLimitExceeded;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            return Err(MemoryLimitExceeded.into());
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+fn to_wit(r: &Record) -> b::LogRecord {
+    let origin = r.origin();
+    b::LogRecord {
+        timestamp: r.timestamp,
+        observed_timestamp: r.observed_timestamp,
+        severity_number: r.severity_number,
+        severity_text: r.severity_text.clone(),
+        body: r.body.clone(),
+        attributes: r
+            .attributes
+            .iter()
+            .map(|a| b::Attribute {
+                key: a.key.clone(),
+                value: match &a.value {
+                    Value::Null => b::Value::Null,
+                    Value::Bool(v) => b::Value::Boolean(*v),
+                    Value::Int(v) => b::Value::Integer(*v),
+                    Value::Float(v) => b::Value::Double(*v),
+                    Value::Str(v) => b::Value::Text(v.clone()),
+                    Value::Bytes(v) => b::Value::Bytes(v.clone()),
+                },
+            })
+            .collect(),
+        origin: b::Origin {
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            offset: origin.offset,
+        },
+        route: match &r.route {
+            Route::Cleaned => b::Route::Cleaned,
+            Route::Metrics => b::Route::Metrics,
+            Route::Alerts => b::Route::Alerts,
+            Route::Dlq(reason) => b::Route::Dlq(reason.clone()),
+            Route::Named(name) => b::Route::Named(name.clone()),
+        },
+    }
+}
+
+fn from_wit(r: b::LogRecord) -> Record {
+    let mut record = Record::new(Origin {
+        topic: r.origin.topic,
+        partition: r.origin.partition,
+        offset: r.origin.offset,
+    });
+    record.timestamp = r.timestamp;
+    record.observed_timestamp = r.observed_timestamp;
+    record.severity_number = r.severity_number;
+    record.severity_text = r.severity_text;
+    record.body = r.body;
+    record.attributes = r
+        .attributes
+        .into_iter()
+        .map(|a| Attribute {
+            key: a.key,
+            value: match a.value {
+                b::Value::Null => Value::Null,
+                b::Value::Boolean(v) => Value::Bool(v),
+                b::Value::Integer(v) => Value::Int(v),
+                b::Value::Double(v) => Value::Float(v),
+                b::Value::Text(v) => Value::Str(v),
+                b::Value::Bytes(v) => Value::Bytes(v),
+            },
+        })
+        .collect();
+    record.route = match r.route {
+        b::Route::Cleaned => Route::Cleaned,
+        b::Route::Metrics => Route::Metrics,
+        b::Route::Alerts => Route::Alerts,
+        b::Route::Dlq(reason) => Route::Dlq(reason),
+        b::Route::Named(name) => Route::Named(name),
+    };
+    record
+}

@@ -1,0 +1,160 @@
+//! Wiring for `sluice run`: load plugins, start sinks, the pipeline and the source, and
+//! shut down in order on SIGTERM/SIGINT — stop consuming, drain, flush, commit, exit.
+
+use crate::chain::{Chain, Stage};
+use crate::codec::DecodeOptions;
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::plugin::{LoadError, PluginRuntime, WasmStage};
+use crate::sink::{self, Router, SinkError};
+use crate::source::{self, PipelineInput, SourceConfig, SourceError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Compile and initialise every plugin of the chain, in order.
+pub fn load_plugins(config: &Config) -> Result<(PluginRuntime, Vec<WasmStage>), LoadError> {
+    let max_memory = config
+        .plugins
+        .iter()
+        .map(|p| p.memory_limit_mb)
+        .max()
+        .unwrap_or(64);
+    // Two slots per plugin: the live instance and its replacement after a failure, plus
+    // the instances `load` makes to check each plugin's config.
+    let slots = (config.plugins.len() as u32) * 3 + 2;
+    let runtime = PluginRuntime::new(slots, max_memory)?;
+    let mut stages = Vec::with_capacity(config.plugins.len());
+    for plugin in &config.plugins {
+        let loaded = runtime.load(plugin, &config.resolve(&plugin.path))?;
+        stages.push(WasmStage::new(Arc::new(loaded)));
+    }
+    Ok((runtime, stages))
+}
+
+/// Run the configured pipeline until the input ends or `stop` is set.
+pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
+    let (_runtime, stages) = load_plugins(&config)?;
+    let names: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
+    tracing::info!(plugins = ?names, "plugins loaded");
+
+    let router = Router::new();
+    let mut sinks = Vec::with_capacity(config.sinks.len());
+    for (name, sink_config) in &config.sinks {
+        sinks.push(
+            sink::start(
+                name,
+                sink_config,
+                router.clone(),
+                config.pipeline.channel_capacity,
+            )
+            .await?,
+        );
+    }
+    router.install(&sinks);
+
+    let stages: Vec<Box<dyn Stage>> = stages
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn Stage>)
+        .collect();
+    let chain = Chain::new(
+        stages,
+        Duration::from_millis(config.pipeline.idle_watermark_ms),
+    );
+    let decoding = config.source.decoding();
+    let pipeline = Pipeline::new(
+        chain,
+        router.clone(),
+        DecodeOptions {
+            max_message_bytes: decoding.max_message_bytes,
+            invalid_json: decoding.invalid_json,
+        },
+        Duration::from_millis(config.pipeline.tick_interval_ms),
+    );
+    let (tx, rx) = std::sync::mpsc::sync_channel::<PipelineInput>(config.pipeline.channel_capacity);
+    let pipeline_thread = std::thread::Builder::new()
+        .name("pipeline".into())
+        // Plugins run on this thread: leave room far beyond the wasm stack limit.
+        .stack_size(16 << 20)
+        .spawn(move || pipeline.run(rx))
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+
+    let source_config = config.source.clone();
+    let source_stop = stop.clone();
+    let source_thread = std::thread::Builder::new()
+        .name("source".into())
+        .spawn(move || match &source_config {
+            SourceConfig::Kafka(c) => source::kafka::run(c, tx, source_stop),
+            SourceConfig::Stdin(c) => {
+                source::stdin::run(c, std::io::stdin().lock(), tx, source_stop)
+            }
+        })
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    spawn_watchdog();
+    spawn_signal_handler(stop.clone());
+
+    let source_result = tokio::task::spawn_blocking(move || source_thread.join())
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))?
+        .map_err(|_| RunError::Internal("the source thread panicked".into()))?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    stop.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || pipeline_thread.join())
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))?
+        .map_err(|_| RunError::Internal("the pipeline thread panicked".into()))?;
+    for sink in sinks {
+        sink.task.abort();
+    }
+    source_result?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn spawn_signal_handler(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+/// Tell systemd we are alive at half its watchdog interval, when it asks for that.
+fn spawn_watchdog() {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        loop {
+            interval.tick().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+    });
+}

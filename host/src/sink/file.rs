@@ -1,0 +1,146 @@
+//! NDJSON to a file or stdout: for running the chain without Kafka
+//! (`cat app.log | sluice run --config …`), and for demos.
+
+use super::{Router, SinkError, SinkInput};
+use crate::codec;
+use crate::event::{Events, SinkBatch};
+use serde::Deserialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    pub routes: Vec<String>,
+    /// A file to append to, or `-` for stdout.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// Add a `sluice.route` field naming the route of each line.
+    #[serde(default)]
+    pub include_route: bool,
+    /// fsync after every batch (slower; survives power loss).
+    #[serde(default)]
+    pub fsync: bool,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from("-")
+}
+
+impl FileSinkConfig {
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if self.path.as_os_str().is_empty() {
+            return Err((
+                "path".into(),
+                "must be a file path or `-` for stdout".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub async fn start(
+    name: &str,
+    config: &FileSinkConfig,
+    _router: Arc<Router>,
+    mut rx: mpsc::Receiver<SinkInput>,
+) -> Result<tokio::task::JoinHandle<()>, SinkError> {
+    let mut out: Box<dyn Write + Send> = if config.path.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.path)
+            .map_err(|e| SinkError::Start {
+                sink: name.to_owned(),
+                message: format!(
+                    "cannot open {} for appending: {e}. Check the directory exists and is writable.",
+                    config.path.display()
+                ),
+            })?;
+        Box::new(file)
+    };
+    let name = name.to_owned();
+    let config = config.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        while let Some(input) = rx.blocking_recv() {
+            match input {
+                SinkInput::Flush(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+                SinkInput::Batch(batch) => {
+                    buf.clear();
+                    encode(&batch, config.include_route, &mut buf);
+                    let written = out.write_all(&buf).and_then(|()| out.flush());
+                    match written {
+                        Ok(()) => batch.ack.ack(),
+                        Err(e) => {
+                            // The handle is dropped unacknowledged: the batch fails and is
+                            // replayed after a restart.
+                            tracing::error!(sink = %name, error = %e, "write failed; stopping");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }))
+}
+
+fn encode(batch: &SinkBatch, include_route: bool, buf: &mut Vec<u8>) {
+    let route_field = |buf: &mut Vec<u8>| {
+        if include_route {
+            buf.extend_from_slice(b"\"sluice.route\":");
+            codec::write_str(buf, &batch.route);
+            buf.push(b',');
+        }
+    };
+    match &*batch.events {
+        Events::Logs(records) => {
+            for record in records {
+                let start = buf.len();
+                codec::encode_record(record, buf);
+                if include_route {
+                    // Insert the route as the first field.
+                    let mut head = Vec::new();
+                    route_field(&mut head);
+                    buf.splice(start + 1..start + 1, head);
+                }
+                buf.push(b'\n');
+            }
+        }
+        Events::Raw(messages) => {
+            for m in messages {
+                buf.push(b'{');
+                route_field(buf);
+                buf.extend_from_slice(b"\"raw\":");
+                codec::write_str(buf, &String::from_utf8_lossy(&m.payload));
+                buf.extend_from_slice(b"}\n");
+            }
+        }
+        Events::DeadLetters(letters) => {
+            for d in letters {
+                buf.push(b'{');
+                route_field(buf);
+                buf.extend_from_slice(b"\"reason\":");
+                codec::write_str(buf, &d.reason);
+                buf.extend_from_slice(b",\"origin.topic\":");
+                codec::write_str(buf, &d.origin.topic);
+                buf.extend_from_slice(
+                    format!(
+                        ",\"origin.partition\":{},\"origin.offset\":{},\"payload\":",
+                        d.origin.partition, d.origin.offset
+                    )
+                    .as_bytes(),
+                );
+                codec::write_str(buf, &String::from_utf8_lossy(&d.payload));
+                buf.extend_from_slice(b"}\n");
+            }
+        }
+    }
+}

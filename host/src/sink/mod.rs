@@ -1,0 +1,221 @@
+//! Sinks: where routed events go.
+//!
+//! Each sink runs as its own task behind a bounded channel. The pipeline blocks when a
+//! sink's channel is full, which in turn fills the source's channel and pauses the Kafka
+//! consumer: backpressure instead of unbounded buffers.
+//!
+//! A sink's contract is the [`crate::ack`] one: acknowledge a [`SinkBatch`] only once every
+//! event in it is durably written — or handed to the dead-letter route through the
+//! [`Router`] with a clone of the batch's handle. Sinks never dead-letter events of the
+//! `dlq` route itself; a dead letter that cannot be written fails the batch.
+//!
+//! To add a sink: a module with its config struct (`deny_unknown_fields`, a `routes` list),
+//! a variant in [`SinkConfig`], and a `start` function returning a [`SinkHandle`].
+
+pub mod file;
+pub mod kafka;
+
+use crate::ack::AckHandle;
+use crate::event::{DeadLetter, Events, SinkBatch};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{mpsc, oneshot};
+
+/// One sink's configuration, selected by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    Kafka(kafka::KafkaSinkConfig),
+    File(file::FileSinkConfig),
+}
+
+impl SinkConfig {
+    /// The routes this sink takes.
+    pub fn routes(&self) -> &[String] {
+        match self {
+            SinkConfig::Kafka(c) => &c.routes,
+            SinkConfig::File(c) => &c.routes,
+        }
+    }
+
+    /// Checks that need no network: `Err((key, message))`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if self.routes().is_empty() {
+            return Err((
+                "routes".into(),
+                "must name at least one route (e.g. [\"cleaned\"])".into(),
+            ));
+        }
+        match self {
+            SinkConfig::Kafka(c) => c.check(),
+            SinkConfig::File(c) => c.check(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink `{sink}`: {message}")]
+    Start { sink: String, message: String },
+}
+
+/// What a sink task receives.
+#[derive(Debug)]
+pub enum SinkInput {
+    Batch(SinkBatch),
+    /// Write out anything buffered, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A running sink.
+pub struct SinkHandle {
+    pub name: String,
+    pub routes: Vec<String>,
+    pub tx: mpsc::Sender<SinkInput>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Start the sink `name`. `router` lets it dead-letter what it cannot deliver.
+pub async fn start(
+    name: &str,
+    config: &SinkConfig,
+    router: Arc<Router>,
+    capacity: usize,
+) -> Result<SinkHandle, SinkError> {
+    let (tx, rx) = mpsc::channel(capacity);
+    let task = match config {
+        SinkConfig::Kafka(c) => kafka::start(name, c, router, rx).await?,
+        SinkConfig::File(c) => file::start(name, c, router, rx).await?,
+    };
+    Ok(SinkHandle {
+        name: name.to_owned(),
+        routes: config.routes().to_vec(),
+        tx,
+        task,
+    })
+}
+
+/// Route name → the channels of the sinks that take it. Shared by the pipeline and by
+/// sinks (for dead letters); filled once every sink has started.
+#[derive(Default)]
+pub struct Router {
+    routes: OnceLock<HashMap<String, Vec<(String, mpsc::Sender<SinkInput>)>>>,
+}
+
+impl Router {
+    pub fn new() -> Arc<Router> {
+        Arc::new(Router::default())
+    }
+
+    /// Install the sinks. Called once.
+    pub fn install(&self, sinks: &[SinkHandle]) {
+        let mut routes: HashMap<String, Vec<(String, mpsc::Sender<SinkInput>)>> = HashMap::new();
+        for sink in sinks {
+            for route in &sink.routes {
+                routes
+                    .entry(route.clone())
+                    .or_default()
+                    .push((sink.name.clone(), sink.tx.clone()));
+            }
+        }
+        let _ = self.routes.set(routes);
+    }
+
+    /// Whether some sink takes `route`.
+    pub fn takes(&self, route: &str) -> bool {
+        self.routes
+            .get()
+            .is_some_and(|r| r.get(route).is_some_and(|s| !s.is_empty()))
+    }
+
+    fn targets(&self, route: &str) -> &[(String, mpsc::Sender<SinkInput>)] {
+        self.routes
+            .get()
+            .and_then(|r| r.get(route))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Send `events` on `route` to every sink that takes it, each with a clone of `ack`.
+    /// Waits while a sink is full. Returns false if no sink takes the route.
+    pub async fn send(&self, route: &str, events: Events, ack: &AckHandle) -> bool {
+        let targets = self.targets(route);
+        if targets.is_empty() {
+            return false;
+        }
+        let route: Arc<str> = route.into();
+        let events = Arc::new(events);
+        for (_, tx) in targets {
+            let batch = SinkBatch {
+                route: route.clone(),
+                events: events.clone(),
+                ack: ack.clone(),
+            };
+            // A closed channel means the sink task ended; the batch's handle is dropped
+            // unacknowledged, which fails the batch: nothing is silently lost.
+            let _ = tx.send(SinkInput::Batch(batch)).await;
+        }
+        true
+    }
+
+    /// Blocking form of [`Router::send`], for the pipeline thread.
+    pub fn send_blocking(&self, route: &str, events: Events, ack: &AckHandle) -> bool {
+        let targets = self.targets(route);
+        if targets.is_empty() {
+            return false;
+        }
+        let route: Arc<str> = route.into();
+        let events = Arc::new(events);
+        for (_, tx) in targets {
+            let batch = SinkBatch {
+                route: route.clone(),
+                events: events.clone(),
+                ack: ack.clone(),
+            };
+            let _ = tx.blocking_send(SinkInput::Batch(batch));
+        }
+        true
+    }
+
+    /// Dead-letter `letters`, keeping `ack` pending until the dead-letter sinks have them.
+    pub async fn dead_letter(&self, letters: Vec<DeadLetter>, ack: &AckHandle) -> bool {
+        if letters.is_empty() {
+            return true;
+        }
+        self.send("dlq", Events::DeadLetters(letters), ack).await
+    }
+
+    /// Ask every sink to write out what it buffers, and wait until all have.
+    pub fn flush_all_blocking(&self) {
+        let Some(routes) = self.routes.get() else {
+            return;
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut waits = Vec::new();
+        for (name, tx) in routes.values().flatten() {
+            if seen.insert(name.clone()) {
+                let (done, wait) = oneshot::channel();
+                if tx.blocking_send(SinkInput::Flush(done)).is_ok() {
+                    waits.push(wait);
+                }
+            }
+        }
+        for wait in waits {
+            let _ = wait.blocking_recv();
+        }
+    }
+}
+
+/// Retry delays for transient sink failures: exponential from `base`, capped, with full
+/// jitter so many hosts do not retry in step.
+pub fn backoff(
+    attempt: u32,
+    base: std::time::Duration,
+    cap: std::time::Duration,
+) -> std::time::Duration {
+    use rand::Rng;
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let ceiling = exp.min(cap);
+    let millis = ceiling.as_millis().max(1) as u64;
+    std::time::Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}

@@ -1,0 +1,399 @@
+//! Kafka source: a consumer-group member on its own thread.
+//!
+//! It polls with librdkafka's `BaseConsumer` (no async overhead on the hot path), cuts
+//! batches by size and time, and hands them to the pipeline through a bounded channel.
+//! When the channel is full it pauses its partitions and keeps polling — so group
+//! membership and rebalances stay alive — and resumes once there is room.
+//!
+//! Offsets: auto-commit is on but automatic *storing* is off; an offset is stored only when
+//! the [`OffsetTracker`] says every batch up to it is delivered (see [`crate::ack`]). On a
+//! revoke (cooperative-sticky rebalancing) the source waits for in-flight batches of the
+//! revoked partitions — bounded by `rebalance_drain_timeout_ms` — and commits synchronously
+//! before letting them go. On shutdown it does the same for every partition.
+
+use super::{DecodingConfig, PipelineInput, SourceBatch, SourceError};
+
+use crate::ack::{AckIssuer, BatchOffsets, Completion, OffsetTracker};
+use crate::codec::InvalidJson;
+use crate::event::RawMessage;
+use crate::{Origin, time};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// The consumer group; hosts sharing it share the partitions.
+    pub group_id: String,
+    /// Where a group with no committed offset starts: `earliest` or `latest`.
+    #[serde(default)]
+    pub start_from: StartFrom,
+    /// How long a revoke waits for in-flight batches before giving the partitions up.
+    #[serde(default = "default_drain_ms")]
+    pub rebalance_drain_timeout_ms: u64,
+    /// Extra librdkafka consumer properties (security, fetch sizes…).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default = "defaults::batch_max_records")]
+    pub batch_max_records: usize,
+    #[serde(default = "defaults::batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+    #[serde(default)]
+    pub invalid_json: InvalidJson,
+}
+
+pub(super) mod defaults {
+    pub fn batch_max_records() -> usize {
+        super::DecodingConfig::default().batch_max_records
+    }
+    pub fn batch_max_wait_ms() -> u64 {
+        super::DecodingConfig::default().batch_max_wait_ms
+    }
+    pub fn max_message_bytes() -> usize {
+        super::DecodingConfig::default().max_message_bytes
+    }
+}
+
+fn default_drain_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+impl KafkaSourceConfig {
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if self.brokers.trim().is_empty() {
+            return Err(("brokers".into(), "must list at least one host:port".into()));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(("topics".into(), "must name at least one topic".into()));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(("group_id".into(), "must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set(
+                "auto.offset.reset",
+                match self.start_from {
+                    StartFrom::Earliest => "earliest",
+                    StartFrom::Latest => "latest",
+                },
+            )
+            .set("enable.partition.eof", "false");
+        for (key, value) in &self.options {
+            c.set(key, value);
+        }
+        c
+    }
+}
+
+/// Offset bookkeeping shared by the poll loop and the rebalance callbacks (both run on the
+/// source thread, inside `poll`).
+struct SourceContext {
+    tracker: Mutex<OffsetTracker>,
+    completions: Mutex<UnboundedReceiver<Completion>>,
+    /// Per partition, the next offset stored for commit.
+    stored: Mutex<HashMap<(String, i32), i64>>,
+    paused: AtomicBool,
+    drain_timeout: Duration,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<(String, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            tracing::info!(partitions = ?parts, "partitions revoked; draining in-flight batches");
+            self.drain(consumer, Some(&parts));
+            self.commit(consumer, Some(&parts));
+            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+            for (topic, partition) in &parts {
+                tracker.forget(topic, *partition);
+                stored.remove(&(topic.clone(), *partition));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(count = tpl.count(), "partitions assigned");
+            if self.paused.load(Ordering::Relaxed) {
+                let _ = consumer.pause(tpl);
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit");
+        }
+    }
+}
+
+impl SourceContext {
+    /// Apply completed batches: store the offsets that became committable.
+    fn pump(&self, consumer: &BaseConsumer<Self>) -> bool {
+        let mut completions = self.completions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tpl = TopicPartitionList::new();
+        while let Ok(completion) = completions.try_recv() {
+            for ((topic, partition), next) in tracker.complete(&completion) {
+                let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
+                self.stored
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((topic, partition), next);
+            }
+        }
+        if tpl.count() > 0 {
+            // Fails for a partition no longer assigned; its new owner replays from the
+            // last commit, which is safe.
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::debug!(error = %e, "storing offsets");
+            }
+        }
+        !tracker.has_failed()
+    }
+
+    /// Wait (bounded) until no batch of `parts` (or of any partition) is in flight.
+    fn drain(&self, consumer: &BaseConsumer<Self>, parts: Option<&[(String, i32)]>) {
+        let deadline = Instant::now() + self.drain_timeout;
+        loop {
+            self.pump(consumer);
+            let in_flight = {
+                let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+                match parts {
+                    Some(parts) => parts.iter().map(|(t, p)| tracker.in_flight(t, *p)).sum(),
+                    None => tracker.total_in_flight(),
+                }
+            };
+            if in_flight == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    in_flight,
+                    "drain timed out; uncommitted batches will be replayed by the next owner"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Commit what is stored, synchronously.
+    fn commit(&self, consumer: &BaseConsumer<Self>, parts: Option<&[(String, i32)]>) {
+        let stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in stored.iter() {
+            if parts.is_none_or(|p| p.iter().any(|(t, q)| t == topic && q == partition)) {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => tracing::debug!(partitions = tpl.count(), "committed"),
+            Err(e) => tracing::warn!(error = %e, "synchronous commit failed"),
+        }
+    }
+}
+
+/// Consume until `stop`, sending batches to the pipeline.
+pub fn run(
+    config: &KafkaSourceConfig,
+    tx: SyncSender<PipelineInput>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), SourceError> {
+    let (mut issuer, completions) = AckIssuer::new();
+    let context = SourceContext {
+        tracker: Mutex::new(OffsetTracker::default()),
+        completions: Mutex::new(completions),
+        stored: Mutex::new(HashMap::new()),
+        paused: AtomicBool::new(false),
+        drain_timeout: Duration::from_millis(config.rebalance_drain_timeout_ms),
+    };
+    let consumer: BaseConsumer<SourceContext> = config
+        .client_config()
+        .create_with_context(context)
+        .map_err(|e| {
+            SourceError::Kafka(format!(
+                "cannot create the consumer: {e}. Check `source.brokers` and `source.options`."
+            ))
+        })?;
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| SourceError::Kafka(format!("cannot subscribe to {topics:?}: {e}")))?;
+    tracing::info!(topics = ?topics, group = %config.group_id, "consuming");
+
+    let max_records = config.batch_max_records;
+    let max_wait = Duration::from_millis(config.batch_max_wait_ms);
+    let mut messages: Vec<RawMessage> = Vec::with_capacity(max_records);
+    let mut offsets = BatchOffsets::default();
+    let mut batch_started = Instant::now();
+    // A batch the pipeline had no room for, with its offsets.
+    let mut held: Option<(SourceBatch, BatchOffsets)> = None;
+    let ctx = consumer.context();
+
+    let result = loop {
+        if !ctx.pump(&consumer) {
+            break Err(SourceError::BatchFailed);
+        }
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        // Offer the held batch first; keep polling (paused) while the pipeline is full.
+        if let Some((batch, batch_offsets)) = held.take() {
+            let seq = batch.ack.seq();
+            match tx.try_send(PipelineInput::Batch(batch)) {
+                Ok(()) => {
+                    register(ctx, seq, &batch_offsets);
+                    set_paused(&consumer, false);
+                }
+                Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
+                    held = Some((batch, batch_offsets));
+                    set_paused(&consumer, true);
+                    let _ = consumer.poll(Duration::from_millis(20)).map(|m| {
+                        // Paused partitions deliver nothing; anything racing the pause is
+                        // left unstored and fetched again after resume.
+                        drop(m)
+                    });
+                    continue;
+                }
+                Err(_) => break Ok(()),
+            }
+        }
+        let wait = if messages.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            max_wait.saturating_sub(batch_started.elapsed())
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                if messages.is_empty() {
+                    batch_started = Instant::now();
+                }
+                let origin = Origin {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                };
+                offsets.record(&origin.topic, origin.partition, origin.offset);
+                let timestamp = message
+                    .timestamp()
+                    .to_millis()
+                    .map_or_else(time::now_ns, |ms| ms.saturating_mul(1_000_000));
+                messages.push(RawMessage {
+                    origin,
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    timestamp,
+                });
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+            None => {}
+        }
+        let full = messages.len() >= max_records;
+        let due = !messages.is_empty() && batch_started.elapsed() >= max_wait;
+        if full || due {
+            let batch_offsets = std::mem::take(&mut offsets);
+            let batch = SourceBatch {
+                messages: std::mem::replace(&mut messages, Vec::with_capacity(max_records)),
+                ack: issuer.issue(batch_offsets.clone()),
+            };
+            let seq = batch.ack.seq();
+            match tx.try_send(PipelineInput::Batch(batch)) {
+                Ok(()) => register(ctx, seq, &batch_offsets),
+                Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
+                    held = Some((batch, batch_offsets));
+                    set_paused(&consumer, true);
+                }
+                Err(_) => break Ok(()),
+            }
+        }
+    };
+
+    // Shutdown: stop fetching, let the pipeline finish what it has, commit, leave.
+    set_paused(&consumer, true);
+    drop(held);
+    let _ = tx.send(PipelineInput::End { complete: false });
+    drop(tx);
+    ctx.drain(&consumer, None);
+    let failed = !ctx.pump(&consumer);
+    if !failed {
+        ctx.commit(&consumer, None);
+    }
+    consumer.unsubscribe();
+    match result {
+        Ok(()) if failed => Err(SourceError::BatchFailed),
+        other => other,
+    }
+}
+
+/// The pipeline accepted batch `seq`: track it until it completes. Completions are applied
+/// only by `pump` on this thread, so registering after the send cannot miss one.
+fn register(ctx: &SourceContext, seq: u64, offsets: &BatchOffsets) {
+    let mut tracker = ctx.tracker.lock().unwrap_or_else(|e| e.into_inner());
+    tracker.issued(seq, offsets);
+}
+
+fn set_paused(consumer: &BaseConsumer<SourceContext>, pause: bool) {
+    let ctx = consumer.context();
+    if ctx.paused.swap(pause, Ordering::Relaxed) == pause {
+        return;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let result = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    match result {
+        Ok(()) => tracing::debug!(paused = pause, "backpressure"),
+        Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
+    }
+}

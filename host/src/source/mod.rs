@@ -1,0 +1,113 @@
+//! Sources: where messages come from. A source runs on its own thread, cuts messages into
+//! batches, issues each an [`AckHandle`](crate::ack::AckHandle), and commits positions as
+//! batches complete (see [`crate::ack`]).
+
+pub mod kafka;
+pub mod stdin;
+
+use crate::ack::AckHandle;
+use crate::codec::InvalidJson;
+use crate::event::RawMessage;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    Kafka(kafka::KafkaSourceConfig),
+    Stdin(stdin::StdinSourceConfig),
+}
+
+impl SourceConfig {
+    /// Checks that need no network: `Err((key, message))`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let common = self.decoding();
+        if common.batch_max_records == 0 {
+            return Err(("batch_max_records".into(), "must be at least 1".into()));
+        }
+        if common.max_message_bytes == 0 {
+            return Err(("max_message_bytes".into(), "must be at least 1".into()));
+        }
+        match self {
+            SourceConfig::Kafka(c) => c.check(),
+            SourceConfig::Stdin(_) => Ok(()),
+        }
+    }
+
+    pub fn decoding(&self) -> DecodingConfig {
+        let (batch_max_records, batch_max_wait_ms, max_message_bytes, invalid_json) = match self {
+            SourceConfig::Kafka(c) => (
+                c.batch_max_records,
+                c.batch_max_wait_ms,
+                c.max_message_bytes,
+                c.invalid_json,
+            ),
+            SourceConfig::Stdin(c) => (
+                c.batch_max_records,
+                c.batch_max_wait_ms,
+                c.max_message_bytes,
+                c.invalid_json,
+            ),
+        };
+        DecodingConfig {
+            batch_max_records,
+            batch_max_wait_ms,
+            max_message_bytes,
+            invalid_json,
+        }
+    }
+}
+
+/// Batching and decoding settings every source shares (each source's config carries them
+/// as its own keys).
+#[derive(Debug, Clone)]
+pub struct DecodingConfig {
+    /// Most messages in one batch (one call into each plugin).
+    pub batch_max_records: usize,
+    /// Longest a partial batch waits for more messages.
+    pub batch_max_wait_ms: u64,
+    /// Larger messages are dead-lettered.
+    pub max_message_bytes: usize,
+    /// What to do with a message that starts with `{` but is not valid JSON.
+    pub invalid_json: InvalidJson,
+}
+
+impl Default for DecodingConfig {
+    fn default() -> Self {
+        DecodingConfig {
+            batch_max_records: 1_000,
+            batch_max_wait_ms: 50,
+            max_message_bytes: 1 << 20,
+            invalid_json: InvalidJson::Dlq,
+        }
+    }
+}
+
+/// A batch of messages on its way to the pipeline.
+#[derive(Debug)]
+pub struct SourceBatch {
+    pub messages: Vec<RawMessage>,
+    pub ack: AckHandle,
+}
+
+/// What the pipeline receives from the source.
+#[derive(Debug)]
+pub enum PipelineInput {
+    Batch(SourceBatch),
+    /// No more input. `complete` is true when the input really ended (end of a file), so
+    /// open windows should be closed; false on shutdown of an endless source.
+    End {
+        complete: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("Kafka source: {0}")]
+    Kafka(String),
+    #[error("stdin source: {0}")]
+    Stdin(String),
+    #[error(
+        "a batch was not delivered by every sink (see the errors above); stopping without committing it so it is replayed on restart"
+    )]
+    BatchFailed,
+}

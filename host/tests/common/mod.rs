@@ -1,0 +1,287 @@
+//! Shared helpers for integration tests: the real Kafka of the local stack (`dev/stack up`),
+//! the built plugins (`dev/build-plugins`), and the `sluice` binary as a child process.
+#![allow(dead_code)]
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn brokers() -> String {
+    std::env::var("SLUICE_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A built plugin: `target/plugins/<name>.wasm` (or `fixtures/<name>.wasm`).
+pub fn plugin(name: &str) -> PathBuf {
+    let path = workspace_root()
+        .join("target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run dev/build-plugins first",
+        path.display()
+    );
+    path
+}
+
+pub fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("Kafka is not reachable: start it with dev/stack up");
+    for r in results {
+        r.expect("create topic");
+    }
+}
+
+/// Produce `(key, payload)` pairs and wait for every acknowledgement.
+pub fn produce(topic: &str, messages: &[(Option<String>, Vec<u8>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    for (key, payload) in messages {
+        let mut record = BaseRecord::<String, Vec<u8>>::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A consumed message.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Consumed {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Read a topic from the beginning until `at_least` messages arrived and the topic has been
+/// quiet for `settle`, or `timeout` passes.
+pub fn consume(topic: &str, at_least: usize, timeout: Duration, settle: Duration) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut out = Vec::new();
+    while started.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Consumed {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+                last = Instant::now();
+            }
+            Some(Err(e)) => panic!("consume {topic}: {e}"),
+            None => {
+                if out.len() >= at_least && last.elapsed() >= settle {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A `sluice run` child process with its config in a temporary directory.
+pub struct Host {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Host {
+    pub fn start(config_toml: &str) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let log = std::fs::File::create(dir.path().join("host.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice");
+        Host { child, dir, config }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL: no chance to drain or commit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "sluice did not stop within 60 s of SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with a Kafka source and Kafka sinks for cleaned and dlq.
+pub fn kafka_config(source: &str, cleaned: &str, dlq: &str, plugins: &[(&str, PathBuf)]) -> String {
+    let mut c = format!(
+        r#"
+[source]
+type = "kafka"
+brokers = "{b}"
+topics = ["{source}"]
+group_id = "{group}"
+batch_max_records = 200
+batch_max_wait_ms = 20
+
+[pipeline]
+tick_interval_ms = 200
+
+[admin]
+listen = ""
+
+[sinks.cleaned]
+type = "kafka"
+brokers = "{b}"
+topic = "{cleaned}"
+routes = ["cleaned"]
+
+[sinks.dlq]
+type = "kafka"
+brokers = "{b}"
+topic = "{dlq}"
+routes = ["dlq"]
+"#,
+        b = brokers(),
+        group = unique("sluice-test"),
+    );
+    for (name, path) in plugins {
+        c.push_str(&format!(
+            "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
+            path.display()
+        ));
+    }
+    c
+}

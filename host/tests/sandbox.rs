@@ -1,0 +1,189 @@
+//! The sandbox holds against a hostile plugin: every misbehaviour is interrupted, reported
+//! with the right reason, and the next batch runs on a fresh instance.
+
+mod common;
+
+use sluice::chain::{Chain, ChainOutput, Stage};
+use sluice::config::PluginConfig;
+use sluice::plugin::{CallFailure, PluginRuntime, WasmStage};
+use sluice::{Origin, Record};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn hostile(runtime: &PluginRuntime, timeout_ms: u64, memory_limit_mb: u64) -> WasmStage {
+    let config = PluginConfig {
+        name: "hostile".into(),
+        path: common::plugin("fixtures/hostile"),
+        timeout_ms,
+        memory_limit_mb,
+        max_output_factor: 16,
+        config: toml::Table::new(),
+    };
+    let loaded = runtime.load(&config, &config.path).expect("load hostile");
+    WasmStage::new(Arc::new(loaded))
+}
+
+fn batch(bodies: &[&str]) -> Vec<Record> {
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut r = Record::new(Origin {
+                topic: "t".into(),
+                partition: 0,
+                offset: i as i64,
+            });
+            r.body = (*body).into();
+            r
+        })
+        .collect()
+}
+
+fn assert_recovers(stage: &mut WasmStage) {
+    let out = stage
+        .process(&batch(&["after", "the", "storm"]))
+        .expect("a fresh instance handles the next batch");
+    let bodies: Vec<&str> = out.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(bodies, ["after", "the", "storm"]);
+}
+
+#[test]
+fn infinite_loop_is_interrupted_at_the_deadline() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut stage = hostile(&runtime, 200, 64);
+    let started = Instant::now();
+    let failure = stage.process(&batch(&["ok", "hostile:loop"])).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            failure,
+            CallFailure::Timeout {
+                timeout_ms: 200,
+                ..
+            }
+        ),
+        "{failure:?}"
+    );
+    assert!(took < Duration::from_secs(5), "interrupted after {took:?}");
+    assert_eq!(stage.plugin().stats.timeouts.load(Ordering::Relaxed), 1);
+    assert_recovers(&mut stage);
+}
+
+#[test]
+fn memory_bomb_hits_the_limit() {
+    let runtime = PluginRuntime::new(4, 32).unwrap();
+    let mut stage = hostile(&runtime, 5_000, 32);
+    let failure = stage.process(&batch(&["hostile:memory"])).unwrap_err();
+    assert!(
+        matches!(failure, CallFailure::OutOfMemory { limit_mb: 32, .. }),
+        "{failure:?}"
+    );
+    assert_recovers(&mut stage);
+}
+
+#[test]
+fn deep_recursion_traps_without_overflowing_the_host_stack() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut stage = hostile(&runtime, 5_000, 64);
+    let failure = stage.process(&batch(&["hostile:recursion"])).unwrap_err();
+    match &failure {
+        CallFailure::Trap { message, .. } => assert!(message.contains("stack"), "{message}"),
+        other => panic!("expected a stack-overflow trap, got {other:?}"),
+    }
+    assert_recovers(&mut stage);
+    // Big frames exhaust the guest's own stack in linear memory first: still just a trap.
+    let failure = stage
+        .process(&batch(&["hostile:shadow-stack"]))
+        .unwrap_err();
+    assert!(matches!(failure, CallFailure::Trap { .. }), "{failure:?}");
+    assert_recovers(&mut stage);
+}
+
+#[test]
+fn trap_is_reported_and_the_instance_replaced() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut stage = hostile(&runtime, 1_000, 64);
+    let failure = stage.process(&batch(&["hostile:trap"])).unwrap_err();
+    assert!(matches!(failure, CallFailure::Trap { .. }), "{failure:?}");
+    assert_recovers(&mut stage);
+    assert_eq!(
+        stage.plugin().stats.instantiations.load(Ordering::Relaxed),
+        3
+    );
+}
+
+#[test]
+fn huge_output_fails_the_call_not_the_host() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut stage = hostile(&runtime, 10_000, 64);
+    let failure = stage.process(&batch(&["hostile:huge"])).unwrap_err();
+    assert!(
+        matches!(
+            failure,
+            CallFailure::OutOfMemory { .. } | CallFailure::TooManyOutputs { .. }
+        ),
+        "{failure:?}"
+    );
+    assert_recovers(&mut stage);
+}
+
+#[test]
+fn plugin_error_keeps_the_instance() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut stage = hostile(&runtime, 1_000, 64);
+    let failure = stage.process(&batch(&["hostile:error"])).unwrap_err();
+    assert_eq!(
+        failure,
+        CallFailure::Error {
+            plugin: "hostile".into(),
+            message: "asked to fail".into()
+        }
+    );
+    assert_recovers(&mut stage);
+    assert_eq!(
+        stage.plugin().stats.instantiations.load(Ordering::Relaxed),
+        2
+    );
+}
+
+#[test]
+fn failing_init_is_a_load_error_naming_the_plugin() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut table = toml::Table::new();
+    table.insert("fail_init".into(), toml::Value::Boolean(true));
+    let config = PluginConfig {
+        name: "picky".into(),
+        path: common::plugin("fixtures/hostile"),
+        timeout_ms: 1_000,
+        memory_limit_mb: 64,
+        max_output_factor: 16,
+        config: table,
+    };
+    let err = runtime
+        .load(&config, &config.path)
+        .err()
+        .expect("init fails");
+    let msg = err.to_string();
+    assert!(msg.contains("picky") && msg.contains("fail_init"), "{msg}");
+}
+
+#[test]
+fn a_failing_stage_dead_letters_its_input_and_the_chain_goes_on() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let stages: Vec<Box<dyn Stage>> = vec![Box::new(hostile(&runtime, 1_000, 64))];
+    let mut chain = Chain::new(stages, Duration::from_secs(60));
+    let mut out = ChainOutput::default();
+    chain.process(batch(&["a", "hostile:trap", "c"]), &mut out);
+    assert!(out.routed.is_empty());
+    assert_eq!(out.dead.len(), 3);
+    assert!(
+        out.dead
+            .iter()
+            .all(|(_, reason)| reason.contains("trapped"))
+    );
+    let mut out = ChainOutput::default();
+    chain.process(batch(&["d", "e"]), &mut out);
+    assert_eq!(out.routed.len(), 2);
+    assert!(out.dead.is_empty());
+}

@@ -1,0 +1,153 @@
+//! # Sluice plugin SDK
+//!
+//! A plugin is a plain Rust type that implements [`Plugin`], plus one line:
+//!
+//! ```ignore
+//! use sluice_plugin_sdk::{Plugin, PluginError, Record, Config};
+//!
+//! struct Upper;
+//! impl Plugin for Upper {
+//!     fn init(_config: &Config) -> Result<Self, PluginError> { Ok(Upper) }
+//!     fn process(&mut self, batch: Vec<Record>, out: &mut Vec<Record>) -> Result<(), PluginError> {
+//!         for mut record in batch {
+//!             record.body = record.body.to_uppercase();
+//!             out.push(record);
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! sluice_plugin_sdk::export_plugin!(Upper);
+//! ```
+//!
+//! Built for `wasm32-wasip2`, the crate becomes a component implementing the
+//! `sluice:plugin/transform` world. Built natively, the same type runs in unit tests and in
+//! the host's native benchmark through [`native::NativePlugin`].
+
+mod record;
+
+pub mod host;
+pub mod native;
+
+pub use record::{Attribute, Origin, Record, Route, Value, severity};
+
+/// The version of the WIT contract (`sluice:plugin@…`) this SDK implements.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// A failure of a whole call. The host dead-letters every record of the call's input with
+/// the message. To reject a single record, emit it with [`Record::dead_letter`] instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginError {
+    pub message: String,
+}
+
+impl PluginError {
+    pub fn new(message: impl Into<String>) -> Self {
+        PluginError {
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// The plugin's own configuration: the `config` table of its entry in the host config,
+/// as JSON.
+#[derive(Debug, Clone)]
+pub struct Config {
+    json: String,
+}
+
+impl Config {
+    pub fn from_json(json: impl Into<String>) -> Self {
+        Config { json: json.into() }
+    }
+
+    /// The raw JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.json
+    }
+
+    /// Deserialize into the plugin's config type. Use `#[serde(deny_unknown_fields)]` on it
+    /// so a misspelt key fails at start-up, and `#[serde(default)]` for optional keys.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
+        let json = if self.json.trim().is_empty() {
+            "{}"
+        } else {
+            &self.json
+        };
+        serde_json::from_str(json).map_err(|e| PluginError::new(format!("invalid config: {e}")))
+    }
+}
+
+/// A transform plugin.
+///
+/// Calls are sequential on one instance: the plugin may keep any state in `self` between
+/// calls. The host may recycle an instance (after a trap or timeout) and then calls `init`
+/// again on a fresh one, so state is a cache, never the only copy of anything.
+pub trait Plugin: Sized + 'static {
+    /// Build the plugin from its config. An error here fails host start-up (or the reload).
+    fn init(config: &Config) -> Result<Self, PluginError>;
+
+    /// Process one batch, pushing every record to emit onto `out` (in order). A record not
+    /// pushed is dropped. Records keep their input route (`cleaned`) unless you change it.
+    fn process(&mut self, batch: Vec<Record>, out: &mut Vec<Record>) -> Result<(), PluginError>;
+
+    /// Event time has reached `watermark` (ns since the epoch): emit whatever is complete.
+    fn tick(&mut self, watermark: i64, out: &mut Vec<Record>) -> Result<(), PluginError> {
+        let _ = (watermark, out);
+        Ok(())
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod wasm;
+
+/// Export a [`Plugin`] type as the component's `transform` world. Does nothing when the
+/// crate is built natively, so one crate serves both.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __sluice_plugin_export {
+            use super::*;
+
+            thread_local! {
+                static INSTANCE: ::std::cell::RefCell<::std::option::Option<$plugin>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            struct Guest;
+
+            impl $crate::wasm::bindings::Guest for Guest {
+                fn init(config: String) -> Result<(), $crate::wasm::bindings::PluginError> {
+                    INSTANCE.with(|slot| $crate::wasm::init::<$plugin>(slot, config))
+                }
+                fn process(
+                    batch: Vec<$crate::wasm::bindings::LogRecord>,
+                ) -> Result<
+                    Vec<$crate::wasm::bindings::LogRecord>,
+                    $crate::wasm::bindings::PluginError,
+                > {
+                    INSTANCE.with(|slot| $crate::wasm::process::<$plugin>(slot, batch))
+                }
+                fn tick(
+                    watermark: i64,
+                ) -> Result<
+                    Vec<$crate::wasm::bindings::LogRecord>,
+                    $crate::wasm::bindings::PluginError,
+                > {
+                    INSTANCE.with(|slot| $crate::wasm::tick::<$plugin>(slot, watermark))
+                }
+            }
+
+            $crate::wasm::bindings::__export_transform!(Guest with_types_in $crate::wasm::bindings);
+        }
+    };
+}

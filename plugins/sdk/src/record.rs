@@ -1,0 +1,196 @@
+//! The record a plugin sees: the OpenTelemetry log data model, as plain Rust types.
+//!
+//! These mirror `sluice:plugin/types` in `wit/plugin.wit` one to one. They exist so that
+//! plugin logic compiles and runs natively (unit tests, benchmarks) as well as in wasm.
+
+/// A typed attribute value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+}
+
+impl Value {
+    /// The value as text, if it is text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as an integer: integers as they are, floats truncated, numeric text parsed.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Float(f) if f.is_finite() => Some(*f as i64),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float: numbers as they are, numeric text parsed.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Str(s.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+impl From<f64> for Value {
+    fn from(f: f64) -> Self {
+        Value::Float(f)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+/// One attribute: a dotted key and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribute {
+    pub key: String,
+    pub value: Value,
+}
+
+/// Where a record came from: its Kafka topic, partition and offset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Where an emitted record goes. Only `Cleaned` records continue down the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Route {
+    #[default]
+    Cleaned,
+    Metrics,
+    Alerts,
+    /// Dead-letter, with the reason.
+    Dlq(String),
+    /// A route the operator names in the host config.
+    Named(String),
+}
+
+impl Route {
+    /// The route's name as used in the host config (`cleaned`, `metrics`, `alerts`, `dlq`,
+    /// or the operator's own name).
+    pub fn name(&self) -> &str {
+        match self {
+            Route::Cleaned => "cleaned",
+            Route::Metrics => "metrics",
+            Route::Alerts => "alerts",
+            Route::Dlq(_) => "dlq",
+            Route::Named(name) => name,
+        }
+    }
+}
+
+/// OpenTelemetry severity numbers for the start of each range.
+pub mod severity {
+    pub const UNSPECIFIED: u8 = 0;
+    pub const TRACE: u8 = 1;
+    pub const DEBUG: u8 = 5;
+    pub const INFO: u8 = 9;
+    pub const WARN: u8 = 13;
+    pub const ERROR: u8 = 17;
+    pub const FATAL: u8 = 21;
+}
+
+/// A log record.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    /// Event time, ns since the Unix epoch; 0 when unknown.
+    pub timestamp: i64,
+    /// When the host first saw the record, ns since the Unix epoch.
+    pub observed_timestamp: i64,
+    /// OpenTelemetry severity number (see [`severity`]); 0 when unspecified.
+    pub severity_number: u8,
+    pub severity_text: String,
+    pub body: String,
+    pub attributes: Vec<Attribute>,
+    pub(crate) origin: Origin,
+    pub route: Route,
+}
+
+impl Record {
+    /// A new, empty record from `origin`. Plugins that create records (a metric, an alert)
+    /// pass the origin of the input that triggered them.
+    pub fn new(origin: Origin) -> Self {
+        Record {
+            origin,
+            ..Record::default()
+        }
+    }
+
+    /// Where the record came from. Read-only: the host relies on it for offsets and ids.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// The attribute `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| &a.value)
+    }
+
+    /// The attribute `key` as text, if present and text.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    /// Set `key` to `value`, replacing an existing value in place (keeping its position).
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<Value>) {
+        let key = key.into();
+        let value = value.into();
+        match self.attributes.iter_mut().find(|a| a.key == key) {
+            Some(attr) => attr.value = value,
+            None => self.attributes.push(Attribute { key, value }),
+        }
+    }
+
+    /// Remove `key` and return its value.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let index = self.attributes.iter().position(|a| a.key == key)?;
+        Some(self.attributes.remove(index).value)
+    }
+
+    /// Whether the record is an error or worse (severity ERROR and above).
+    pub fn is_error(&self) -> bool {
+        self.severity_number >= severity::ERROR
+    }
+
+    /// Send the record to the dead-letter route with `reason`.
+    pub fn dead_letter(mut self, reason: impl Into<String>) -> Self {
+        self.route = Route::Dlq(reason.into());
+        self
+    }
+}
