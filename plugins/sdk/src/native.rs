@@ -7,10 +7,13 @@ use crate::{Config, Plugin, PluginError, Record};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+/// One log line a plugin wrote: level, message, fields.
+pub type LogLine = (Level, String, Vec<(String, String)>);
+
 /// What plugins on this thread logged and counted (native builds only).
 #[derive(Debug, Default)]
 pub struct Recorded {
-    pub logs: Vec<(Level, String, Vec<(String, String)>)>,
+    pub logs: Vec<LogLine>,
     pub counters: BTreeMap<String, u64>,
 }
 

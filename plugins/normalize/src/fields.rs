@@ -1,0 +1,451 @@
+//! Which input field feeds which output field: the alias table.
+//!
+//! Every known input key maps to a [`Rule`]: the output [`Slot`] it fills and a priority
+//! (lower wins when a record carries several aliases of one slot, e.g. both `service` and
+//! `app`). Looking a key up is one hash of the key as it is, with no string built.
+
+use crate::duration::{self, Unit};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// An output field of the normalized schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Timestamp,
+    Message,
+    Level,
+    Service,
+    Host,
+    EventId,
+    TraceId,
+    SpanId,
+    Method,
+    Url,
+    Status,
+    Bytes,
+    Referrer,
+    UserAgent,
+    SourceIp,
+    ClientIp,
+    Duration,
+    /// A field already in the output schema that passes unchanged (`url.query`, `tags`).
+    Keep,
+}
+
+/// Slots in output order, with the attribute name each writes (none for the ones that
+/// set record fields rather than attributes).
+pub const SLOTS: [(Slot, &str); 17] = [
+    (Slot::Timestamp, ""),
+    (Slot::Message, ""),
+    (Slot::Level, "log.level"),
+    (Slot::Service, "service.name"),
+    (Slot::Host, "host.name"),
+    (Slot::EventId, "event.id"),
+    (Slot::TraceId, "trace.id"),
+    (Slot::SpanId, "span.id"),
+    (Slot::Method, "http.request.method"),
+    (Slot::Url, "url.path"),
+    (Slot::Status, "http.response.status_code"),
+    (Slot::Bytes, "http.response.body.bytes"),
+    (Slot::Referrer, "http.request.referrer"),
+    (Slot::UserAgent, "user_agent.original"),
+    (Slot::SourceIp, "source.ip"),
+    (Slot::ClientIp, "client.ip"),
+    (Slot::Duration, "event.duration"),
+];
+
+pub const SLOT_COUNT: usize = SLOTS.len();
+
+impl Slot {
+    pub fn index(self) -> usize {
+        SLOTS
+            .iter()
+            .position(|(s, _)| *s == self)
+            .unwrap_or(SLOT_COUNT)
+    }
+
+    /// The slot an output name (as used in the `aliases` config) stands for.
+    pub fn from_output_name(name: &str) -> Option<Slot> {
+        match name {
+            "@timestamp" => Some(Slot::Timestamp),
+            "message" => Some(Slot::Message),
+            _ => SLOTS.iter().find(|(_, n)| *n == name).map(|(s, _)| *s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub slot: Slot,
+    pub priority: u16,
+    /// For durations: the unit of a bare number.
+    pub unit: Unit,
+    /// For levels: the field carries OpenTelemetry severity numbers.
+    pub otel: bool,
+}
+
+/// Default aliases, best first. The output name itself comes first so that already
+/// normalized records pass unchanged.
+const DEFAULTS: &[(Slot, &[&str])] = &[
+    (
+        Slot::Timestamp,
+        &[
+            "@timestamp",
+            "timestamp",
+            "ts",
+            "time",
+            "datetime",
+            "date",
+            "event_time",
+            "eventTime",
+            "time_local",
+            "time_iso8601",
+            "asctime",
+            "log_time",
+            "Timestamp",
+            "t",
+        ],
+    ),
+    (
+        Slot::Message,
+        &[
+            "message",
+            "msg",
+            "@message",
+            "log",
+            "text",
+            "short_message",
+            "full_message",
+            "body",
+            "Body",
+        ],
+    ),
+    (
+        Slot::Level,
+        &[
+            "log.level",
+            "level",
+            "lvl",
+            "severity",
+            "severity_text",
+            "loglevel",
+            "log_level",
+            "levelname",
+            "level_name",
+            "severity_number",
+            "severityNumber",
+            "severityText",
+            "SeverityText",
+            "SeverityNumber",
+        ],
+    ),
+    (
+        Slot::Service,
+        &[
+            "service.name",
+            "service",
+            "svc",
+            "service_name",
+            "serviceName",
+            "app",
+            "application",
+            "app_name",
+            "appname",
+            "component",
+            "program",
+            "logger",
+            "logger_name",
+        ],
+    ),
+    (
+        Slot::Host,
+        &[
+            "host.name",
+            "host",
+            "hostname",
+            "host_name",
+            "server",
+            "nodename",
+            "node_name",
+        ],
+    ),
+    (
+        Slot::EventId,
+        &["event.id", "event_id", "eventId", "eventID"],
+    ),
+    (
+        Slot::TraceId,
+        &[
+            "trace.id",
+            "trace_id",
+            "traceId",
+            "traceID",
+            "traceid",
+            "dd.trace_id",
+            "otel.trace_id",
+        ],
+    ),
+    (
+        Slot::SpanId,
+        &[
+            "span.id",
+            "span_id",
+            "spanId",
+            "spanID",
+            "spanid",
+            "dd.span_id",
+            "otel.span_id",
+        ],
+    ),
+    (
+        Slot::Method,
+        &[
+            "http.request.method",
+            "http.method",
+            "method",
+            "request_method",
+            "http_method",
+            "verb",
+        ],
+    ),
+    (
+        Slot::Url,
+        &[
+            "url.path",
+            "http.path",
+            "path",
+            "request_path",
+            "url",
+            "uri",
+            "request_uri",
+            "http.url",
+            "http.target",
+        ],
+    ),
+    (
+        Slot::Status,
+        &[
+            "http.response.status_code",
+            "http.status",
+            "http.status_code",
+            "status",
+            "status_code",
+            "statusCode",
+            "http_status",
+            "response_status",
+            "response_code",
+        ],
+    ),
+    (
+        Slot::Bytes,
+        &[
+            "http.response.body.bytes",
+            "bytes",
+            "body_bytes_sent",
+            "bytes_sent",
+            "response_size",
+        ],
+    ),
+    (
+        Slot::Referrer,
+        &[
+            "http.request.referrer",
+            "referrer",
+            "referer",
+            "http_referer",
+            "http.referer",
+        ],
+    ),
+    (
+        Slot::UserAgent,
+        &[
+            "user_agent.original",
+            "user_agent",
+            "userAgent",
+            "http_user_agent",
+            "http.user_agent",
+            "ua",
+            "agent",
+        ],
+    ),
+    (
+        Slot::SourceIp,
+        &[
+            "source.ip",
+            "remote_addr",
+            "remote_ip",
+            "src_ip",
+            "source_ip",
+            "ip",
+        ],
+    ),
+    (
+        Slot::ClientIp,
+        &[
+            "client.ip",
+            "client_ip",
+            "clientip",
+            "client_addr",
+            "x_forwarded_for",
+            "http_x_forwarded_for",
+        ],
+    ),
+    (
+        Slot::Duration,
+        &[
+            "event.duration",
+            "latency_ms",
+            "duration_ms",
+            "duration",
+            "elapsed",
+            "elapsed_ms",
+            "response_time",
+            "response_time_ms",
+            "responseTime",
+            "latency",
+            "latency_us",
+            "took",
+            "took_ms",
+            "duration_us",
+            "duration_ns",
+            "duration_s",
+            "elapsed_us",
+            "elapsed_ns",
+            "elapsed_s",
+            "request_time",
+            "time_taken",
+            "rt",
+        ],
+    ),
+    (
+        Slot::Keep,
+        &[
+            "url.query",
+            "url.full",
+            "http.version",
+            "process.pid",
+            "user.name",
+            "tags",
+            "event.original",
+        ],
+    ),
+];
+
+/// Unit of a default duration alias that has no unit suffix.
+fn default_unit(key: &str, fallback: Unit) -> Unit {
+    match key {
+        "event.duration" => Unit::Ns,
+        // nginx `$request_time` and `$upstream_response_time` are seconds.
+        "request_time" | "rt" => Unit::S,
+        _ => duration::unit_from_key(key).unwrap_or(fallback),
+    }
+}
+
+/// FNV-1a: fast for the short keys of a log line, and needs no random seed (there is
+/// no OS randomness in the plugin sandbox).
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// The alias table: input key → rule.
+pub struct FieldTable {
+    rules: HashMap<Box<str>, Rule, BuildHasherDefault<Fnv>>,
+    /// Prefixes whose keys pass unchanged (`labels.`, `log.syslog.`).
+    keep_prefixes: Vec<String>,
+}
+
+impl FieldTable {
+    /// Defaults plus the operator's extra aliases (output name → input keys), which rank
+    /// right after the output name itself, ahead of the built-in aliases.
+    pub fn new(extra: &[(Slot, Vec<String>)], keep: &[String], duration_unit: Unit) -> FieldTable {
+        let mut t = FieldTable {
+            rules: HashMap::default(),
+            keep_prefixes: vec!["labels.".into(), "log.syslog.".into()],
+        };
+        for (slot, keys) in extra {
+            for (i, key) in keys.iter().enumerate() {
+                t.add(key, *slot, 1 + i as u16, duration_unit);
+            }
+        }
+        for (slot, keys) in DEFAULTS {
+            for (i, key) in keys.iter().enumerate() {
+                let priority = if i == 0 { 0 } else { 1000 + i as u16 };
+                t.add(key, *slot, priority, duration_unit);
+            }
+        }
+        for key in keep {
+            match key.strip_suffix('*') {
+                Some(prefix) => t.keep_prefixes.push(prefix.to_string()),
+                None => t.add(key, Slot::Keep, 0, duration_unit),
+            }
+        }
+        t
+    }
+
+    fn add(&mut self, key: &str, slot: Slot, priority: u16, fallback: Unit) {
+        let rule = Rule {
+            slot,
+            priority,
+            unit: default_unit(key, fallback),
+            otel: matches!(key, "severity_number" | "severityNumber" | "SeverityNumber"),
+        };
+        // The first entry for a key wins: operator aliases are added before defaults.
+        self.rules.entry(key.into()).or_insert(rule);
+    }
+
+    pub fn lookup(&self, key: &str) -> Option<Rule> {
+        if let Some(rule) = self.rules.get(key) {
+            return Some(*rule);
+        }
+        self.keep_prefixes
+            .iter()
+            .any(|p| key.starts_with(p.as_str()))
+            .then_some(Rule {
+                slot: Slot::Keep,
+                priority: 0,
+                unit: Unit::Ms,
+                otel: false,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_extras() {
+        let t = FieldTable::new(
+            &[(Slot::Service, vec!["team_app".into(), "app".into()])],
+            &["k8s.*".into()],
+            Unit::Ms,
+        );
+        assert_eq!(t.lookup("svc").unwrap().slot, Slot::Service);
+        assert_eq!(t.lookup("team_app").unwrap().priority, 1);
+        // An operator alias outranks the same key's default position.
+        assert_eq!(t.lookup("app").unwrap().priority, 2);
+        assert_eq!(t.lookup("request_time").unwrap().unit, Unit::S);
+        assert_eq!(t.lookup("duration_us").unwrap().unit, Unit::Us);
+        assert_eq!(t.lookup("k8s.pod").unwrap().slot, Slot::Keep);
+        assert!(t.lookup("severity_number").unwrap().otel);
+        assert!(t.lookup("customer").is_none());
+        assert_eq!(Slot::from_output_name("service.name"), Some(Slot::Service));
+        assert_eq!(Slot::Duration.index(), SLOT_COUNT - 1);
+    }
+}

@@ -1,0 +1,217 @@
+//! # normalize
+//!
+//! Turns log records of many shapes into one schema with ECS-aligned names: event time
+//! in `timestamp`, the level in `severity_number`/`severity_text` and `log.level`, the
+//! message in `body`, and well-known fields (`service.name`, `host.name`, `trace.id`,
+//! HTTP fields, `event.duration` in ns …) as attributes. Text lines are parsed first
+//! (JSON, logfmt, access logs, syslog, plain text). See `README.md` for the schema.
+
+pub mod config;
+pub mod duration;
+pub mod fields;
+pub mod formats;
+pub mod level;
+pub mod mapping;
+#[doc(hidden)]
+pub mod testing;
+pub mod time;
+
+use config::{Config, UnknownFields};
+use fields::FieldTable;
+use formats::Format;
+use mapping::Mapper;
+use sluice_plugin_sdk::{Attribute, Plugin, PluginError, Record, Route, Value, host};
+
+pub struct Normalize {
+    mapper: Mapper,
+    parse_body: bool,
+    keep_original: bool,
+    unparsed_tag: String,
+}
+
+/// Counts for one batch, flushed to host counters once per call.
+#[derive(Default)]
+struct Counts {
+    formats: [u64; Format::ALL.len()],
+    timestamp_missing: u64,
+    timestamp_invalid: u64,
+    level_unknown: u64,
+}
+
+impl Counts {
+    fn flush(&self) {
+        for (format, n) in Format::ALL.iter().zip(self.formats) {
+            host::counter_add(format.counter(), n);
+        }
+        host::counter_add("timestamp_missing", self.timestamp_missing);
+        host::counter_add("timestamp_invalid", self.timestamp_invalid);
+        host::counter_add("level_unknown", self.level_unknown);
+    }
+}
+
+impl Normalize {
+    pub fn from_config(cfg: &Config) -> Result<Self, PluginError> {
+        let table = FieldTable::new(
+            &cfg.alias_slots()?,
+            &cfg.keep_fields,
+            cfg.default_duration_unit,
+        );
+        Ok(Normalize {
+            mapper: Mapper::new(table, cfg.unknown_fields == UnknownFields::Labels),
+            parse_body: cfg.parse_body,
+            keep_original: cfg.keep_original,
+            unparsed_tag: serde_json::to_string(&[&cfg.unparsed_tag]).unwrap_or_default(),
+        })
+    }
+
+    /// Normalize one record in place; returns the format it was read as.
+    fn normalize(&mut self, record: &mut Record, counts: &mut Counts) -> Format {
+        let format = if !record.attributes.is_empty() || record.body.is_empty() || !self.parse_body
+        {
+            Format::Attributes
+        } else {
+            let original = self.keep_original.then(|| record.body.clone());
+            let format = formats::parse_body(record);
+            if format == Format::Unparsed {
+                record.attributes.push(Attribute {
+                    key: "tags".into(),
+                    value: Value::Str(self.unparsed_tag.clone()),
+                });
+            } else if let Some(original) = original {
+                record.attributes.push(Attribute {
+                    key: "event.original".into(),
+                    value: Value::Str(original),
+                });
+            }
+            format
+        };
+        if format != Format::Unparsed {
+            let outcome = self.mapper.apply(record);
+            // Syslog, access and plain lines carry their time in the line itself.
+            let structured = matches!(
+                format,
+                Format::Attributes | Format::JsonBody | Format::Logfmt
+            );
+            counts.timestamp_missing += u64::from(outcome.timestamp_missing && structured);
+            counts.timestamp_invalid += u64::from(outcome.timestamp_invalid);
+            counts.level_unknown += u64::from(outcome.level_unknown);
+        }
+        format
+    }
+}
+
+impl Plugin for Normalize {
+    fn init(config: &sluice_plugin_sdk::Config) -> Result<Self, PluginError> {
+        Normalize::from_config(&config.parse::<Config>()?)
+    }
+
+    fn process(&mut self, batch: Vec<Record>, out: &mut Vec<Record>) -> Result<(), PluginError> {
+        let mut counts = Counts::default();
+        for mut record in batch {
+            if record.route == Route::Cleaned {
+                let format = self.normalize(&mut record, &mut counts);
+                counts.formats[format as usize] += 1;
+            }
+            out.push(record);
+        }
+        counts.flush();
+        Ok(())
+    }
+}
+
+sluice_plugin_sdk::export_plugin!(Normalize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_plugin_sdk::native::{NativePlugin, take_recorded};
+
+    const KAFKA_TS: i64 = 1_795_608_000_000_000_000;
+
+    fn run(config: &str, lines: &[&str]) -> Vec<Record> {
+        let mut p = NativePlugin::<Normalize>::new(config).unwrap();
+        let batch = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| testing::host_record(l, "t", i as i64, KAFKA_TS, KAFKA_TS))
+            .collect();
+        p.process(batch).unwrap()
+    }
+
+    #[test]
+    fn config_is_strict() {
+        assert!(NativePlugin::<Normalize>::new(r#"{"alias": {}}"#).is_err());
+        assert!(NativePlugin::<Normalize>::new(r#"{"aliases": {"nope": ["x"]}}"#).is_err());
+        assert!(NativePlugin::<Normalize>::new(r#"{"unknown_fields": "drop"}"#).is_err());
+        assert!(NativePlugin::<Normalize>::new("").is_ok());
+    }
+
+    #[test]
+    fn operator_aliases_and_keep_mode() {
+        let cfg = r#"{"aliases": {"service.name": ["team"], "event.duration": ["wait_us"]},
+                      "unknown_fields": "keep", "keep_fields": ["k8s.*"]}"#;
+        let out = run(
+            cfg,
+            &[r#"{"team":"pay","app":"other","wait_us":1500,"zone":"a","k8s":{"pod":"p-1"}}"#],
+        );
+        let r = &out[0];
+        assert_eq!(r.get_str("service.name"), Some("pay"));
+        assert_eq!(r.get("event.duration"), Some(&Value::Int(1_500_000)));
+        assert_eq!(r.get_str("app"), Some("other"));
+        assert_eq!(r.get_str("zone"), Some("a"));
+        assert_eq!(r.get_str("k8s.pod"), Some("p-1"));
+    }
+
+    #[test]
+    fn normalizing_twice_changes_nothing() {
+        let lines = [
+            r#"{"ts":"2026-11-25T10:00:00.123Z","level":"error","service":"checkout","msg":"payment failed","http":{"method":"POST","path":"/pay?x=1","status":502},"duration_ms":123.4,"extra":1}"#,
+            "level=warn msg=\"disk\" app=node pct=91",
+            "<34>Oct 11 22:14:15 mymachine su: failed",
+            "hello, nothing parseable",
+        ];
+        let once = run("{}", &lines);
+        let mut p = NativePlugin::<Normalize>::new("{}").unwrap();
+        let twice = p.process(once.clone()).unwrap();
+        // Attribute order may differ (kept fields follow schema fields); content may not.
+        let sorted = |rs: Vec<Record>| -> Vec<Record> {
+            rs.into_iter()
+                .map(|mut r| {
+                    r.attributes.sort_by(|a, b| a.key.cmp(&b.key));
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(sorted(once), sorted(twice));
+    }
+
+    #[test]
+    fn json_text_body_and_original() {
+        let mut r = Record::new(Default::default());
+        r.body = r#"{"level":"warn","msg":"from a body","svc":"x"}"#.into();
+        let mut p = NativePlugin::<Normalize>::new(r#"{"keep_original": true}"#).unwrap();
+        take_recorded();
+        let out = p.process(vec![r]).unwrap();
+        assert_eq!(out[0].body, "from a body");
+        assert_eq!(out[0].severity_text, "warn");
+        assert_eq!(out[0].get_str("service.name"), Some("x"));
+        assert!(out[0].get_str("event.original").unwrap().starts_with('{'));
+        assert_eq!(take_recorded().counters.get("format.json"), Some(&1));
+    }
+
+    #[test]
+    fn unparsed_lines_are_tagged_and_kept() {
+        let out = run(r#"{"unparsed_tag": "oops"}"#, &["no structure at all"]);
+        assert_eq!(out[0].body, "no structure at all");
+        assert_eq!(out[0].get_str("tags"), Some(r#"["oops"]"#));
+        assert_eq!(out[0].timestamp, KAFKA_TS);
+    }
+
+    #[test]
+    fn other_routes_pass_untouched() {
+        let mut r = testing::host_record(r#"{"level":"error"}"#, "t", 0, 1, 1);
+        r.route = Route::Metrics;
+        let mut p = NativePlugin::<Normalize>::new("{}").unwrap();
+        assert_eq!(p.process(vec![r.clone()]).unwrap(), vec![r]);
+    }
+}
