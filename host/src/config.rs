@@ -268,16 +268,33 @@ impl PluginConfig {
 }
 
 /// Replace `${VAR}` and `${VAR:-default}` with values from `lookup`; `$$` is a literal `$`.
+/// Comment lines are left alone, so examples in comments need no escaping.
 pub fn interpolate(
     text: &str,
     path: &Path,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            out.push_str(&interpolate_line(line, index + 1, path, &lookup)?);
+        }
+    }
+    Ok(out)
+}
+
+fn interpolate_line(
+    text: &str,
+    line: usize,
+    path: &Path,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
-        let line = text[..text.len() - rest.len() + pos].matches('\n').count() + 1;
         let after = &rest[pos + 1..];
         if let Some(stripped) = after.strip_prefix('$') {
             out.push('$');
@@ -336,6 +353,10 @@ mod tests {
             "a=k1:9092 b=x:1 c=$HOME d=$x"
         );
         assert_eq!(interpolate("${EMPTY:-dflt}", p, env).unwrap(), "dflt");
+        assert_eq!(
+            interpolate("  # uses ${UNSET}\nx=${BROKERS}", p, env).unwrap(),
+            "  # uses ${UNSET}\nx=k1:9092"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod event;
 pub mod generator;
+pub mod health;
 pub mod pipeline;
 pub mod plugin;
 pub mod runner;

@@ -51,6 +51,7 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     tracing::info!(plugins = ?names, "plugins loaded");
 
     let router = Router::new();
+    let shared_config = Arc::new(config.clone());
     let mut sinks = Vec::with_capacity(config.sinks.len());
     for (name, sink_config) in &config.sinks {
         sinks.push(
@@ -58,6 +59,7 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
                 name,
                 sink_config,
                 router.clone(),
+                shared_config.clone(),
                 config.pipeline.channel_capacity,
             )
             .await?,

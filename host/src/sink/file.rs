@@ -1,13 +1,12 @@
 //! NDJSON to a file or stdout: for running the chain without Kafka
 //! (`cat app.log | sluice run --config …`), and for demos.
 
-use super::{Router, SinkError, SinkInput};
+use super::{SinkContext, SinkError, SinkInput, SinkStats};
 use crate::codec;
 use crate::event::{Events, SinkBatch};
 use serde::Deserialize;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -42,11 +41,11 @@ impl FileSinkConfig {
 }
 
 pub async fn start(
-    name: &str,
+    ctx: SinkContext,
     config: &FileSinkConfig,
-    _router: Arc<Router>,
     mut rx: mpsc::Receiver<SinkInput>,
 ) -> Result<tokio::task::JoinHandle<()>, SinkError> {
+    let name = ctx.name.as_str();
     let mut out: Box<dyn Write + Send> = if config.path.as_os_str() == "-" {
         Box::new(std::io::stdout())
     } else {
@@ -65,6 +64,7 @@ pub async fn start(
     };
     let name = name.to_owned();
     let config = config.clone();
+    let stats = ctx.stats.clone();
     Ok(tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(64 * 1024);
         while let Some(input) = rx.blocking_recv() {
@@ -78,7 +78,12 @@ pub async fn start(
                     encode(&batch, config.include_route, &mut buf);
                     let written = out.write_all(&buf).and_then(|()| out.flush());
                     match written {
-                        Ok(()) => batch.ack.ack(),
+                        Ok(()) => {
+                            let n = batch.events.len() as u64;
+                            SinkStats::add(&stats.sent, n);
+                            SinkStats::add(&stats.acknowledged, n);
+                            batch.ack.ack()
+                        }
                         Err(e) => {
                             // The handle is dropped unacknowledged: the batch fails and is
                             // replayed after a restart.

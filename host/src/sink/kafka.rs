@@ -11,7 +11,7 @@
 //! retried by the producer without a deadline — an unreachable broker stalls the sink, and
 //! backpressure pauses the source, rather than losing data.
 
-use super::{Router, SinkError, SinkInput};
+use super::{Router, SinkContext, SinkError, SinkInput, SinkStats};
 use crate::codec;
 use crate::event::{DeadLetter, Events, SinkBatch};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -67,13 +67,14 @@ impl KafkaSinkConfig {
 }
 
 pub async fn start(
-    name: &str,
+    ctx: SinkContext,
     config: &KafkaSinkConfig,
-    router: Arc<Router>,
     mut rx: mpsc::Receiver<SinkInput>,
 ) -> Result<tokio::task::JoinHandle<()>, SinkError> {
-    let producer = producer(name, config)?;
-    let name = name.to_owned();
+    let producer = producer(&ctx.name, config)?;
+    let name = ctx.name.clone();
+    let router = ctx.router.clone();
+    let stats = ctx.stats.clone();
     let topic = config.topic.clone();
     let key_field = config.key_field.clone();
     let max_in_flight = config.max_in_flight_batches;
@@ -91,7 +92,14 @@ pub async fn start(
                         }
                         SinkInput::Batch(batch) => {
                             let deliveries = enqueue(&producer, &topic, &key_field, &batch).await;
-                            in_flight.push(settle(name.clone(), batch, deliveries, router.clone()));
+                            SinkStats::add(&stats.sent, deliveries.len() as u64);
+                            in_flight.push(settle(
+                                name.clone(),
+                                batch,
+                                deliveries,
+                                router.clone(),
+                                stats.clone(),
+                            ));
                         }
                     }
                 }
@@ -238,6 +246,7 @@ async fn settle(
     batch: SinkBatch,
     deliveries: Vec<Result<DeliveryFuture, String>>,
     router: Arc<Router>,
+    stats: Arc<SinkStats>,
 ) {
     let mut rejected = Vec::new();
     for (index, delivery) in deliveries.into_iter().enumerate() {
@@ -257,6 +266,8 @@ async fn settle(
             }
         }
     }
+    let delivered = batch.events.len() - rejected.len();
+    SinkStats::add(&stats.acknowledged, delivered as u64);
     if rejected.is_empty() {
         batch.ack.ack();
         return;
@@ -267,10 +278,11 @@ async fn settle(
         return;
     }
     tracing::warn!(sink = %name, count = rejected.len(), error = %rejected[0].1, "broker refused messages; dead-lettering them");
-    let letters = rejected
+    let letters: Vec<DeadLetter> = rejected
         .into_iter()
         .map(|(index, error)| dead_letter(&name, &batch, index, &error))
         .collect();
+    SinkStats::add(&stats.dead_lettered, letters.len() as u64);
     if router.dead_letter(letters, &batch.ack).await {
         batch.ack.ack();
     }

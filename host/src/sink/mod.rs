@@ -12,13 +12,17 @@
 //! To add a sink: a module with its config struct (`deny_unknown_fields`, a `routes` list),
 //! a variant in [`SinkConfig`], and a `start` function returning a [`SinkHandle`].
 
+pub mod elasticsearch;
 pub mod file;
 pub mod kafka;
+pub mod s3;
+pub mod sns;
 
 use crate::ack::AckHandle;
 use crate::event::{DeadLetter, Events, SinkBatch};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 pub enum SinkConfig {
     Kafka(kafka::KafkaSinkConfig),
     File(file::FileSinkConfig),
+    S3(s3::S3SinkConfig),
+    Elasticsearch(elasticsearch::ElasticsearchSinkConfig),
+    Sns(sns::SnsSinkConfig),
 }
 
 impl SinkConfig {
@@ -36,6 +43,9 @@ impl SinkConfig {
         match self {
             SinkConfig::Kafka(c) => &c.routes,
             SinkConfig::File(c) => &c.routes,
+            SinkConfig::S3(c) => &c.routes,
+            SinkConfig::Elasticsearch(c) => &c.routes,
+            SinkConfig::Sns(c) => &c.routes,
         }
     }
 
@@ -50,6 +60,9 @@ impl SinkConfig {
         match self {
             SinkConfig::Kafka(c) => c.check(),
             SinkConfig::File(c) => c.check(),
+            SinkConfig::S3(c) => c.check(),
+            SinkConfig::Elasticsearch(c) => c.check(),
+            SinkConfig::Sns(c) => c.check(),
         }
     }
 }
@@ -68,31 +81,78 @@ pub enum SinkInput {
     Flush(oneshot::Sender<()>),
 }
 
+/// Counters every sink keeps (exported on `/metrics`).
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events handed to the destination.
+    pub sent: AtomicU64,
+    /// Events the destination durably accepted.
+    pub acknowledged: AtomicU64,
+    /// Retried attempts (requests or items).
+    pub retried: AtomicU64,
+    /// Events this sink dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Bytes buffered or in flight right now.
+    pub in_flight_bytes: AtomicU64,
+}
+
+impl SinkStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What every sink gets besides its config and input.
+#[derive(Clone)]
+pub struct SinkContext {
+    /// The sink's name (the `[sinks.<name>]` key), for logs and errors.
+    pub name: String,
+    /// For dead letters.
+    pub router: Arc<Router>,
+    pub stats: Arc<SinkStats>,
+    /// The whole host config, for sinks that need to know about others (DDL, Athena).
+    pub config: Arc<crate::config::Config>,
+}
+
 /// A running sink.
 pub struct SinkHandle {
     pub name: String,
     pub routes: Vec<String>,
     pub tx: mpsc::Sender<SinkInput>,
     pub task: tokio::task::JoinHandle<()>,
+    pub stats: Arc<SinkStats>,
 }
 
-/// Start the sink `name`. `router` lets it dead-letter what it cannot deliver.
+/// Start the sink `name`. Fails with a clear error when the destination is unusable
+/// (missing credentials, bucket, topic…).
 pub async fn start(
     name: &str,
     config: &SinkConfig,
     router: Arc<Router>,
+    host_config: Arc<crate::config::Config>,
     capacity: usize,
 ) -> Result<SinkHandle, SinkError> {
     let (tx, rx) = mpsc::channel(capacity);
+    let ctx = SinkContext {
+        name: name.to_owned(),
+        router,
+        stats: Arc::new(SinkStats::default()),
+        config: host_config,
+    };
+    let stats = ctx.stats.clone();
     let task = match config {
-        SinkConfig::Kafka(c) => kafka::start(name, c, router, rx).await?,
-        SinkConfig::File(c) => file::start(name, c, router, rx).await?,
+        SinkConfig::Kafka(c) => kafka::start(ctx, c, rx).await?,
+        SinkConfig::File(c) => file::start(ctx, c, rx).await?,
+        SinkConfig::S3(c) => s3::start(ctx, c, rx).await?,
+        SinkConfig::Elasticsearch(c) => elasticsearch::start(ctx, c, rx).await?,
+        SinkConfig::Sns(c) => sns::start(ctx, c, rx).await?,
     };
     Ok(SinkHandle {
         name: name.to_owned(),
         routes: config.routes().to_vec(),
         tx,
         task,
+        stats,
     })
 }
 

@@ -1,0 +1,28 @@
+//! Placeholder: this sink is not available yet. Configuring it fails at start-up.
+
+use super::{SinkContext, SinkError, SinkInput};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchSinkConfig {
+    pub routes: Vec<String>,
+}
+
+impl ElasticsearchSinkConfig {
+    pub fn check(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
+}
+
+pub async fn start(
+    ctx: SinkContext,
+    _config: &ElasticsearchSinkConfig,
+    _rx: mpsc::Receiver<SinkInput>,
+) -> Result<tokio::task::JoinHandle<()>, SinkError> {
+    Err(SinkError::Start {
+        sink: ctx.name,
+        message: "this sink type is not available in this build".into(),
+    })
+}
