@@ -72,11 +72,55 @@ pub struct ChainOutput {
     pub failures: Vec<CallFailure>,
 }
 
-/// Event time as one stage has seen it.
-#[derive(Debug, Clone, Copy)]
+/// Event time as one stage has seen it, per source partition: partitions are consumed at
+/// different speeds, so event time has reached only the *least* advanced of them. A
+/// partition quiet for `idle_after` no longer holds the others back (Flink's idle sources).
+#[derive(Debug, Clone, Default)]
 struct Clock {
-    max_event_time: i64,
-    last_input: Instant,
+    /// (topic, partition, highest event time, when it last had input)
+    partitions: Vec<(String, i32, i64, Instant)>,
+}
+
+impl Clock {
+    fn observe(&mut self, records: &[Record], now: Instant) {
+        for r in records {
+            let origin = r.origin();
+            match self
+                .partitions
+                .iter_mut()
+                .find(|(t, p, _, _)| *p == origin.partition && *t == origin.topic)
+            {
+                Some(entry) => {
+                    entry.2 = entry.2.max(r.timestamp);
+                    entry.3 = now;
+                }
+                None => self
+                    .partitions
+                    .push((origin.topic.clone(), origin.partition, r.timestamp, now)),
+            }
+        }
+    }
+
+    /// The watermark to tick with, or `None` before any input.
+    fn watermark(&self, idle_after: Duration, now: Instant) -> Option<i64> {
+        let active = self
+            .partitions
+            .iter()
+            .filter(|(_, _, _, seen)| now.duration_since(*seen) < idle_after)
+            .map(|&(_, _, t, _)| t)
+            .min();
+        if active.is_some() {
+            return active;
+        }
+        // Every partition is quiet: let event time follow the wall clock so windows close.
+        let (max, last_seen) = self
+            .partitions
+            .iter()
+            .map(|&(_, _, t, seen)| (t, seen))
+            .max_by_key(|&(t, _)| t)?;
+        let idle = now.duration_since(last_seen).as_nanos().min(i64::MAX as u128) as i64;
+        Some(max.saturating_add(idle))
+    }
 }
 
 pub struct Chain {
@@ -87,13 +131,7 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(stages: Vec<Box<dyn Stage>>, idle_after: Duration) -> Chain {
-        let clocks = vec![
-            Clock {
-                max_event_time: i64::MIN,
-                last_input: Instant::now(),
-            };
-            stages.len()
-        ];
+        let clocks = vec![Clock::default(); stages.len()];
         Chain {
             stages,
             clocks,
@@ -118,18 +156,9 @@ impl Chain {
             let watermark = if end_of_input {
                 i64::MAX
             } else {
-                let clock = self.clocks[index];
-                if clock.max_event_time == i64::MIN {
-                    continue;
-                }
-                // On a quiet input, let event time follow the wall clock so windows close.
-                let idle = clock.last_input.elapsed();
-                if idle >= self.idle_after {
-                    clock
-                        .max_event_time
-                        .saturating_add(idle.as_nanos().min(i64::MAX as u128) as i64)
-                } else {
-                    clock.max_event_time
+                match self.clocks[index].watermark(self.idle_after, Instant::now()) {
+                    Some(watermark) => watermark,
+                    None => continue,
                 }
             };
             match self.stages[index].tick(watermark) {
@@ -147,11 +176,7 @@ impl Chain {
             if current.is_empty() {
                 return;
             }
-            let clock = &mut self.clocks[index];
-            clock.last_input = Instant::now();
-            if let Some(max) = current.iter().map(|r| r.timestamp).max() {
-                clock.max_event_time = clock.max_event_time.max(max);
-            }
+            self.clocks[index].observe(&current, Instant::now());
             let stage = &mut self.stages[index];
             match stage.process(&current) {
                 Ok(emitted) => current = split(emitted, stage.name(), out),
@@ -182,4 +207,39 @@ fn split(emitted: Vec<Record>, stage: &str, out: &mut ChainOutput) -> Vec<Record
         }
     }
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Origin;
+
+    fn at(partition: i32, timestamp: i64) -> Record {
+        let mut r = Record::new(Origin {
+            topic: "t".into(),
+            partition,
+            offset: 0,
+        });
+        r.timestamp = timestamp;
+        r
+    }
+
+    #[test]
+    fn watermark_is_the_least_advanced_active_partition() {
+        let idle = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut clock = Clock::default();
+        assert_eq!(clock.watermark(idle, t0), None);
+        clock.observe(&[at(0, 5_000), at(1, 100), at(0, 7_000)], t0);
+        assert_eq!(clock.watermark(idle, t0), Some(100));
+        // Partition 1 goes quiet; partition 0 keeps going and no longer waits for it.
+        clock.observe(&[at(0, 9_000)], t0 + Duration::from_secs(11));
+        assert_eq!(
+            clock.watermark(idle, t0 + Duration::from_secs(12)),
+            Some(9_000)
+        );
+        // Everything quiet: event time follows the wall clock from the newest record.
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(clock.watermark(idle, later), Some(9_000 + 19_000_000_000));
+    }
 }

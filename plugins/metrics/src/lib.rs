@@ -56,8 +56,10 @@ pub struct Metrics {
     windows: Windows,
     lateness: i64,
     max_future: i64,
-    /// Highest trusted event time seen; `i64::MIN` before any.
-    max_event_time: i64,
+    /// Per source (topic, partition), the highest trusted event time seen. Event time has
+    /// reached the *smallest* of these: partitions are consumed at different speeds, and
+    /// a partition that is behind must not find its windows already closed.
+    partition_max: Vec<(String, i32, i64)>,
     /// Highest event time reported by the host's `tick` (the host's own view of event
     /// time, including wall-clock advance on a quiet input; `i64::MAX` at end of input).
     ticked: i64,
@@ -110,7 +112,7 @@ impl Metrics {
             ),
             lateness: secs(cfg.allowed_lateness_seconds),
             max_future: secs(cfg.max_future_seconds),
-            max_event_time: i64::MIN,
+            partition_max: Vec::new(),
             ticked: i64::MIN,
             detectors: FnvMap::default(),
             cfg,
@@ -121,15 +123,35 @@ impl Metrics {
     /// applies to the host's tick as to our own event times: the host reports how far
     /// event time has come, lateness is this plugin's business.
     pub fn watermark(&self) -> i64 {
-        self.max_event_time
-            .max(self.ticked)
-            .saturating_sub(self.lateness)
+        let event_time = self
+            .partition_max
+            .iter()
+            .map(|&(_, _, t)| t)
+            .min()
+            .unwrap_or(i64::MIN);
+        event_time.max(self.ticked).saturating_sub(self.lateness)
+    }
+
+    fn advance(&mut self, record: &Record) {
+        let origin = record.origin();
+        let t = record.timestamp;
+        match self
+            .partition_max
+            .iter_mut()
+            .find(|(topic, partition, _)| *partition == origin.partition && *topic == origin.topic)
+        {
+            Some(entry) => entry.2 = entry.2.max(t),
+            None => self
+                .partition_max
+                .push((origin.topic.clone(), origin.partition, t)),
+        }
     }
 
     pub fn open_windows(&self) -> usize {
         self.windows.open_windows()
     }
 
+    /// Count `record` unless the watermark has passed its window.
     fn observe(&mut self, record: &Record, counts: &mut Counts) {
         let t = record.timestamp;
         if t <= 0 {
@@ -139,7 +161,7 @@ impl Metrics {
         let trusted = record.observed_timestamp == 0
             || t <= record.observed_timestamp.saturating_add(self.max_future);
         if trusted {
-            self.max_event_time = self.max_event_time.max(t);
+            self.advance(record);
         }
         let start = self.windows.start_of(t);
         if start.saturating_add(self.windows.size) <= self.watermark() {

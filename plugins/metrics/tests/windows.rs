@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use sluice_metrics::Metrics;
 use sluice_metrics::sketch::DdSketch;
-use sluice_plugin_sdk::Route;
+use sluice_plugin_sdk::{Origin, Record, Route};
 use sluice_plugin_sdk::native::{NativePlugin, take_recorded};
 use std::collections::BTreeMap;
 
@@ -189,4 +189,41 @@ fn config_is_strict() {
     assert!(NativePlugin::<Metrics>::new(r#"{"windows_seconds": 60}"#).is_err());
     assert!(NativePlugin::<Metrics>::new(r#"{"anomaly": {"threshold": 3}}"#).is_err());
     assert!(NativePlugin::<Metrics>::new(r#"{"relative_accuracy": 0}"#).is_err());
+}
+
+/// Partitions are consumed at different speeds: one far ahead must not close the windows
+/// another partition is still filling.
+#[test]
+fn a_partition_ahead_does_not_make_another_late() {
+    let mut p = NativePlugin::<Metrics>::new("{}").unwrap();
+    let on = |partition: i32, t: i64| {
+        let mut r = record("a", t, false, Some(5.0));
+        let origin = Origin {
+            topic: "logs".into(),
+            partition,
+            offset: t / 1000,
+        };
+        let mut moved = Record::new(origin);
+        moved.timestamp = r.timestamp;
+        moved.observed_timestamp = r.observed_timestamp;
+        moved.severity_number = r.severity_number;
+        moved.severity_text = std::mem::take(&mut r.severity_text);
+        moved.attributes = std::mem::take(&mut r.attributes);
+        moved
+    };
+    // Partition 0 races an hour ahead; partition 1 is still in the first minute.
+    let mut batch: Vec<Record> = (0..60).map(|m| on(0, T0 + m * 60 * S)).collect();
+    batch.push(on(1, T0 + 5 * S));
+    let out = p.process(batch).unwrap();
+    assert!(
+        out.iter().all(|r| r.route == Route::Cleaned),
+        "no window may close while partition 1 is at T0+5s"
+    );
+    // Partition 1 catches up: now the first windows close, and they include its record.
+    let out = p.process(vec![on(1, T0 + 30 * 60 * S)]).unwrap();
+    let first = out
+        .iter()
+        .find(|r| r.route == Route::Metrics && r.timestamp == T0)
+        .expect("the first window closed");
+    assert_eq!(get_i(first, "count"), 2);
 }
