@@ -3,6 +3,7 @@
 
 use crate::Record;
 use crate::Route;
+use crate::config::OnFailure;
 use crate::plugin::{CallFailure, WasmStage};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,10 @@ use std::time::{Duration, Instant};
 /// plugin logic compiled natively.
 pub trait Stage: Send {
     fn name(&self) -> &str;
+    /// What to do with the input when a call fails.
+    fn on_failure(&self) -> OnFailure {
+        OnFailure::DeadLetter
+    }
     fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure>;
     fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, CallFailure>;
 }
@@ -17,6 +22,9 @@ pub trait Stage: Send {
 impl Stage for WasmStage {
     fn name(&self) -> &str {
         &self.plugin().name
+    }
+    fn on_failure(&self) -> OnFailure {
+        self.plugin().on_failure
     }
     fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
         WasmStage::process(self, batch)
@@ -70,6 +78,8 @@ pub struct ChainOutput {
     pub dead: Vec<(Record, String)>,
     /// Stage failures, for health and counters.
     pub failures: Vec<CallFailure>,
+    /// Stages that completed a call, for health.
+    pub succeeded: Vec<String>,
 }
 
 /// Event time as one stage has seen it, per source partition: partitions are consumed at
@@ -94,9 +104,10 @@ impl Clock {
                     entry.2 = entry.2.max(r.timestamp);
                     entry.3 = now;
                 }
-                None => self
-                    .partitions
-                    .push((origin.topic.clone(), origin.partition, r.timestamp, now)),
+                None => {
+                    self.partitions
+                        .push((origin.topic.clone(), origin.partition, r.timestamp, now))
+                }
             }
         }
     }
@@ -118,7 +129,10 @@ impl Clock {
             .iter()
             .map(|&(_, _, t, seen)| (t, seen))
             .max_by_key(|&(t, _)| t)?;
-        let idle = now.duration_since(last_seen).as_nanos().min(i64::MAX as u128) as i64;
+        let idle = now
+            .duration_since(last_seen)
+            .as_nanos()
+            .min(i64::MAX as u128) as i64;
         Some(max.saturating_add(idle))
     }
 }
@@ -163,6 +177,7 @@ impl Chain {
             };
             match self.stages[index].tick(watermark) {
                 Ok(emitted) => {
+                    out.succeeded.push(self.stages[index].name().to_owned());
                     let next = split(emitted, self.stages[index].name(), out);
                     self.run_from(index + 1, next, out);
                 }
@@ -179,12 +194,23 @@ impl Chain {
             self.clocks[index].observe(&current, Instant::now());
             let stage = &mut self.stages[index];
             match stage.process(&current) {
-                Ok(emitted) => current = split(emitted, stage.name(), out),
+                Ok(emitted) => {
+                    out.succeeded.push(stage.name().to_owned());
+                    current = split(emitted, stage.name(), out)
+                }
                 Err(failure) => {
-                    let reason = failure.to_string();
+                    let pass_through = stage.on_failure() == OnFailure::PassThrough;
+                    out.failures.push(failure);
+                    if pass_through {
+                        continue;
+                    }
+                    let reason = out
+                        .failures
+                        .last()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
                     out.dead
                         .extend(current.drain(..).map(|r| (r, reason.clone())));
-                    out.failures.push(failure);
                     return;
                 }
             }

@@ -74,9 +74,22 @@ pub struct PluginConfig {
     /// At most this many records out per record in (plus 1,000); more is a plugin failure.
     #[serde(default = "default_max_output_factor")]
     pub max_output_factor: usize,
+    /// What happens to a batch when a call fails: `dead_letter` it (the default), or
+    /// `pass_through` it unchanged to the next stage — right for plugins that only observe,
+    /// such as metrics, so logs keep flowing while the failure is reported.
+    #[serde(default)]
+    pub on_failure: OnFailure,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    #[default]
+    DeadLetter,
+    PassThrough,
 }
 
 fn default_plugin_timeout_ms() -> u64 {

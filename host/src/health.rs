@@ -53,7 +53,7 @@ impl FailState {
 }
 
 /// An active condition.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Condition {
     pub state: FailState,
     /// What it is about: a plugin, a sink, brokers, an object key.

@@ -5,6 +5,7 @@
 //! every sink has durably accepted everything derived from it.
 
 pub mod ack;
+pub mod admin;
 pub mod chain;
 pub mod codec;
 pub mod config;

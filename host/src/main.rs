@@ -138,8 +138,11 @@ fn main() -> std::process::ExitCode {
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal, not in journald or files.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -329,6 +332,7 @@ fn plugin_test(
                 timeout_ms,
                 memory_limit_mb: 64,
                 max_output_factor: 16,
+                on_failure: Default::default(),
                 config,
             };
             let loaded = runtime.load(&plugin_config, path)?;

@@ -8,6 +8,7 @@ use crate::ack::{AckHandle, AckIssuer, BatchOffsets, Completion};
 use crate::chain::{Chain, ChainOutput};
 use crate::codec::{self, DecodeOptions};
 use crate::event::{DeadLetter, Events, RawMessage};
+use crate::health::{self, FailState};
 use crate::sink::Router;
 use crate::source::{PipelineInput, SourceBatch};
 use crate::{Record, time};
@@ -38,7 +39,18 @@ pub struct Pipeline {
     tick_acks: AckIssuer,
     tick_completions: UnboundedReceiver<Completion>,
     warned_unrouted: HashSet<String>,
+    /// Per plugin, consecutive successful calls since its last failure.
+    healthy_calls: HashMap<String, u32>,
     pub stats: Arc<PipelineStats>,
+}
+
+/// Successful calls after which a failing plugin counts as recovered.
+const RECOVERED_AFTER_CALLS: u32 = 3;
+
+/// Whether a plugin generates the metrics, so its failures are `MetricsGenerationFailed`.
+/// The bundled metrics plugin is configured under the name `metrics`.
+fn generates_metrics(plugin: &str) -> bool {
+    plugin == "metrics"
 }
 
 impl Pipeline {
@@ -57,6 +69,7 @@ impl Pipeline {
             tick_acks,
             tick_completions,
             warned_unrouted: HashSet::new(),
+            healthy_calls: HashMap::new(),
             stats: Arc::new(PipelineStats::default()),
         }
     }
@@ -147,8 +160,17 @@ impl Pipeline {
         messages: &[RawMessage],
         ack: &AckHandle,
     ) {
-        for failure in &out.failures {
-            tracing::warn!(%failure, "plugin call failed; its input is dead-lettered");
+        self.track_plugin_health(&out);
+        let mut out = out;
+        let invalid_metrics = take_invalid_metrics(&mut out.routed);
+        if !invalid_metrics.is_empty() {
+            let reason = format!(
+                "invalid metric record ({} of them): a metric needs `service.name` and an event timestamp",
+                invalid_metrics.len()
+            );
+            health::global().raise(FailState::MetricsGenerationFailed, "metrics", &reason);
+            out.dead
+                .extend(invalid_metrics.into_iter().map(|r| (r, reason.clone())));
         }
         if !out.dead.is_empty() {
             self.stats
@@ -192,6 +214,36 @@ impl Pipeline {
         }
     }
 
+    /// Raise `PluginFailing` (and `MetricsGenerationFailed` for the metrics plugin) when a
+    /// call fails; clear them after a few good calls in a row.
+    fn track_plugin_health(&mut self, out: &ChainOutput) {
+        let health = health::global();
+        for failure in &out.failures {
+            tracing::warn!(%failure, "plugin call failed; its input is dead-lettered");
+            let plugin = failure.plugin();
+            self.healthy_calls.insert(plugin.to_owned(), 0);
+            health.raise(FailState::PluginFailing, plugin, failure.to_string());
+            if generates_metrics(plugin) {
+                health.raise(
+                    FailState::MetricsGenerationFailed,
+                    plugin,
+                    failure.to_string(),
+                );
+            }
+        }
+        for plugin in &out.succeeded {
+            let Some(streak) = self.healthy_calls.get_mut(plugin) else {
+                continue;
+            };
+            *streak += 1;
+            if *streak >= RECOVERED_AFTER_CALLS {
+                self.healthy_calls.remove(plugin);
+                health.clear(FailState::PluginFailing, plugin);
+                health.clear(FailState::MetricsGenerationFailed, plugin);
+            }
+        }
+    }
+
     fn report_tick_failures(&mut self) {
         while let Ok(completion) = self.tick_completions.try_recv() {
             if !completion.delivered {
@@ -201,6 +253,20 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Remove metric records that downstream tables cannot hold (no service, no time).
+fn take_invalid_metrics(routed: &mut Vec<Record>) -> Vec<Record> {
+    if !routed.iter().any(|r| r.route == crate::Route::Metrics) {
+        return Vec::new();
+    }
+    let (invalid, valid): (Vec<Record>, Vec<Record>) =
+        std::mem::take(routed).into_iter().partition(|r| {
+            r.route == crate::Route::Metrics
+                && (r.timestamp <= 0 || r.get_str("service.name").is_none_or(str::is_empty))
+        });
+    *routed = valid;
+    invalid
 }
 
 /// Dead letters for records the chain rejected, carrying the original message bytes when

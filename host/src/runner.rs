@@ -1,12 +1,16 @@
 //! Wiring for `sluice run`: load plugins, start sinks, the pipeline and the source, and
 //! shut down in order on SIGTERM/SIGINT — stop consuming, drain, flush, commit, exit.
 
+use crate::admin::{self, AdminError, AdminState};
 use crate::chain::{Chain, Stage};
 use crate::codec::DecodeOptions;
 use crate::config::Config;
+use crate::health;
 use crate::pipeline::Pipeline;
+use crate::plugin::PluginStats;
 use crate::plugin::{LoadError, PluginRuntime, WasmStage};
 use crate::sink::{self, Router, SinkError};
+use crate::source::SourceStats;
 use crate::source::{self, PipelineInput, SourceConfig, SourceError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +24,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -67,6 +73,10 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     }
     router.install(&sinks);
 
+    let plugin_stats: Vec<(String, Arc<PluginStats>)> = stages
+        .iter()
+        .map(|s| (s.plugin().name.clone(), s.plugin().stats.clone()))
+        .collect();
     let stages: Vec<Box<dyn Stage>> = stages
         .into_iter()
         .map(|s| Box::new(s) as Box<dyn Stage>)
@@ -85,6 +95,19 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
         },
         Duration::from_millis(config.pipeline.tick_interval_ms),
     );
+    let source_stats = Arc::new(SourceStats::default());
+    if !config.admin.listen.trim().is_empty() {
+        let state = Arc::new(AdminState {
+            source: source_stats.clone(),
+            plugins: plugin_stats,
+            pipeline: pipeline.stats.clone(),
+            sinks: sinks
+                .iter()
+                .map(|s| (s.name.clone(), s.stats.clone()))
+                .collect(),
+        });
+        admin::serve(&config.admin.listen, state).await?;
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel::<PipelineInput>(config.pipeline.channel_capacity);
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
@@ -95,16 +118,18 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
 
     let source_config = config.source.clone();
     let source_stop = stop.clone();
+    let stats = source_stats.clone();
     let source_thread = std::thread::Builder::new()
         .name("source".into())
         .spawn(move || match &source_config {
-            SourceConfig::Kafka(c) => source::kafka::run(c, tx, source_stop),
+            SourceConfig::Kafka(c) => source::kafka::run(c, tx, source_stop, stats),
             SourceConfig::Stdin(c) => {
-                source::stdin::run(c, std::io::stdin().lock(), tx, source_stop)
+                source::stdin::run(c, std::io::stdin().lock(), tx, source_stop, stats)
             }
         })
         .map_err(|e| RunError::Internal(e.to_string()))?;
 
+    health::global().set_started(true);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     spawn_watchdog();
     spawn_signal_handler(stop.clone());
@@ -113,6 +138,7 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
         .await
         .map_err(|e| RunError::Internal(e.to_string()))?
         .map_err(|_| RunError::Internal("the source thread panicked".into()))?;
+    health::global().set_started(false);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || pipeline_thread.join())

@@ -18,6 +18,7 @@ fn hostile(runtime: &PluginRuntime, timeout_ms: u64, memory_limit_mb: u64) -> Wa
         timeout_ms,
         memory_limit_mb,
         max_output_factor: 16,
+        on_failure: Default::default(),
         config: toml::Table::new(),
     };
     let loaded = runtime.load(&config, &config.path).expect("load hostile");
@@ -158,6 +159,7 @@ fn failing_init_is_a_load_error_naming_the_plugin() {
         timeout_ms: 1_000,
         memory_limit_mb: 64,
         max_output_factor: 16,
+        on_failure: Default::default(),
         config: table,
     };
     let err = runtime
@@ -186,4 +188,41 @@ fn a_failing_stage_dead_letters_its_input_and_the_chain_goes_on() {
     chain.process(batch(&["d", "e"]), &mut out);
     assert_eq!(out.routed.len(), 2);
     assert!(out.dead.is_empty());
+}
+
+#[test]
+fn a_pass_through_stage_lets_its_input_continue_when_it_fails() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut config = PluginConfig {
+        name: "observer".into(),
+        path: common::plugin("fixtures/hostile"),
+        timeout_ms: 1_000,
+        memory_limit_mb: 64,
+        max_output_factor: 16,
+        on_failure: sluice::config::OnFailure::PassThrough,
+        config: toml::Table::new(),
+    };
+    let observer = runtime.load(&config, &config.path.clone()).unwrap();
+    config.name = "after".into();
+    config.on_failure = sluice::config::OnFailure::DeadLetter;
+    let after = runtime.load(&config, &config.path.clone()).unwrap();
+    let stages: Vec<Box<dyn Stage>> = vec![
+        Box::new(WasmStage::new(Arc::new(observer))),
+        Box::new(WasmStage::new(Arc::new(after))),
+    ];
+    let mut chain = Chain::new(stages, Duration::from_secs(60));
+    let mut out = ChainOutput::default();
+    // "hostile:error" fails the observer; the batch goes on to `after`, which passes
+    // everything but that trigger on… and fails too, dead-lettering the batch there.
+    chain.process(batch(&["a", "b"]), &mut out);
+    assert_eq!(out.routed.len(), 2);
+    let mut out = ChainOutput::default();
+    chain.process(batch(&["a", "hostile:error"]), &mut out);
+    assert_eq!(out.failures.len(), 2, "{:?}", out.failures);
+    assert_eq!(out.failures[0].plugin(), "observer");
+    assert!(
+        out.dead
+            .iter()
+            .all(|(_, reason)| reason.contains("`after`"))
+    );
 }

@@ -13,7 +13,7 @@ mod runtime;
 mod stats;
 
 pub use runtime::{LoadedPlugin, PluginRuntime, WasmStage};
-pub use stats::PluginStats;
+pub use stats::{LATENCY_BUCKETS_SECONDS, PluginStats};
 
 /// Generated bindings for `wit/plugin.wit`.
 pub mod bindings {
@@ -82,6 +82,18 @@ pub enum CallFailure {
 }
 
 impl CallFailure {
+    /// The plugin that failed.
+    pub fn plugin(&self) -> &str {
+        match self {
+            CallFailure::Timeout { plugin, .. }
+            | CallFailure::OutOfMemory { plugin, .. }
+            | CallFailure::Trap { plugin, .. }
+            | CallFailure::Error { plugin, .. }
+            | CallFailure::TooManyOutputs { plugin, .. }
+            | CallFailure::Unavailable { plugin, .. } => plugin,
+        }
+    }
+
     /// A short kind label for counters.
     pub fn kind(&self) -> &'static str {
         match self {

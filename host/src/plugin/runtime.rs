@@ -2,7 +2,7 @@
 
 use super::bindings::{self as b, Transform, TransformPre};
 use super::{CallFailure, LoadError, PluginStats};
-use crate::config::PluginConfig;
+use crate::config::{OnFailure, PluginConfig};
 use crate::{Attribute, Origin, Record, Route, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -140,6 +140,7 @@ impl PluginRuntime {
             timeout_ms: config.timeout_ms,
             memory_limit_mb: config.memory_limit_mb,
             max_output_factor: config.max_output_factor,
+            on_failure: config.on_failure,
             stats: Arc::new(PluginStats::default()),
         };
         plugin.instantiate().map_err(|failure| LoadError::Init {
@@ -163,6 +164,7 @@ pub struct LoadedPlugin {
     timeout_ms: u64,
     memory_limit_mb: u64,
     max_output_factor: usize,
+    pub on_failure: OnFailure,
     pub stats: Arc<PluginStats>,
 }
 
@@ -314,11 +316,9 @@ impl WasmStage {
         let instance = self.instance()?;
         instance.store.set_epoch_deadline(ticks);
         let result = call(&instance.bindings, &mut instance.store);
-        let stats = &self.plugin.stats;
-        stats.calls.fetch_add(1, Ordering::Relaxed);
-        stats
-            .call_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.plugin
+            .stats
+            .observe_call(started.elapsed().as_nanos() as u64);
         match result {
             Ok(value) => Ok(value),
             Err(error) => {

@@ -19,10 +19,31 @@ pub struct PluginStats {
     pub call_nanos: AtomicU64,
     /// Linear memory of the current instance, in bytes.
     pub memory_bytes: AtomicU64,
+    /// Call durations: counts per bucket of [`LATENCY_BUCKETS_SECONDS`] (cumulative when
+    /// exported), plus one for slower calls.
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
     custom: Mutex<BTreeMap<String, u64>>,
 }
 
+/// Upper bounds of the call-latency histogram buckets.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 10] =
+    [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
 impl PluginStats {
+    /// Record one call's duration.
+    pub fn observe_call(&self, nanos: u64) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.call_nanos
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        let seconds = nanos as f64 / 1e9;
+        let bucket = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.latency_buckets[bucket].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn add_custom(&self, name: &str, delta: u64) {
         let mut custom = self.custom.lock().unwrap_or_else(|e| e.into_inner());
         match custom.get_mut(name) {

@@ -11,7 +11,9 @@
 //! revoked partitions — bounded by `rebalance_drain_timeout_ms` — and commits synchronously
 //! before letting them go. On shutdown it does the same for every partition.
 
-use super::{DecodingConfig, PipelineInput, SourceBatch, SourceError};
+use super::{DecodingConfig, PipelineInput, SourceBatch, SourceError, SourceStats};
+use crate::health::{self, FailState};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ack::{AckIssuer, BatchOffsets, Completion, OffsetTracker};
 use crate::codec::InvalidJson;
@@ -43,6 +45,9 @@ pub struct KafkaSourceConfig {
     /// How long a revoke waits for in-flight batches before giving the partitions up.
     #[serde(default = "default_drain_ms")]
     pub rebalance_drain_timeout_ms: u64,
+    /// How long the brokers may be unreachable before `KafkaUnavailable` is raised.
+    #[serde(default = "default_unavailable_ms")]
+    pub unavailable_after_ms: u64,
     /// Extra librdkafka consumer properties (security, fetch sizes…).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -70,6 +75,10 @@ pub(super) mod defaults {
 
 fn default_drain_ms() -> u64 {
     10_000
+}
+
+fn default_unavailable_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -109,7 +118,9 @@ impl KafkaSourceConfig {
                     StartFrom::Latest => "latest",
                 },
             )
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Per-partition lag for /metrics.
+            .set("statistics.interval.ms", "5000");
         for (key, value) in &self.options {
             c.set(key, value);
         }
@@ -126,11 +137,34 @@ struct SourceContext {
     stored: Mutex<HashMap<(String, i32), i64>>,
     paused: AtomicBool,
     drain_timeout: Duration,
+    /// Since when every broker has been unreachable, as librdkafka reports it.
+    brokers_down_since: Mutex<Option<Instant>>,
+    stats: Arc<SourceStats>,
 }
 
 impl ClientContext for SourceContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if let rdkafka::error::KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) = error {
+            let mut since = self
+                .brokers_down_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            since.get_or_insert_with(Instant::now);
+        }
         tracing::warn!(%error, reason, "Kafka client error");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = self.stats.lag.lock().unwrap_or_else(|e| e.into_inner());
+        lag.clear();
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                // librdkafka lists an internal partition -1 and unassigned ones with lag -1.
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                }
+            }
+        }
     }
 }
 
@@ -245,6 +279,7 @@ pub fn run(
     config: &KafkaSourceConfig,
     tx: SyncSender<PipelineInput>,
     stop: Arc<AtomicBool>,
+    stats: Arc<SourceStats>,
 ) -> Result<(), SourceError> {
     let (mut issuer, completions) = AckIssuer::new();
     let context = SourceContext {
@@ -253,6 +288,13 @@ pub fn run(
         stored: Mutex::new(HashMap::new()),
         paused: AtomicBool::new(false),
         drain_timeout: Duration::from_millis(config.rebalance_drain_timeout_ms),
+        brokers_down_since: Mutex::new(None),
+        stats,
+    };
+    let mut availability = Availability {
+        subject: config.brokers.clone(),
+        grace: Duration::from_millis(config.unavailable_after_ms),
+        last_probe: Instant::now(),
     };
     let consumer: BaseConsumer<SourceContext> = config
         .client_config()
@@ -284,6 +326,7 @@ pub fn run(
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
+        availability.check(&consumer);
         // Offer the held batch first; keep polling (paused) while the pipeline is full.
         if let Some((batch, batch_offsets)) = held.take() {
             let seq = batch.ack.seq();
@@ -312,6 +355,8 @@ pub fn run(
         };
         match consumer.poll(wait) {
             Some(Ok(message)) => {
+                availability.reachable(ctx);
+                ctx.stats.consumed.fetch_add(1, Ordering::Relaxed);
                 if messages.is_empty() {
                     batch_started = Instant::now();
                 }
@@ -369,6 +414,59 @@ pub fn run(
     match result {
         Ok(()) if failed => Err(SourceError::BatchFailed),
         other => other,
+    }
+}
+
+/// Turns librdkafka's "all brokers down" into the `KafkaUnavailable` fail state once it
+/// lasts longer than the grace period, and clears it when the brokers answer again.
+struct Availability {
+    subject: String,
+    grace: Duration,
+    last_probe: Instant,
+}
+
+impl Availability {
+    fn check(&mut self, consumer: &BaseConsumer<SourceContext>) {
+        let ctx = consumer.context();
+        let Some(since) = *ctx
+            .brokers_down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        else {
+            return;
+        };
+        if since.elapsed() >= self.grace {
+            health::global().raise(
+                FailState::KafkaUnavailable,
+                &self.subject,
+                format!(
+                    "no broker of {} has been reachable for {} s; consuming is stalled (offsets are safe)",
+                    self.subject,
+                    since.elapsed().as_secs()
+                ),
+            );
+        }
+        // librdkafka reports brokers going down, not coming back: probe while down.
+        if self.last_probe.elapsed() >= Duration::from_secs(2) {
+            self.last_probe = Instant::now();
+            if consumer
+                .fetch_metadata(None, Duration::from_millis(1_500))
+                .is_ok_and(|m| !m.brokers().is_empty())
+            {
+                self.reachable(ctx);
+            }
+        }
+    }
+
+    fn reachable(&self, ctx: &SourceContext) {
+        let mut since = ctx
+            .brokers_down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if since.take().is_some() {
+            tracing::info!(brokers = %self.subject, "Kafka brokers reachable again");
+            health::global().clear(FailState::KafkaUnavailable, &self.subject);
+        }
     }
 }
 

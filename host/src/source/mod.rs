@@ -9,6 +9,9 @@ use crate::ack::AckHandle;
 use crate::codec::InvalidJson;
 use crate::event::RawMessage;
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -110,4 +113,13 @@ pub enum SourceError {
         "a batch was not delivered by every sink (see the errors above); stopping without committing it so it is replayed on restart"
     )]
     BatchFailed,
+}
+
+/// What a source exports on `/metrics`.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Messages read.
+    pub consumed: AtomicU64,
+    /// Per (topic, partition), how many messages the group is behind the end of the log.
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
 }

@@ -40,6 +40,7 @@ pub fn run(
     input: impl BufRead,
     tx: SyncSender<PipelineInput>,
     stop: Arc<AtomicBool>,
+    stats: Arc<super::SourceStats>,
 ) -> Result<(), SourceError> {
     let (mut issuer, mut completions) = AckIssuer::new();
     let batch_size = config.batch_max_records;
@@ -71,6 +72,7 @@ pub fn run(
             offset: line_no as i64,
         };
         offsets.record(&origin.topic, 0, origin.offset);
+        stats.consumed.fetch_add(1, Ordering::Relaxed);
         messages.push(RawMessage {
             origin,
             key: None,

@@ -1,0 +1,382 @@
+//! The admin HTTP endpoint: `/healthz` (liveness), `/readyz` (readiness, reflecting the
+//! fail states in [`crate::health`]) and `/metrics` (Prometheus text format).
+//! Loopback by default; it serves read-only state and no secrets.
+
+use crate::health::{self, FailState};
+use crate::pipeline::PipelineStats;
+use crate::plugin::{LATENCY_BUCKETS_SECONDS, PluginStats};
+use crate::sink::SinkStats;
+use crate::source::SourceStats;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Everything `/metrics` reports.
+pub struct AdminState {
+    pub source: Arc<SourceStats>,
+    pub plugins: Vec<(String, Arc<PluginStats>)>,
+    pub pipeline: Arc<PipelineStats>,
+    pub sinks: Vec<(String, Arc<SinkStats>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "admin endpoint: cannot listen on `{listen}` (admin.listen): {source}. Choose a free address or set admin.listen = \"\" to disable it."
+)]
+pub struct AdminError {
+    listen: String,
+    source: std::io::Error,
+}
+
+/// Start serving on `listen`; returns the bound address.
+pub async fn serve(
+    listen: &str,
+    state: Arc<AdminState>,
+) -> Result<std::net::SocketAddr, AdminError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| AdminError {
+            listen: listen.to_owned(),
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| AdminError {
+        listen: listen.to_owned(),
+        source,
+    })?;
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin endpoint stopped");
+        }
+    });
+    tracing::info!(%address, "admin endpoint listening");
+    Ok(address)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz() -> impl IntoResponse {
+    let health = health::global();
+    let body = serde_json::json!({
+        "ready": health.is_ready(),
+        "conditions": health.conditions(),
+    });
+    let status = if health.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&state),
+    )
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Label values may hold any text; escape what the format requires.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// The Prometheus text exposition of every counter.
+pub fn render(state: &AdminState) -> String {
+    let mut o = Out(String::with_capacity(8 * 1024));
+
+    o.family(
+        "sluice_source_consumed_total",
+        "counter",
+        "Messages read from the source.",
+    );
+    o.sample(
+        "sluice_source_consumed_total",
+        &[],
+        load(&state.source.consumed),
+    );
+    o.family(
+        "sluice_source_lag",
+        "gauge",
+        "Messages behind the end of each partition.",
+    );
+    for ((topic, partition), lag) in state
+        .source
+        .lag
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        let partition = partition.to_string();
+        o.sample(
+            "sluice_source_lag",
+            &[("topic", topic), ("partition", &partition)],
+            lag,
+        );
+    }
+
+    let p = &state.pipeline;
+    for (name, help, value) in [
+        (
+            "sluice_pipeline_batches_total",
+            "Source batches processed.",
+            load(&p.batches),
+        ),
+        (
+            "sluice_pipeline_records_total",
+            "Source records processed.",
+            load(&p.records_in),
+        ),
+        (
+            "sluice_pipeline_decode_rejected_total",
+            "Messages dead-lettered because they could not be decoded.",
+            load(&p.decode_rejected),
+        ),
+        (
+            "sluice_pipeline_plugin_dead_lettered_total",
+            "Records dead-lettered by or because of plugins.",
+            load(&p.plugin_dead_lettered),
+        ),
+        (
+            "sluice_pipeline_routed_total",
+            "Records handed to sinks.",
+            load(&p.records_routed),
+        ),
+        (
+            "sluice_pipeline_unrouted_total",
+            "Records on a route no sink takes (dropped).",
+            load(&p.unrouted),
+        ),
+    ] {
+        o.family(name, "counter", help);
+        o.sample(name, &[], value);
+    }
+
+    let plugin_counters: [(&str, &str, fn(&PluginStats) -> &AtomicU64); 7] = [
+        (
+            "sluice_plugin_records_in_total",
+            "Records given to the plugin.",
+            |s| &s.records_in,
+        ),
+        (
+            "sluice_plugin_records_out_total",
+            "Records the plugin emitted.",
+            |s| &s.records_out,
+        ),
+        ("sluice_plugin_traps_total", "Calls that trapped.", |s| {
+            &s.traps
+        }),
+        (
+            "sluice_plugin_timeouts_total",
+            "Calls interrupted at their deadline.",
+            |s| &s.timeouts,
+        ),
+        (
+            "sluice_plugin_out_of_memory_total",
+            "Calls that hit the memory limit.",
+            |s| &s.out_of_memory,
+        ),
+        (
+            "sluice_plugin_errors_total",
+            "Calls that returned an error.",
+            |s| &s.errors,
+        ),
+        (
+            "sluice_plugin_instantiations_total",
+            "Instances created (1 + recycles).",
+            |s| &s.instantiations,
+        ),
+    ];
+    for (name, help, get) in plugin_counters {
+        o.family(name, "counter", help);
+        for (plugin, stats) in &state.plugins {
+            o.sample(name, &[("plugin", plugin)], load(get(stats)));
+        }
+    }
+    o.family(
+        "sluice_plugin_memory_bytes",
+        "gauge",
+        "Linear memory of the plugin's instance.",
+    );
+    for (plugin, stats) in &state.plugins {
+        o.sample(
+            "sluice_plugin_memory_bytes",
+            &[("plugin", plugin)],
+            load(&stats.memory_bytes),
+        );
+    }
+    o.family(
+        "sluice_plugin_call_seconds",
+        "histogram",
+        "Duration of plugin calls.",
+    );
+    for (plugin, stats) in &state.plugins {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_SECONDS.iter().enumerate() {
+            cumulative += load(&stats.latency_buckets[i]);
+            let le = bound.to_string();
+            o.sample(
+                "sluice_plugin_call_seconds_bucket",
+                &[("plugin", plugin), ("le", &le)],
+                cumulative,
+            );
+        }
+        let count = load(&stats.calls);
+        o.sample(
+            "sluice_plugin_call_seconds_bucket",
+            &[("plugin", plugin), ("le", "+Inf")],
+            count,
+        );
+        o.sample(
+            "sluice_plugin_call_seconds_sum",
+            &[("plugin", plugin)],
+            load(&stats.call_nanos) as f64 / 1e9,
+        );
+        o.sample(
+            "sluice_plugin_call_seconds_count",
+            &[("plugin", plugin)],
+            count,
+        );
+    }
+    o.family(
+        "sluice_plugin_counter_total",
+        "counter",
+        "Counters the plugins keep themselves.",
+    );
+    for (plugin, stats) in &state.plugins {
+        for (counter, value) in stats.custom() {
+            o.sample(
+                "sluice_plugin_counter_total",
+                &[("plugin", plugin), ("counter", &counter)],
+                value,
+            );
+        }
+    }
+
+    let sink_counters: [(&str, &str, fn(&SinkStats) -> &AtomicU64); 4] = [
+        (
+            "sluice_sink_sent_total",
+            "Events handed to the destination.",
+            |s| &s.sent,
+        ),
+        (
+            "sluice_sink_acknowledged_total",
+            "Events the destination durably accepted.",
+            |s| &s.acknowledged,
+        ),
+        ("sluice_sink_retried_total", "Retried attempts.", |s| {
+            &s.retried
+        }),
+        (
+            "sluice_sink_dead_lettered_total",
+            "Events the sink dead-lettered.",
+            |s| &s.dead_lettered,
+        ),
+    ];
+    for (name, help, get) in sink_counters {
+        o.family(name, "counter", help);
+        for (sink, stats) in &state.sinks {
+            o.sample(name, &[("sink", sink)], load(get(stats)));
+        }
+    }
+    o.family(
+        "sluice_sink_in_flight_bytes",
+        "gauge",
+        "Bytes buffered or in flight in the sink.",
+    );
+    for (sink, stats) in &state.sinks {
+        o.sample(
+            "sluice_sink_in_flight_bytes",
+            &[("sink", sink)],
+            load(&stats.in_flight_bytes),
+        );
+    }
+
+    let health = health::global();
+    let counts = health.counts();
+    let active = health.conditions();
+    o.family(
+        "sluice_fail_state_raised_total",
+        "counter",
+        "Times each fail state was raised.",
+    );
+    o.family(
+        "sluice_fail_state_active",
+        "gauge",
+        "Active conditions per fail state.",
+    );
+    for state in FailState::ALL {
+        o.sample(
+            "sluice_fail_state_raised_total",
+            &[("state", state.name())],
+            counts.get(&state).copied().unwrap_or(0),
+        );
+        let n = active.iter().filter(|c| c.state == state).count();
+        o.sample("sluice_fail_state_active", &[("state", state.name())], n);
+    }
+    o.family("sluice_ready", "gauge", "1 when the host is ready.");
+    o.sample("sluice_ready", &[], u8::from(health.is_ready()));
+
+    o.family(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident set size of the process.",
+    );
+    o.sample("process_resident_memory_bytes", &[], resident_bytes());
+    o.0
+}
+
+/// Resident set size from /proc (0 where unavailable).
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
