@@ -34,6 +34,23 @@ impl Stage for WasmStage {
     }
 }
 
+/// A stage taken out of service (its plugin file was removed): records pass unchanged.
+pub struct Bypass {
+    pub name: String,
+}
+
+impl Stage for Bypass {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
+        Ok(batch.to_vec())
+    }
+    fn tick(&mut self, _watermark: i64) -> Result<Vec<Record>, CallFailure> {
+        Ok(Vec::new())
+    }
+}
+
 /// A plugin's logic compiled into the host: same trait, no sandbox.
 pub struct NativeStage<P: sluice_plugin_sdk::Plugin + Send> {
     name: String,
@@ -150,6 +167,13 @@ impl Chain {
             stages,
             clocks,
             idle_after,
+        }
+    }
+
+    /// Swap the stage at `index` (between batches); its event-time clock is kept.
+    pub fn replace(&mut self, index: usize, stage: Box<dyn Stage>) {
+        if let Some(slot) = self.stages.get_mut(index) {
+            *slot = stage;
         }
     }
 

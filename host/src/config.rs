@@ -52,6 +52,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub reload: crate::reload::ReloadConfig,
     /// Where the file was read from; relative plugin paths resolve against its directory.
     #[serde(skip)]
     pub path: PathBuf,

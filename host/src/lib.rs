@@ -14,6 +14,7 @@ pub mod generator;
 pub mod health;
 pub mod pipeline;
 pub mod plugin;
+pub mod reload;
 pub mod runner;
 pub mod sink;
 pub mod source;

@@ -336,7 +336,7 @@ fn plugin_test(
                 config,
             };
             let loaded = runtime.load(&plugin_config, path)?;
-            (runtime, vec![WasmStage::new(Arc::new(loaded))])
+            (Arc::new(runtime), vec![WasmStage::new(Arc::new(loaded))])
         }
         (None, None) => bail!("give a PLUGIN.wasm or --chain CONFIG"),
     };

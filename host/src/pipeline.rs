@@ -9,6 +9,7 @@ use crate::chain::{Chain, ChainOutput};
 use crate::codec::{self, DecodeOptions};
 use crate::event::{DeadLetter, Events, RawMessage};
 use crate::health::{self, FailState};
+use crate::reload::Reload;
 use crate::sink::Router;
 use crate::source::{PipelineInput, SourceBatch};
 use crate::{Record, time};
@@ -74,10 +75,16 @@ impl Pipeline {
         }
     }
 
-    /// Process input until the source ends, then flush every sink.
-    pub fn run(mut self, input: Receiver<PipelineInput>) {
+    /// Process input until the source ends, then flush every sink. Plugin reloads from
+    /// `reloads` are applied between batches.
+    pub fn run(mut self, input: Receiver<PipelineInput>, reloads: Option<Receiver<Reload>>) {
         let mut last_tick = Instant::now();
         loop {
+            if let Some(reloads) = &reloads {
+                while let Ok(reload) = reloads.try_recv() {
+                    self.apply(reload);
+                }
+            }
             let wait = self.tick_interval.saturating_sub(last_tick.elapsed());
             match input.recv_timeout(wait) {
                 Ok(PipelineInput::Batch(batch)) => self.process(batch),
@@ -97,6 +104,26 @@ impl Pipeline {
         }
         self.router.flush_all_blocking();
         self.report_tick_failures();
+    }
+
+    fn apply(&mut self, reload: Reload) {
+        match reload {
+            Reload::Replace { index, plugin } => {
+                tracing::info!(plugin = %plugin.name, "new plugin version in service");
+                self.chain
+                    .replace(index, Box::new(crate::plugin::WasmStage::new(plugin)));
+            }
+            Reload::Bypass { index } => {
+                let name = self
+                    .chain
+                    .stage_names()
+                    .get(index)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                self.chain
+                    .replace(index, Box::new(crate::chain::Bypass { name }));
+            }
+        }
     }
 
     fn process(&mut self, batch: SourceBatch) {

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::health;
 use crate::pipeline::Pipeline;
 use crate::plugin::PluginStats;
+use crate::reload::Watcher;
 use crate::plugin::{LoadError, PluginRuntime, WasmStage};
 use crate::sink::{self, Router, SinkError};
 use crate::source::SourceStats;
@@ -31,7 +32,7 @@ pub enum RunError {
 }
 
 /// Compile and initialise every plugin of the chain, in order.
-pub fn load_plugins(config: &Config) -> Result<(PluginRuntime, Vec<WasmStage>), LoadError> {
+pub fn load_plugins(config: &Config) -> Result<(Arc<PluginRuntime>, Vec<WasmStage>), LoadError> {
     let max_memory = config
         .plugins
         .iter()
@@ -41,7 +42,7 @@ pub fn load_plugins(config: &Config) -> Result<(PluginRuntime, Vec<WasmStage>), 
     // Two slots per plugin: the live instance and its replacement after a failure, plus
     // the instances `load` makes to check each plugin's config.
     let slots = (config.plugins.len() as u32) * 3 + 2;
-    let runtime = PluginRuntime::new(slots, max_memory)?;
+    let runtime = Arc::new(PluginRuntime::new(slots, max_memory)?);
     let mut stages = Vec::with_capacity(config.plugins.len());
     for plugin in &config.plugins {
         let loaded = runtime.load(plugin, &config.resolve(&plugin.path))?;
@@ -52,7 +53,7 @@ pub fn load_plugins(config: &Config) -> Result<(PluginRuntime, Vec<WasmStage>), 
 
 /// Run the configured pipeline until the input ends or `stop` is set.
 pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-    let (_runtime, stages) = load_plugins(&config)?;
+    let (runtime, stages) = load_plugins(&config)?;
     let names: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(plugins = ?names, "plugins loaded");
 
@@ -77,6 +78,7 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
         .iter()
         .map(|s| (s.plugin().name.clone(), s.plugin().stats.clone()))
         .collect();
+    let plugin_stats_for_reload = plugin_stats.iter().map(|(_, s)| s.clone()).collect();
     let stages: Vec<Box<dyn Stage>> = stages
         .into_iter()
         .map(|s| Box::new(s) as Box<dyn Stage>)
@@ -109,11 +111,23 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
         admin::serve(&config.admin.listen, state).await?;
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<PipelineInput>(config.pipeline.channel_capacity);
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    let (hup_tx, hup_rx) = std::sync::mpsc::channel();
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
         // Plugins run on this thread: leave room far beyond the wasm stack limit.
         .stack_size(16 << 20)
-        .spawn(move || pipeline.run(rx))
+        .spawn(move || pipeline.run(rx, Some(reload_rx)))
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+    let watcher = Watcher::new(
+        config.clone(),
+        runtime.clone(),
+        plugin_stats_for_reload,
+        reload_tx,
+    );
+    std::thread::Builder::new()
+        .name("plugin-reload".into())
+        .spawn(move || watcher.run(hup_rx))
         .map_err(|e| RunError::Internal(e.to_string()))?;
 
     let source_config = config.source.clone();
@@ -133,6 +147,7 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     spawn_watchdog();
     spawn_signal_handler(stop.clone());
+    spawn_hangup_handler(hup_tx);
 
     let source_result = tokio::task::spawn_blocking(move || source_thread.join())
         .await
@@ -168,6 +183,23 @@ fn spawn_signal_handler(stop: Arc<AtomicBool>) {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
         }
         stop.store(true, Ordering::Relaxed);
+    });
+}
+
+/// SIGHUP: reload the config and plugins (see [`crate::reload`]).
+fn spawn_hangup_handler(hup: std::sync::mpsc::Sender<()>) {
+    tokio::spawn(async move {
+        let Ok(mut signals) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP");
+            return;
+        };
+        while signals.recv().await.is_some() {
+            if hup.send(()).is_err() {
+                return;
+            }
+        }
     });
 }
 

@@ -130,6 +130,16 @@ impl PluginRuntime {
 
     /// Compile, check, and initialise one instance (so a bad config fails now, not later).
     pub fn load(&self, config: &PluginConfig, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        self.load_with_stats(config, path, Arc::new(PluginStats::default()))
+    }
+
+    /// [`PluginRuntime::load`], counting into existing `stats` (a reloaded version).
+    pub fn load_with_stats(
+        &self,
+        config: &PluginConfig,
+        path: &Path,
+        stats: Arc<PluginStats>,
+    ) -> Result<LoadedPlugin, LoadError> {
         let pre = self.compile(&config.name, path)?;
         let plugin = LoadedPlugin {
             name: config.name.clone(),
@@ -141,7 +151,7 @@ impl PluginRuntime {
             memory_limit_mb: config.memory_limit_mb,
             max_output_factor: config.max_output_factor,
             on_failure: config.on_failure,
-            stats: Arc::new(PluginStats::default()),
+            stats,
         };
         plugin.instantiate().map_err(|failure| LoadError::Init {
             name: config.name.clone(),
