@@ -177,6 +177,10 @@ impl Chain {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
     pub fn stage_names(&self) -> Vec<&str> {
         self.stages.iter().map(|s| s.name()).collect()
     }

@@ -212,6 +212,9 @@ impl Config {
                 ));
             }
             let path = self.resolve(&plugin.path);
+            if crate::runner::native_plugin_name(&plugin.path).is_some() {
+                continue;
+            }
             if !path.is_file() {
                 return Err(self.invalid(
                     format!("{key}.path"),

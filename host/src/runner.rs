@@ -8,8 +8,8 @@ use crate::config::Config;
 use crate::health;
 use crate::pipeline::Pipeline;
 use crate::plugin::PluginStats;
-use crate::reload::Watcher;
 use crate::plugin::{LoadError, PluginRuntime, WasmStage};
+use crate::reload::Watcher;
 use crate::sink::{self, Router, SinkError};
 use crate::source::SourceStats;
 use crate::source::{self, PipelineInput, SourceConfig, SourceError};
@@ -29,6 +29,88 @@ pub enum RunError {
     Admin(#[from] AdminError),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// `native:<name>` in a plugin path selects the bundled plugin's logic compiled into the
+/// host (feature `native-plugins`, for the benchmark), instead of a wasm file.
+pub fn native_plugin_name(path: &std::path::Path) -> Option<&str> {
+    path.to_str()?.strip_prefix("native:")
+}
+
+/// The chain's stages: wasm plugins, or natively compiled ones for `native:` paths.
+pub fn build_stages(
+    config: &Config,
+) -> Result<
+    (
+        Arc<PluginRuntime>,
+        Vec<Box<dyn Stage>>,
+        Vec<(String, Arc<PluginStats>)>,
+    ),
+    LoadError,
+> {
+    let natives: Vec<&crate::config::PluginConfig> = config
+        .plugins
+        .iter()
+        .filter(|p| native_plugin_name(&p.path).is_some())
+        .collect();
+    if natives.is_empty() {
+        let (runtime, stages) = load_plugins(config)?;
+        let stats = stages
+            .iter()
+            .map(|s| (s.plugin().name.clone(), s.plugin().stats.clone()))
+            .collect();
+        let stages = stages
+            .into_iter()
+            .map(|s| Box::new(s) as Box<dyn Stage>)
+            .collect();
+        return Ok((runtime, stages, stats));
+    }
+    if natives.len() != config.plugins.len() {
+        return Err(LoadError::Runtime(
+            "a chain is either all `native:` plugins or all wasm files".into(),
+        ));
+    }
+    let runtime = Arc::new(PluginRuntime::new(1, 64)?);
+    let mut stages = Vec::new();
+    for p in &config.plugins {
+        stages.push(native_stage(p)?);
+    }
+    Ok((runtime, stages, Vec::new()))
+}
+
+#[cfg(feature = "native-plugins")]
+fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadError> {
+    use crate::chain::NativeStage;
+    let json = p.config_json();
+    let init = |e: sluice_plugin_sdk::PluginError| LoadError::Init {
+        name: p.name.clone(),
+        message: e.message,
+    };
+    Ok(match native_plugin_name(&p.path) {
+        Some("normalize") => {
+            Box::new(NativeStage::<sluice_normalize::Normalize>::new(&p.name, &json).map_err(init)?)
+        }
+        Some("dedup") => {
+            Box::new(NativeStage::<sluice_dedup::Dedup>::new(&p.name, &json).map_err(init)?)
+        }
+        Some("metrics") => {
+            Box::new(NativeStage::<sluice_metrics::Metrics>::new(&p.name, &json).map_err(init)?)
+        }
+        other => {
+            return Err(LoadError::Runtime(format!(
+                "plugin `{}`: no native plugin {other:?}; native ones are normalize, dedup, metrics",
+                p.name
+            )));
+        }
+    })
+}
+
+#[cfg(not(feature = "native-plugins"))]
+fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadError> {
+    Err(LoadError::Runtime(format!(
+        "plugin `{}`: `native:` plugins need a build with the `native-plugins` feature",
+        p.name
+    )))
 }
 
 /// Compile and initialise every plugin of the chain, in order.
@@ -53,7 +135,7 @@ pub fn load_plugins(config: &Config) -> Result<(Arc<PluginRuntime>, Vec<WasmStag
 
 /// Run the configured pipeline until the input ends or `stop` is set.
 pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-    let (runtime, stages) = load_plugins(&config)?;
+    let (runtime, stages, plugin_stats) = build_stages(&config)?;
     let names: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(plugins = ?names, "plugins loaded");
 
@@ -74,15 +156,7 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     }
     router.install(&sinks);
 
-    let plugin_stats: Vec<(String, Arc<PluginStats>)> = stages
-        .iter()
-        .map(|s| (s.plugin().name.clone(), s.plugin().stats.clone()))
-        .collect();
     let plugin_stats_for_reload = plugin_stats.iter().map(|(_, s)| s.clone()).collect();
-    let stages: Vec<Box<dyn Stage>> = stages
-        .into_iter()
-        .map(|s| Box::new(s) as Box<dyn Stage>)
-        .collect();
     let chain = Chain::new(
         stages,
         Duration::from_millis(config.pipeline.idle_watermark_ms),
