@@ -16,6 +16,9 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A counter family: name, help, and how to read it from a stats struct.
+type Counter<S> = (&'static str, &'static str, fn(&S) -> &AtomicU64);
+
 /// Everything `/metrics` reports.
 pub struct AdminState {
     pub source: Arc<SourceStats>,
@@ -196,7 +199,7 @@ pub fn render(state: &AdminState) -> String {
         o.sample(name, &[], value);
     }
 
-    let plugin_counters: [(&str, &str, fn(&PluginStats) -> &AtomicU64); 7] = [
+    let plugin_counters: [Counter<PluginStats>; 7] = [
         (
             "sluice_plugin_records_in_total",
             "Records given to the plugin.",
@@ -297,7 +300,7 @@ pub fn render(state: &AdminState) -> String {
         }
     }
 
-    let sink_counters: [(&str, &str, fn(&SinkStats) -> &AtomicU64); 4] = [
+    let sink_counters: [Counter<SinkStats>; 4] = [
         (
             "sluice_sink_sent_total",
             "Events handed to the destination.",

@@ -37,17 +37,15 @@ pub fn native_plugin_name(path: &std::path::Path) -> Option<&str> {
     path.to_str()?.strip_prefix("native:")
 }
 
+/// The runtime, the chain's stages, and each plugin's counters by name.
+pub type Stages = (
+    Arc<PluginRuntime>,
+    Vec<Box<dyn Stage>>,
+    Vec<(String, Arc<PluginStats>)>,
+);
+
 /// The chain's stages: wasm plugins, or natively compiled ones for `native:` paths.
-pub fn build_stages(
-    config: &Config,
-) -> Result<
-    (
-        Arc<PluginRuntime>,
-        Vec<Box<dyn Stage>>,
-        Vec<(String, Arc<PluginStats>)>,
-    ),
-    LoadError,
-> {
+pub fn build_stages(config: &Config) -> Result<Stages, LoadError> {
     let natives: Vec<&crate::config::PluginConfig> = config
         .plugins
         .iter()

@@ -156,11 +156,14 @@ pub async fn start(
     })
 }
 
+/// Per route, the (sink name, channel) of every sink that takes it.
+type RouteTable = HashMap<String, Vec<(String, mpsc::Sender<SinkInput>)>>;
+
 /// Route name → the channels of the sinks that take it. Shared by the pipeline and by
 /// sinks (for dead letters); filled once every sink has started.
 #[derive(Default)]
 pub struct Router {
-    routes: OnceLock<HashMap<String, Vec<(String, mpsc::Sender<SinkInput>)>>>,
+    routes: OnceLock<RouteTable>,
 }
 
 impl Router {
@@ -170,7 +173,7 @@ impl Router {
 
     /// Install the sinks. Called once.
     pub fn install(&self, sinks: &[SinkHandle]) {
-        let mut routes: HashMap<String, Vec<(String, mpsc::Sender<SinkInput>)>> = HashMap::new();
+        let mut routes = RouteTable::new();
         for sink in sinks {
             for route in &sink.routes {
                 routes
