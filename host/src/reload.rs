@@ -120,7 +120,9 @@ impl Watcher {
         if self.config.reload.watch {
             match self.watch(events_tx) {
                 Ok(w) => _watcher = Some(w),
-                Err(e) => tracing::warn!(error = %e, "cannot watch the plugin directories; reload with SIGHUP instead"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the plugin directories; reload with SIGHUP instead")
+                }
             }
         }
         let debounce = Duration::from_millis(self.config.reload.debounce_ms);
@@ -147,16 +149,14 @@ impl Watcher {
         }
     }
 
-    fn watch(
-        &self,
-        events: Sender<()>,
-    ) -> Result<notify::RecommendedWatcher, notify::Error> {
+    fn watch(&self, events: Sender<()>) -> Result<notify::RecommendedWatcher, notify::Error> {
         use notify::Watcher as _;
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = events.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = events.send(());
+                }
+            })?;
         let mut dirs: Vec<PathBuf> = self
             .config
             .plugins
@@ -188,13 +188,22 @@ impl Watcher {
                 .collect()
         };
         if shape(&fresh) != shape(&self.config) {
-            tracing::warn!("the plugin chain's names, paths or order changed: restart to apply; the running chain stays");
+            tracing::warn!(
+                "the plugin chain's names, paths or order changed: restart to apply; the running chain stays"
+            );
             return;
         }
-        let restart_needed = format!("{:?}{:?}{:?}{:?}", fresh.source, fresh.sinks, fresh.pipeline, fresh.admin)
-            != format!("{:?}{:?}{:?}{:?}", self.config.source, self.config.sinks, self.config.pipeline, self.config.admin);
+        let restart_needed = format!(
+            "{:?}{:?}{:?}{:?}",
+            fresh.source, fresh.sinks, fresh.pipeline, fresh.admin
+        ) != format!(
+            "{:?}{:?}{:?}{:?}",
+            self.config.source, self.config.sinks, self.config.pipeline, self.config.admin
+        );
         if restart_needed {
-            tracing::warn!("source, sinks, pipeline or admin settings changed: restart to apply them");
+            tracing::warn!(
+                "source, sinks, pipeline or admin settings changed: restart to apply them"
+            );
         }
         let changed: Vec<usize> = (0..fresh.plugins.len())
             .filter(|&i| !same_settings(&fresh.plugins[i], &self.config.plugins[i]))

@@ -30,17 +30,27 @@ fn readyz(address: &str) -> (u16, String) {
     let Ok(mut stream) = std::net::TcpStream::connect(address) else {
         return (0, String::new());
     };
-    let _ = write!(stream, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        stream,
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, response)
 }
 
 fn wait_for(what: &str, host: &Host, timeout: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
     while !check() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}:\n{}", host.log());
+        assert!(
+            started.elapsed() < timeout,
+            "timed out waiting for {what}:\n{}",
+            host.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -56,11 +66,21 @@ fn stopping_kafka_raises_kafka_unavailable_and_recovery_clears_it() {
         l.local_addr().unwrap().port()
     };
     let admin = format!("127.0.0.1:{port}");
-    let config = kafka_config(&source, &cleaned, &dlq, &[("passthrough", plugin("fixtures/hostile"))])
-        .replace("listen = \"\"", &format!("listen = \"{admin}\""))
-        .replace("batch_max_wait_ms = 20", "batch_max_wait_ms = 20\nunavailable_after_ms = 3000");
+    let config = kafka_config(
+        &source,
+        &cleaned,
+        &dlq,
+        &[("passthrough", plugin("fixtures/hostile"))],
+    )
+    .replace("listen = \"\"", &format!("listen = \"{admin}\""))
+    .replace(
+        "batch_max_wait_ms = 20",
+        "batch_max_wait_ms = 20\nunavailable_after_ms = 3000",
+    );
     let mut host = Host::start(&config);
-    wait_for("ready", &host, Duration::from_secs(30), || readyz(&admin).0 == 200);
+    wait_for("ready", &host, Duration::from_secs(30), || {
+        readyz(&admin).0 == 200
+    });
 
     let _restore = KafkaBack;
     stack(&["down", "kafka"]);
@@ -71,7 +91,9 @@ fn stopping_kafka_raises_kafka_unavailable_and_recovery_clears_it() {
     assert!(host.is_running(), "the host must ride out the outage");
 
     stack(&["up", "kafka"]);
-    wait_for("recovery", &host, Duration::from_secs(90), || readyz(&admin).0 == 200);
+    wait_for("recovery", &host, Duration::from_secs(90), || {
+        readyz(&admin).0 == 200
+    });
     assert!(host.log().contains("Kafka brokers reachable again"));
     assert!(host.terminate().success(), "{}", host.log());
 }

@@ -43,7 +43,12 @@ fn dropped_in_plugins_are_validated_then_swapped_in() {
 
     // Version 1 passes records through untouched.
     produce(&source, &lines(0, 20));
-    let out = consume(&cleaned, 20, Duration::from_secs(60), Duration::from_millis(500));
+    let out = consume(
+        &cleaned,
+        20,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    );
     assert_eq!(out.len(), 20);
     assert!(out.iter().all(|m| m.json().get("service.name").is_none()));
 
@@ -51,7 +56,12 @@ fn dropped_in_plugins_are_validated_then_swapped_in() {
     std::fs::write(&drop_in, b"not a component").unwrap();
     wait_log(&host, "new plugin version rejected");
     produce(&source, &lines(20, 20));
-    let out = consume(&cleaned, 40, Duration::from_secs(60), Duration::from_millis(500));
+    let out = consume(
+        &cleaned,
+        40,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    );
     assert_eq!(out.len(), 40, "{}", host.log());
 
     // Version 2 (normalize) is swapped in: later records come out normalized.
@@ -60,7 +70,12 @@ fn dropped_in_plugins_are_validated_then_swapped_in() {
     std::fs::rename(&staged, &drop_in).unwrap();
     wait_log(&host, "new plugin version in service");
     produce(&source, &lines(40, 20));
-    let out = consume(&cleaned, 60, Duration::from_secs(60), Duration::from_millis(500));
+    let out = consume(
+        &cleaned,
+        60,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    );
     assert_eq!(out.len(), 60, "{}", host.log());
     let last = out.last().unwrap().json();
     assert_eq!(last["service.name"], "api", "{last}");
