@@ -173,6 +173,19 @@ fn run(command: Command) -> Result<()> {
 fn validate(path: PathBuf) -> Result<()> {
     let config = Config::load(&path)?;
     let (_runtime, stages) = runner::load_plugins(&config)?;
+    // What can be checked without sending anything: the alert topic exists and is ours.
+    let has_sns = config
+        .sinks
+        .values()
+        .any(|s| matches!(s, sluice::sink::SinkConfig::Sns(_)));
+    if has_sns {
+        let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        for (name, sink) in &config.sinks {
+            if let sluice::sink::SinkConfig::Sns(c) = sink {
+                rt.block_on(sluice::sink::sns::validate(name, c))?;
+            }
+        }
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: OK", path.display())?;
     writeln!(out, "  source: {}", describe_source(&config))?;
