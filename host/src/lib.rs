@@ -6,12 +6,14 @@
 
 pub mod ack;
 pub mod admin;
+pub mod backfill;
 pub mod chain;
 pub mod codec;
 pub mod config;
 pub mod event;
 pub mod generator;
 pub mod health;
+pub mod lake;
 pub mod pipeline;
 pub mod plugin;
 pub mod reload;

@@ -61,6 +61,32 @@ enum Command {
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Athena statements for the lake the config writes.
+    #[command(subcommand)]
+    Athena(AthenaCommand),
+    /// Run raw lake objects through the chain and sinks again.
+    Backfill {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// s3://bucket/prefix/raw/dt=…/ (a prefix) or one raw object.
+        #[arg(long)]
+        from: String,
+        /// Last partition included: 2026-11-25 or 2026-11-25T07.
+        #[arg(long)]
+        until: Option<String>,
+        /// Completed objects, for resuming.
+        #[arg(long, default_value = "sluice-backfill.state")]
+        state: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AthenaCommand {
+    /// Print CREATE EXTERNAL TABLE statements for the config's S3 sinks.
+    Ddl {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -161,6 +187,43 @@ fn run(command: Command) -> Result<()> {
         Command::Validate { config } => validate(config),
         Command::Gen(args) => generate(args),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(plugin),
+        Command::Athena(AthenaCommand::Ddl { config }) => {
+            print!("{}", sluice::lake::athena::ddl(&Config::load(&config)?));
+            Ok(())
+        }
+        Command::Backfill {
+            config,
+            from,
+            until,
+            state,
+        } => {
+            let config = Config::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let s = rt.block_on(sluice::backfill::run(
+                config,
+                sluice::backfill::BackfillOptions {
+                    from,
+                    until,
+                    state,
+                    progress: true,
+                },
+            ))?;
+            eprintln!(
+                "backfill: {} objects ({} already done), {} records, {} bytes",
+                s.objects, s.already_done, s.records, s.bytes
+            );
+            if !s.missing.is_empty() {
+                bail!(
+                    "{} object(s) missing (S3MissingFile): {}",
+                    s.missing.len(),
+                    s.missing.join(", ")
+                );
+            }
+            if s.interrupted {
+                bail!("interrupted; run the same command again to resume");
+            }
+            Ok(())
+        }
         Command::Plugin(PluginCommand::Test {
             plugin,
             config,

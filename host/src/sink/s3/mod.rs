@@ -1,0 +1,350 @@
+//! S3 data lake sink: one lake table per sink (`raw`, `cleaned` or `metrics`), written as
+//! objects under `<prefix>/<table>/dt=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first offset>`.
+//!
+//! - `config.rs`: the sink's keys and their checks.
+//! - `segment.rs`: how a source partition's records are cut into objects (deterministic).
+//! - `store.rs`: S3 access with start-up checks and retries without a deadline.
+//!
+//! Batches are acknowledged only once every object holding their records is written (and
+//! the partition's offset marker updated), so a crash replays exactly what is not in the
+//! lake, and the replay rewrites the same keys: see `docs/lake.md` for the guarantee.
+
+mod config;
+mod segment;
+mod store;
+
+pub use config::{AthenaConfig, Format, S3SinkConfig};
+
+use super::{SinkContext, SinkError, SinkInput, SinkStats};
+use crate::event::SinkBatch;
+use crate::health::{self, FailState};
+use crate::lake::athena::{self, AthenaRunner};
+use crate::lake::layout::{Partition, prefix_path};
+use crate::lake::{ObjectName, Table, columns, raw};
+use crate::source::SourceConfig;
+use segment::{Item, Limits, Segment};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use store::Store;
+use tokio::sync::mpsc;
+
+/// How the sink treats offsets it has written before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Kafka replays: skip what the partition's offset marker says is already written.
+    Streaming,
+    /// Backfill and stdin: offsets are not positions in a durable log; write everything,
+    /// relying on the same input giving the same keys.
+    Rewrite,
+}
+
+pub async fn start(
+    ctx: SinkContext,
+    config: &S3SinkConfig,
+    rx: mpsc::Receiver<SinkInput>,
+) -> Result<tokio::task::JoinHandle<()>, SinkError> {
+    let mode = match ctx.config.source {
+        SourceConfig::Kafka(_) => Mode::Streaming,
+        SourceConfig::Stdin(_) => Mode::Rewrite,
+    };
+    start_with_mode(ctx, config, rx, mode).await
+}
+
+/// Start the sink with an explicit [`Mode`] (the backfill uses [`Mode::Rewrite`]).
+pub async fn start_with_mode(
+    ctx: SinkContext,
+    config: &S3SinkConfig,
+    rx: mpsc::Receiver<SinkInput>,
+    mode: Mode,
+) -> Result<tokio::task::JoinHandle<()>, SinkError> {
+    let sdk = store::sdk_config(config).await;
+    let store = Store::connect(&ctx.name, config, &sdk, ctx.stats.clone()).await?;
+    let table = config.table();
+    let athena = (!config.athena.partition_projection).then(|| AthenaRunner::new(&sdk, config));
+    let writer = Writer {
+        name: ctx.name.clone(),
+        table,
+        prefix: prefix_path(&config.prefix),
+        limits: Limits {
+            max_records: config.max_records,
+            max_bytes: config.max_bytes,
+            max_span_ns: (config.max_event_time_span_s as i64).saturating_mul(1_000_000_000),
+        },
+        // Metrics records come from ticks, keyed by the first record of their window: not
+        // in offset order, so an offset marker cannot tell what was written.
+        markers: mode == Mode::Streaming && table != Table::Metrics,
+        config: config.clone(),
+        store,
+        athena,
+        registered: HashSet::new(),
+        open: BTreeMap::new(),
+        written: HashMap::new(),
+        stats: ctx.stats.clone(),
+    };
+    let idle = Duration::from_millis(config.idle_flush_ms);
+    Ok(tokio::spawn(writer.run(rx, idle)))
+}
+
+struct Writer {
+    name: String,
+    table: Table,
+    prefix: String,
+    limits: Limits,
+    markers: bool,
+    config: S3SinkConfig,
+    store: Store,
+    athena: Option<AthenaRunner>,
+    /// Partitions registered with Athena by this process.
+    registered: HashSet<Partition>,
+    /// Per source partition, the records not yet written.
+    open: BTreeMap<(String, i32), Segment>,
+    /// Per source partition, the last offset the lake holds (from the marker).
+    written: HashMap<(String, i32), i64>,
+    stats: Arc<SinkStats>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<SinkInput>, idle: Duration) {
+        let mut ticker = tokio::time::interval(
+            (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        );
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    None => break,
+                    Some(SinkInput::Batch(batch)) => self.accept(batch).await,
+                    Some(SinkInput::Flush(done)) => {
+                        self.flush(|_| true).await;
+                        let _ = done.send(());
+                    }
+                },
+                _ = ticker.tick() => self.flush(|s| s.last_append.elapsed() >= idle).await,
+            }
+        }
+        self.flush(|_| true).await;
+    }
+
+    /// Buffer a batch's events, writing every segment they complete.
+    async fn accept(&mut self, batch: SinkBatch) {
+        let SinkBatch { events, ack, .. } = batch;
+        let mut complete = Vec::new();
+        for index in 0..events.len() {
+            let item = Item {
+                events: events.clone(),
+                index,
+            };
+            let Some((offset, time, size)) = item.facts() else {
+                continue;
+            };
+            let origin = match (item.record(), item.raw()) {
+                (Some(r), _) => r.origin(),
+                (None, Some(m)) => &m.origin,
+                (None, None) => continue,
+            };
+            let key = (origin.topic.clone(), origin.partition);
+            if self.markers {
+                if !self.open.contains_key(&key) {
+                    // A new segment: what did the lake get last (maybe from another host)?
+                    let last = self.read_marker(&key).await;
+                    self.written.insert(key.clone(), last);
+                }
+                if offset <= self.written.get(&key).copied().unwrap_or(-1) {
+                    continue;
+                }
+            }
+            let segment = self
+                .open
+                .entry(key.clone())
+                .or_insert_with(|| Segment::new(&key.0, key.1));
+            if segment.must_cut_before(time, size, &self.limits) {
+                complete.push(std::mem::replace(segment, Segment::new(&key.0, key.1)));
+            }
+            segment.push(item, offset, time, size, &ack);
+        }
+        // Each segment holds its own clone of the handle.
+        ack.ack();
+        for segment in complete {
+            self.write(segment).await;
+        }
+        self.update_in_flight();
+    }
+
+    /// Write out the open segments `which` selects.
+    async fn flush(&mut self, which: impl Fn(&Segment) -> bool) {
+        let keys: Vec<(String, i32)> = self
+            .open
+            .iter()
+            .filter(|(_, s)| which(s))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(segment) = self.open.remove(&key) {
+                self.write(segment).await;
+            }
+        }
+        self.update_in_flight();
+    }
+
+    fn update_in_flight(&self) {
+        let bytes: usize = self.open.values().map(|s| s.bytes).sum();
+        self.stats
+            .in_flight_bytes
+            .store(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn marker_key(&self, key: &(String, i32)) -> String {
+        format!(
+            "{}_sluice/offsets/{}/{}+{}.json",
+            self.prefix, self.table, key.0, key.1
+        )
+    }
+
+    async fn read_marker(&self, key: &(String, i32)) -> i64 {
+        let Some(bytes) = self.store.get(&self.marker_key(key)).await else {
+            return -1;
+        };
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["last_offset"].as_i64())
+            .unwrap_or(-1)
+    }
+
+    /// Write a segment's objects, then its marker, then acknowledge its batches.
+    async fn write(&mut self, segment: Segment) {
+        let Segment {
+            topic,
+            partition,
+            records,
+            last_offset,
+            objects,
+            acks,
+            ..
+        } = segment;
+        if records == 0 {
+            for ack in acks {
+                ack.ack();
+            }
+            return;
+        }
+        SinkStats::add(&self.stats.sent, records as u64);
+        for (lake_partition, (first_offset, items)) in &objects {
+            let name = ObjectName {
+                table: self.table,
+                partition: *lake_partition,
+                topic: topic.clone(),
+                source_partition: partition,
+                first_offset: *first_offset,
+            };
+            let key = name.key(&self.prefix);
+            let (body, content_type) = match self.encode(items) {
+                Ok(encoded) => encoded,
+                Err(e) => {
+                    // Not transient: fail the batches so the host stops and they are
+                    // replayed, rather than acknowledging what was not written.
+                    tracing::error!(sink = %self.name, key, error = %e, "cannot encode the object; its batches fail");
+                    return;
+                }
+            };
+            self.store.put(&key, body, content_type).await;
+            tracing::debug!(sink = %self.name, key, records = items.len(), "object written");
+            self.register(lake_partition).await;
+        }
+        if self.markers {
+            let marker = serde_json::json!({ "last_offset": last_offset }).to_string();
+            let key = (topic, partition);
+            self.store
+                .put(
+                    &self.marker_key(&key),
+                    marker.into_bytes(),
+                    "application/json",
+                )
+                .await;
+            self.written.insert(key, last_offset);
+        }
+        SinkStats::add(&self.stats.acknowledged, records as u64);
+        for ack in acks {
+            ack.ack();
+        }
+    }
+
+    fn encode(&self, items: &[Item]) -> Result<(Vec<u8>, &'static str), columns::EncodeError> {
+        match self.table {
+            Table::Raw => {
+                let mut lines = Vec::new();
+                for m in items.iter().filter_map(Item::raw) {
+                    raw::encode_line(m, &mut lines);
+                }
+                Ok((raw::gzip(&lines), "application/x-ndjson"))
+            }
+            Table::Cleaned | Table::Metrics => {
+                let records: Vec<&crate::Record> = items.iter().filter_map(Item::record).collect();
+                Ok((
+                    columns::to_parquet(self.table, &records)?,
+                    "application/vnd.apache.parquet",
+                ))
+            }
+        }
+    }
+
+    /// With projection off, register a partition the first time this process writes to it.
+    /// A failure is reported and retried with the next object; the data is already safe.
+    async fn register(&mut self, partition: &Partition) {
+        let Some(runner) = &self.athena else {
+            return;
+        };
+        if self.registered.contains(partition) {
+            return;
+        }
+        let statement = athena::add_partition(&self.config, partition);
+        let mut last_error = None;
+        for attempt in 0..3u32 {
+            match runner.execute(&statement).await {
+                Ok(id) => {
+                    tracing::info!(sink = %self.name, query = id, partition = %partition.path(), "Athena partition registered");
+                    self.registered.insert(*partition);
+                    health::global().clear(FailState::SinkUnavailable, &self.athena_subject());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(sink = %self.name, attempt, error = %e, "Athena partition registration failed");
+                    last_error = Some(e);
+                    tokio::time::sleep(super::backoff(
+                        attempt,
+                        Duration::from_millis(500),
+                        Duration::from_secs(10),
+                    ))
+                    .await;
+                }
+            }
+        }
+        if let Some(e) = last_error {
+            health::global().raise(
+                FailState::SinkUnavailable,
+                &self.athena_subject(),
+                format!("{e}. The objects are written; the partition is registered again with the next object, or run the statement by hand."),
+            );
+        }
+    }
+
+    fn athena_subject(&self) -> String {
+        format!("{}/athena", self.name)
+    }
+}
+
+/// An S3 client configured like `config` (region, endpoint, path style), or from the
+/// environment alone. For tools that read the lake (backfill).
+pub async fn client(config: Option<&S3SinkConfig>) -> aws_sdk_s3::Client {
+    let sdk = match config {
+        Some(c) => store::sdk_config(c).await,
+        None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+    };
+    let path_style = config.is_some_and(|c| c.endpoint.is_some());
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(path_style)
+            .build(),
+    )
+}

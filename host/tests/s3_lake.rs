@@ -1,0 +1,716 @@
+//! The S3 lake sink end to end against the local stack: Kafka → normalize → S3 (moto) with
+//! the real AWS SDK, Parquet read back by pyarrow, Athena partition registration, SIGKILL
+//! and an S3 outage.
+
+mod common;
+
+use common::{Host, brokers, create_topic, plugin, produce, unique};
+use serde_json::Value;
+use sluice::lake::{ObjectName, Table, athena, raw};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn endpoint() -> String {
+    std::env::var("SLUICE_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+pub fn bucket() -> String {
+    std::env::var("SLUICE_S3_BUCKET").unwrap_or_else(|_| "sluice-lake".into())
+}
+
+/// 2026-11-25T09:30:00Z in seconds.
+const BASE_SECS: i64 = 1_795_599_000;
+
+/// `n` JSON lines, `seq` numbered, 4 s of event time apart (so they span hours), keyed
+/// by service.
+pub fn lines(n: usize) -> Vec<(Option<String>, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let service = ["checkout", "payments", "search"][i % 3];
+            let secs = BASE_SECS + 4 * i as i64;
+            let (y, mo, d, h, mi, s, _) = sluice::time::utc_parts(secs * 1_000_000_000);
+            let line = format!(
+                r#"{{"@timestamp":"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.250Z","service":"{service}","level":"{lvl}","msg":"request {i}","seq":{i},"status":{st},"latency_ms":{lat}}}"#,
+                lvl = if i % 10 == 0 { "error" } else { "info" },
+                st = if i % 10 == 0 { 503 } else { 200 },
+                lat = 5 + i % 50,
+            );
+            (Some(service.to_owned()), line.into_bytes())
+        })
+        .collect()
+}
+
+/// A host config: Kafka source → normalize → S3 sinks for `tables`, dead letters to Kafka.
+pub fn lake_config(
+    source: &str,
+    prefix: &str,
+    tables: &[&str],
+    s3_endpoint: &str,
+    extra: &str,
+) -> String {
+    let dlq = unique("dlq");
+    create_topic(&dlq, 1);
+    let mut c = format!(
+        r#"
+[source]
+type = "kafka"
+brokers = "{b}"
+topics = ["{source}"]
+group_id = "{group}"
+batch_max_records = 200
+batch_max_wait_ms = 20
+
+[pipeline]
+tick_interval_ms = 200
+
+[admin]
+listen = ""
+
+[[plugins]]
+name = "normalize"
+path = "{normalize}"
+
+[sinks.dlq]
+type = "kafka"
+brokers = "{b}"
+topic = "{dlq}"
+routes = ["dlq"]
+"#,
+        b = brokers(),
+        group = unique("sluice-lake"),
+        normalize = plugin("normalize").display(),
+    );
+    for table in tables {
+        c.push_str(&format!(
+            r#"
+[sinks.lake_{table}]
+type = "s3"
+routes = ["{table}"]
+bucket = "{bucket}"
+prefix = "{prefix}"
+endpoint = "{s3_endpoint}"
+region = "us-east-1"
+max_records = 300
+idle_flush_ms = 1000
+{extra}
+"#,
+            bucket = bucket(),
+        ));
+    }
+    c
+}
+
+pub fn s3() -> aws_sdk_s3::Client {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sdk = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .load(),
+    );
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Keys under `prefix` with their sizes.
+pub fn list(prefix: &str) -> Vec<(String, i64)> {
+    let client = s3();
+    block_on(async {
+        let mut out = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket())
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for o in page.expect("list objects").contents() {
+                out.push((o.key().unwrap().to_owned(), o.size().unwrap_or(0)));
+            }
+        }
+        out
+    })
+}
+
+pub fn get(key: &str) -> Vec<u8> {
+    let client = s3();
+    block_on(async {
+        let out = client
+            .get_object()
+            .bucket(bucket())
+            .key(key)
+            .send()
+            .await
+            .expect("get object");
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    })
+}
+
+/// Read every Parquet object under `prefix` with pyarrow (an independent reader): per
+/// object its key, schema and rows.
+const READ_PARQUET: &str = r#"
+import sys, json, io, boto3, pyarrow.parquet as pq
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+out = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):
+    for o in page.get("Contents", []):
+        if not o["Key"].endswith(".parquet"):
+            continue
+        body = s3.get_object(Bucket=sys.argv[2], Key=o["Key"])["Body"].read()
+        f = pq.ParquetFile(io.BytesIO(body))
+        t = f.read()
+        rows = []
+        for r in t.to_pylist():
+            rows.append({k: (v.isoformat() if hasattr(v, "isoformat") else (dict(v) if k == "attributes" else v)) for k, v in r.items()})
+        out.append({
+            "key": o["Key"],
+            "schema": [[fld.name, str(fld.type)] for fld in t.schema],
+            "parquet_timestamp": str(f.schema.column(0).logical_type),
+            "compression": f.metadata.row_group(0).column(0).compression,
+            "rows": rows,
+        })
+print(json.dumps(out))
+"#;
+
+#[derive(Debug)]
+pub struct ParquetObject {
+    pub key: String,
+    pub schema: Vec<(String, String)>,
+    pub timestamp_type: String,
+    pub compression: String,
+    pub rows: Vec<Value>,
+}
+
+pub fn read_parquet(prefix: &str) -> Vec<ParquetObject> {
+    let python = std::env::var("SLUICE_PYTHON").expect("SLUICE_PYTHON (eval \"$(dev/stack env)\")");
+    let out = Command::new(python)
+        .args(["-c", READ_PARQUET, &endpoint(), &bucket(), prefix])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "pyarrow reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    parsed
+        .into_iter()
+        .map(|o| ParquetObject {
+            key: o["key"].as_str().unwrap().to_owned(),
+            schema: o["schema"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    (
+                        f[0].as_str().unwrap().to_owned(),
+                        f[1].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect(),
+            timestamp_type: o["parquet_timestamp"].as_str().unwrap().to_owned(),
+            compression: o["compression"].as_str().unwrap().to_owned(),
+            rows: o["rows"].as_array().unwrap().clone(),
+        })
+        .collect()
+}
+
+/// `seq` of a cleaned row (normalize keeps unknown fields under `labels.`).
+pub fn seq_of(row: &Value) -> i64 {
+    row["attributes"]["labels.seq"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("row without labels.seq: {row}"))
+}
+
+/// Poll the cleaned table until `n` distinct seqs are there (or time out); return objects.
+pub fn wait_for_rows(prefix: &str, n: usize, timeout: Duration) -> Vec<ParquetObject> {
+    let started = Instant::now();
+    loop {
+        let objects = read_parquet(&format!("{prefix}/cleaned/"));
+        let rows: usize = objects.iter().map(|o| o.rows.len()).sum();
+        if rows >= n || started.elapsed() > timeout {
+            return objects;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Athena type of a pyarrow type, to compare the files with the DDL.
+fn athena_type(arrow: &str) -> &str {
+    match arrow {
+        "timestamp[us, tz=UTC]" => "timestamp",
+        "string" | "large_string" => "string",
+        "int32" => "int",
+        "int64" => "bigint",
+        "double" => "double",
+        // pyarrow adds the field name: `map<string, string ('attributes')>`.
+        map if map.starts_with("map<string, string") => "map<string,string>",
+        other => other,
+    }
+}
+
+#[test]
+fn objects_land_under_partition_keys_and_parquet_matches_the_ddl() {
+    let source = unique("lake-src");
+    let prefix = unique("lake");
+    create_topic(&source, 2);
+    let n = 2_000;
+    let messages = lines(n);
+    produce(&source, &messages);
+    let config = lake_config(
+        &source,
+        &prefix,
+        &["raw", "cleaned"],
+        &endpoint(),
+        "[sinks.lake_{T}.athena]\npartition_projection = false\ndatabase = \"sluice_test\"\noutput_location = \"s3://sluice-lake/athena-results/\"",
+    );
+    // Each sink's athena table under its own name.
+    let config = config
+        .replacen("lake_{T}", "lake_raw", 1)
+        .replacen("lake_{T}", "lake_cleaned", 1);
+    let mut host = Host::start(&config);
+    let objects = wait_for_rows(&prefix, n, Duration::from_secs(120));
+    // Raw objects are written in the same flushes; give the idle flush a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(host.is_running(), "host died:\n{}", host.log());
+    assert!(host.terminate().success(), "{}", host.log());
+
+    // Cleaned: exact row count, every seq once, declared schema, right partition per row.
+    let rows: Vec<&Value> = objects.iter().flat_map(|o| o.rows.iter()).collect();
+    assert_eq!(rows.len(), n, "rows in the lake:\n{}", host.log());
+    let mut seqs: Vec<i64> = rows.iter().map(|r| seq_of(r)).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n);
+    let ddl_columns = athena::table_columns(Table::Cleaned);
+    for o in &objects {
+        let name = ObjectName::parse(&o.key).unwrap_or_else(|| panic!("bad key {}", o.key));
+        assert!(
+            o.key.starts_with(&format!("{prefix}/cleaned/dt=")),
+            "{}",
+            o.key
+        );
+        assert_eq!(name.topic, source);
+        let file_columns: Vec<(&str, &str)> = o
+            .schema
+            .iter()
+            .map(|(n, t)| (n.as_str(), athena_type(t)))
+            .collect();
+        assert_eq!(file_columns, ddl_columns, "schema of {}", o.key);
+        assert_eq!(o.compression, "ZSTD");
+        assert!(
+            o.timestamp_type.contains("timeUnit=microseconds"),
+            "{}",
+            o.timestamp_type
+        );
+        let min_offset = o
+            .rows
+            .iter()
+            .map(|r| r["source_offset"].as_i64().unwrap())
+            .min();
+        assert_eq!(
+            min_offset,
+            Some(name.first_offset),
+            "key names the first offset"
+        );
+        for r in &o.rows {
+            // 2026-11-25T09:30:04.250000+00:00 → dt and hour of the key.
+            let ts = r["timestamp"].as_str().unwrap();
+            assert_eq!(&ts[..10], name.partition.dt(), "{}", o.key);
+            assert_eq!(&ts[11..13], name.partition.hour(), "{}", o.key);
+            assert_eq!(
+                r["source_partition"].as_i64(),
+                Some(name.source_partition as i64)
+            );
+        }
+    }
+    let first = rows.iter().find(|r| seq_of(r) == 30).unwrap();
+    assert_eq!(first["service_name"], "checkout");
+    assert_eq!(first["message"], "request 30");
+    assert_eq!(first["log_level"], "error");
+    assert_eq!(first["http_response_status_code"], 503);
+    assert_eq!(first["timestamp"], "2026-11-25T09:32:00.250000+00:00");
+    let hours: std::collections::BTreeSet<String> = objects
+        .iter()
+        .map(|o| ObjectName::parse(&o.key).unwrap().partition.path())
+        .collect();
+    assert_eq!(
+        hours.into_iter().collect::<Vec<_>>(),
+        vec![
+            "dt=2026-11-25/hour=09",
+            "dt=2026-11-25/hour=10",
+            "dt=2026-11-25/hour=11"
+        ]
+    );
+
+    // Raw: NDJSON gzip with the original bytes, every message once.
+    let raw_keys: Vec<String> = list(&format!("{prefix}/raw/"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!raw_keys.is_empty());
+    let mut payloads = HashMap::new();
+    for key in &raw_keys {
+        let name = ObjectName::parse(key).unwrap();
+        assert_eq!(name.table, Table::Raw);
+        assert!(key.ends_with(".ndjson.gz"));
+        let origin = sluice::Origin {
+            topic: name.topic.clone(),
+            partition: name.source_partition,
+            offset: name.first_offset,
+        };
+        for m in raw::decode_object(&get(key), &origin).unwrap() {
+            let before = payloads.insert((m.origin.partition, m.origin.offset), m.payload);
+            assert!(before.is_none(), "message twice in raw");
+        }
+    }
+    assert_eq!(payloads.len(), n);
+    let mut originals: Vec<&Vec<u8>> = messages.iter().map(|(_, p)| p).collect();
+    let mut stored: Vec<&Vec<u8>> = payloads.values().collect();
+    originals.sort();
+    stored.sort();
+    assert_eq!(originals, stored, "raw holds the original bytes");
+
+    // Athena: one ALTER TABLE … ADD IF NOT EXISTS PARTITION per table and partition, sent
+    // through the API and succeeded.
+    let statements = athena_statements();
+    // Cleaned is partitioned by event time, raw by Kafka message time (now): every
+    // partition an object was written to is registered.
+    let written: std::collections::BTreeSet<(&str, String, String)> = raw_keys
+        .iter()
+        .chain(objects.iter().map(|o| &o.key))
+        .map(|k| {
+            let name = ObjectName::parse(k).unwrap();
+            (
+                name.table.name(),
+                name.partition.dt(),
+                name.partition.hour(),
+            )
+        })
+        .collect();
+    assert!(written.len() >= 4, "{written:?}");
+    for (table, dt, hour) in &written {
+        let location = format!("s3://{}/{prefix}/{table}/dt={dt}/hour={hour}/", bucket());
+        let registered: Vec<&(String, String)> = statements
+            .iter()
+            .filter(|(q, _)| q.contains(&location))
+            .collect();
+        assert_eq!(
+            registered.len(),
+            1,
+            "registrations of {location}: {registered:#?}"
+        );
+        let (query, state) = registered[0];
+        assert_eq!(
+            query,
+            &format!(
+                "ALTER TABLE `{table}` ADD IF NOT EXISTS PARTITION (dt='{dt}', hour='{hour}') LOCATION '{location}'"
+            )
+        );
+        assert_eq!(state, "SUCCEEDED");
+    }
+}
+
+/// Every Athena query moto has seen: (statement, state).
+fn athena_statements() -> Vec<(String, String)> {
+    block_on(async {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await;
+        let client = aws_sdk_athena::Client::new(&sdk);
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = client
+                .list_query_executions()
+                .set_next_token(token)
+                .send()
+                .await
+                .expect("list Athena queries");
+            for id in page.query_execution_ids() {
+                let q = client
+                    .get_query_execution()
+                    .query_execution_id(id)
+                    .send()
+                    .await
+                    .unwrap();
+                let q = q.query_execution().unwrap();
+                out.push((
+                    q.query().unwrap_or_default().to_owned(),
+                    q.status()
+                        .and_then(|s| s.state())
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default(),
+                ));
+            }
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn sigkill_mid_stream_and_restart_leaves_every_record_in_the_lake_exactly_once() {
+    let source = unique("lake-kill");
+    let prefix = unique("lake-kill");
+    create_topic(&source, 3);
+    let n = 20_000;
+    produce(&source, &lines(n));
+    let config = lake_config(&source, &prefix, &["cleaned"], &endpoint(), "");
+    let mut first = Host::start(&config);
+    // Kill it once part of the stream is in the lake.
+    let started = Instant::now();
+    loop {
+        let written: usize = list(&format!("{prefix}/cleaned/")).len();
+        if written >= 10 || started.elapsed() > Duration::from_secs(90) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.kill();
+    let before = read_parquet(&format!("{prefix}/cleaned/"));
+    let rows_before: usize = before.iter().map(|o| o.rows.len()).sum();
+    assert!(
+        rows_before > 0 && rows_before < n,
+        "killed at {rows_before} rows"
+    );
+
+    let mut second = Host::start(&config);
+    let objects = wait_for_rows(&prefix, n, Duration::from_secs(180));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(second.terminate().success(), "{}", second.log());
+    let objects = if objects.iter().map(|o| o.rows.len()).sum::<usize>() > n {
+        objects
+    } else {
+        read_parquet(&format!("{prefix}/cleaned/"))
+    };
+    let mut count: BTreeMap<i64, usize> = BTreeMap::new();
+    for o in &objects {
+        for r in &o.rows {
+            *count.entry(seq_of(r)).or_default() += 1;
+        }
+    }
+    let missing: Vec<i64> = (0..n as i64)
+        .filter(|s| !count.contains_key(s))
+        .take(10)
+        .collect();
+    let duplicated: Vec<(i64, usize)> = count
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(s, c)| (*s, *c))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {missing:?} (killed at {rows_before} rows)",
+        n - count.len()
+    );
+    assert!(
+        duplicated.is_empty(),
+        "duplicates after the restart, e.g. {duplicated:?} (killed at {rows_before} rows)\n{}",
+        second.log()
+    );
+}
+
+/// A TCP proxy to the S3 endpoint that can refuse service: stopping it is an S3 outage
+/// for the host alone, not for other tests sharing the endpoint.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Proxy {
+        let target = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let flag = flag.clone();
+                pipe(client, server, flag);
+            }
+        });
+        Proxy { port, up }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+/// Copy both ways until either side closes or the proxy goes down.
+fn pipe(a: TcpStream, b: TcpStream, up: Arc<AtomicBool>) {
+    for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+        let up = up.clone();
+        std::thread::spawn(move || {
+            from.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                if !up.load(Ordering::SeqCst) {
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                match from.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                        return;
+                    }
+                    Ok(k) => {
+                        if to.write_all(&buf[..k]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn s3_outage_pauses_the_consumer_bounds_memory_and_loses_nothing() {
+    let source = unique("lake-outage");
+    let prefix = unique("lake-outage");
+    create_topic(&source, 2);
+    let proxy = Proxy::start(&endpoint());
+    let config = lake_config(&source, &prefix, &["cleaned"], &proxy.url(), "");
+    let mut host = Host::start(&config);
+    let first = 2_000;
+    let all = lines(60_000);
+    produce(&source, &all[..first]);
+    let objects = wait_for_rows(&prefix, first, Duration::from_secs(90));
+    assert_eq!(
+        objects.iter().map(|o| o.rows.len()).sum::<usize>(),
+        first,
+        "{}",
+        host.log()
+    );
+
+    // Outage: S3 refuses connections while 58,000 more records arrive.
+    proxy.set_up(false);
+    let rss_before = rss_kib(host.child.id());
+    produce(&source, &all[first..]);
+    let mut rss_peak = rss_before;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(250));
+        rss_peak = rss_peak.max(rss_kib(host.child.id()));
+    }
+    assert!(
+        host.is_running(),
+        "host died during the outage:\n{}",
+        host.log()
+    );
+    let during: usize = read_parquet(&format!("{prefix}/cleaned/"))
+        .iter()
+        .map(|o| o.rows.len())
+        .sum();
+    assert_eq!(during, first, "nothing can be written while S3 is down");
+    eprintln!("RSS during the outage: {rss_before} KiB before, {rss_peak} KiB at most");
+    // Bounded: the consumer paused; the host did not take in 58,000 records (≈ 20 MB of
+    // records decoded) on top of what it had.
+    assert!(
+        rss_peak < rss_before + 64 * 1024,
+        "memory grew from {rss_before} KiB to {rss_peak} KiB during the outage"
+    );
+    assert!(
+        host.log().contains("retrying"),
+        "the sink should be retrying:\n{}",
+        host.log()
+    );
+
+    proxy.set_up(true);
+    let objects = wait_for_rows(&prefix, all.len(), Duration::from_secs(240));
+    assert!(host.terminate().success(), "{}", host.log());
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    for o in &objects {
+        for r in &o.rows {
+            *seen.entry(seq_of(r)).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), all.len(), "records lost across the outage");
+    assert!(
+        seen.values().all(|c| *c == 1),
+        "duplicates across the outage"
+    );
+}
+
+#[test]
+fn a_missing_bucket_is_a_clear_start_up_error() {
+    let source = unique("lake-nobucket");
+    create_topic(&source, 1);
+    let config = lake_config(&source, "x", &["cleaned"], &endpoint(), "").replace(
+        &format!("bucket = \"{}\"", bucket()),
+        "bucket = \"no-such-bucket-here\"",
+    );
+    let mut host = Host::start(&config);
+    let started = Instant::now();
+    while host.is_running() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!host.is_running(), "host should stop at start-up");
+    let status = host.child.wait().unwrap();
+    assert!(!status.success());
+    let log = host.log();
+    assert!(
+        log.contains("sinks.lake_cleaned.bucket") && log.contains("does not exist"),
+        "{log}"
+    );
+}
