@@ -338,11 +338,18 @@ pub fn run(
                 Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
                     held = Some((batch, batch_offsets));
                     set_paused(&consumer, true);
-                    let _ = consumer.poll(Duration::from_millis(20)).map(|m| {
-                        // Paused partitions deliver nothing; anything racing the pause is
-                        // left unstored and fetched again after resume.
-                        drop(m)
-                    });
+                    // Paused partitions deliver nothing, but a message that raced the pause
+                    // has already moved the consumer's position: keep it for the next batch.
+                    match consumer.poll(Duration::from_millis(20)) {
+                        Some(Ok(message)) => {
+                            if messages.is_empty() {
+                                batch_started = Instant::now();
+                            }
+                            accept(ctx, &message, &mut messages, &mut offsets);
+                        }
+                        Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                        None => {}
+                    }
                     continue;
                 }
                 Err(_) => break Ok(()),
@@ -356,26 +363,10 @@ pub fn run(
         match consumer.poll(wait) {
             Some(Ok(message)) => {
                 availability.reachable(ctx);
-                ctx.stats.consumed.fetch_add(1, Ordering::Relaxed);
                 if messages.is_empty() {
                     batch_started = Instant::now();
                 }
-                let origin = Origin {
-                    topic: message.topic().to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                };
-                offsets.record(&origin.topic, origin.partition, origin.offset);
-                let timestamp = message
-                    .timestamp()
-                    .to_millis()
-                    .map_or_else(time::now_ns, |ms| ms.saturating_mul(1_000_000));
-                messages.push(RawMessage {
-                    origin,
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    timestamp,
-                });
+                accept(ctx, &message, &mut messages, &mut offsets);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None => {}
@@ -468,6 +459,32 @@ impl Availability {
             health::global().clear(FailState::KafkaUnavailable, &self.subject);
         }
     }
+}
+
+/// Add a consumed message to the batch being cut.
+fn accept(
+    ctx: &SourceContext,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    messages: &mut Vec<RawMessage>,
+    offsets: &mut BatchOffsets,
+) {
+    ctx.stats.consumed.fetch_add(1, Ordering::Relaxed);
+    let origin = Origin {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+    };
+    offsets.record(&origin.topic, origin.partition, origin.offset);
+    let timestamp = message
+        .timestamp()
+        .to_millis()
+        .map_or_else(time::now_ns, |ms| ms.saturating_mul(1_000_000));
+    messages.push(RawMessage {
+        origin,
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        timestamp,
+    });
 }
 
 /// The pipeline accepted batch `seq`: track it until it completes. Completions are applied

@@ -5,8 +5,8 @@ mod common;
 use common::*;
 use sluice_metrics::Metrics;
 use sluice_metrics::sketch::DdSketch;
-use sluice_plugin_sdk::{Origin, Record, Route};
 use sluice_plugin_sdk::native::{NativePlugin, take_recorded};
+use sluice_plugin_sdk::{Origin, Record, Route};
 use std::collections::BTreeMap;
 
 fn exact(sorted: &[f64], q: f64) -> f64 {
