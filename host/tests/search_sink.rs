@@ -1,0 +1,780 @@
+//! The search sink against the real Elasticsearch (or OpenSearch) of the local stack
+//! (`dev/stack up`): Kafka → passthrough plugin → `_bulk` → queries Kibana Discover sends,
+//! idempotent replays, mapping conflicts dead-lettered, an engine outage survived; and the
+//! Kibana saved objects and their import request.
+
+mod common;
+
+use common::{Host, brokers, consume, create_topic, plugin, unique, workspace_root};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn search_url() -> String {
+    std::env::var("SLUICE_SEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into())
+}
+
+/// One request to the engine: (status, JSON body).
+fn es(method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("{}{path}", search_url());
+        let mut request = client.request(method.parse().unwrap(), &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .expect("the search engine is not reachable: start it with dev/stack up");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    })
+}
+
+/// Hits of `query` on `index`, after a refresh.
+fn count(index: &str, query: Value) -> u64 {
+    es("POST", &format!("/{index}/_refresh"), None);
+    let (status, body) = es(
+        "POST",
+        &format!("/{index}/_search"),
+        Some(json!({"query": query, "size": 0, "track_total_hits": true})),
+    );
+    if status == 404 {
+        return 0;
+    }
+    assert_eq!(status, 200, "{body}");
+    body["hits"]["total"]["value"].as_u64().unwrap()
+}
+
+fn total(index: &str) -> u64 {
+    count(index, json!({"match_all": {}}))
+}
+
+/// Distinct `labels.seq` values in `index`, counted exactly (composite aggregation pages).
+fn distinct_seqs(index: &str) -> u64 {
+    let mut distinct = 0;
+    let mut after: Option<Value> = None;
+    loop {
+        let mut composite =
+            json!({"size": 10000, "sources": [{"seq": {"terms": {"field": "labels.seq"}}}]});
+        if let Some(after) = after.take() {
+            composite["after"] = after;
+        }
+        let (status, body) = es(
+            "POST",
+            &format!("/{index}/_search"),
+            Some(json!({"size": 0, "aggs": {"seqs": {"composite": composite}}})),
+        );
+        assert_eq!(status, 200, "{body}");
+        let buckets = body["aggregations"]["seqs"]["buckets"].as_array().unwrap();
+        if buckets.is_empty() {
+            return distinct;
+        }
+        distinct += buckets.len() as u64;
+        after = Some(body["aggregations"]["seqs"]["after_key"].clone());
+    }
+}
+
+/// Wait until `index` holds `n` documents (or `timeout`); returns the last count.
+fn wait_for_count(index: &str, n: u64, timeout: Duration) -> u64 {
+    let started = Instant::now();
+    loop {
+        let got = total(index);
+        if got >= n || started.elapsed() > timeout {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A namespace no other run uses (data stream parts may not contain `-`).
+fn namespace() -> String {
+    unique("t").replace('-', "")
+}
+
+/// Event time of the test records: the start of the hour two hours ago, so range queries
+/// are exact and the broker's retention (by message time) keeps the records.
+fn base_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| (sluice::time::now_ns() / 1_000_000 / 3_600_000 - 2) * 3_600_000)
+}
+
+fn rfc3339(ms: i64) -> String {
+    sluice::time::rfc3339_millis(ms * 1_000_000)
+}
+
+/// Produce JSON lines with explicit Kafka timestamps (the records' event time).
+fn produce_at(topic: &str, lines: &[(i64, String)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (ts, line) in lines {
+        let mut record = BaseRecord::<(), String>::to(topic)
+            .payload(line)
+            .timestamp(*ts);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Record `i`: one of four services, every tenth an error, one second apart.
+fn log_line(i: usize) -> (i64, String) {
+    let service = ["checkout", "payments", "search", "auth"][i % 4];
+    let (level, message) = if i.is_multiple_of(10) {
+        ("error", format!("payment failed for order {i}"))
+    } else {
+        ("info", format!("request {i} done"))
+    };
+    let line = json!({
+        "message": message,
+        "log.level": level,
+        "service.name": service,
+        "host.name": format!("web-{}", i % 3),
+        "trace.id": format!("trace{i:06}"),
+        "http": {"response": {"status_code": 200}},
+        "customer": {"tier": "gold"},
+        "seq": i,
+    });
+    (base_ms() + i as i64 * 1000, line.to_string())
+}
+
+/// A host config: Kafka source, a passthrough plugin, the search sink for `cleaned`, and a
+/// Kafka topic for dead letters.
+fn config(source: &str, dlq: &str, group: &str, search_url: &str, namespace: &str) -> String {
+    config_with_admin(source, dlq, group, search_url, namespace, "")
+}
+
+/// [`config`] with the admin endpoint (`/metrics`) on `admin`.
+fn config_with_admin(
+    source: &str,
+    dlq: &str,
+    group: &str,
+    search_url: &str,
+    namespace: &str,
+    admin: &str,
+) -> String {
+    format!(
+        r#"
+[source]
+type = "kafka"
+brokers = "{b}"
+topics = ["{source}"]
+group_id = "{group}"
+batch_max_records = 200
+batch_max_wait_ms = 20
+
+[pipeline]
+tick_interval_ms = 200
+
+[admin]
+listen = "{admin}"
+
+[[plugins]]
+name = "passthrough"
+path = "{plugin}"
+
+[sinks.search]
+type = "elasticsearch"
+routes = ["cleaned"]
+url = "{search_url}"
+index = {{ mode = "data_stream", dataset = "sluice", namespace = "{namespace}" }}
+retry_initial_backoff_ms = 50
+retry_max_backoff_ms = 1000
+compression = true
+
+[sinks.dlq]
+type = "kafka"
+brokers = "{b}"
+topic = "{dlq}"
+routes = ["dlq"]
+"#,
+        b = brokers(),
+        plugin = plugin("fixtures/hostile").display(),
+    )
+}
+
+/// A free loopback address for a host's admin endpoint.
+fn admin_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A sample from the host's `/metrics`: the first line starting with `series`.
+fn metric(admin: &str, series: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(async {
+        match reqwest::get(format!("http://{admin}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    });
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+fn wait_for_metric(admin: &str, series: &str, n: u64, timeout: Duration) -> u64 {
+    let started = Instant::now();
+    loop {
+        let got = metric(admin, series);
+        if got >= n || started.elapsed() > timeout {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+const ACKNOWLEDGED: &str = "sluice_sink_acknowledged_total{sink=\"search\"}";
+const CONSUMED: &str = "sluice_source_consumed_total";
+
+#[test]
+fn documents_are_found_by_the_queries_kibana_discover_sends() {
+    let (source, dlq, ns) = (unique("raw"), unique("dlq"), namespace());
+    create_topic(&source, 3);
+    create_topic(&dlq, 1);
+    let n = 400;
+    produce_at(&source, &(0..n).map(log_line).collect::<Vec<_>>());
+    let mut host = Host::start(&config(&source, &dlq, &unique("g"), &search_url(), &ns));
+    let stream = format!("logs-sluice-{ns}");
+    let got = wait_for_count(&stream, n as u64, Duration::from_secs(60));
+    assert_eq!(got, n as u64, "{}", host.log());
+    assert!(host.terminate().success(), "{}", host.log());
+
+    // Discover's search bar (KQL/Lucene → query_string on message).
+    assert_eq!(
+        count(
+            &stream,
+            json!({"query_string": {"query": "message:\"payment failed\""}})
+        ),
+        (n / 10) as u64
+    );
+    // Filters: term on keywords.
+    assert_eq!(
+        count(&stream, json!({"term": {"service.name": "checkout"}})),
+        (n / 4) as u64
+    );
+    assert_eq!(
+        count(&stream, json!({"term": {"log.level": "error"}})),
+        (n / 10) as u64
+    );
+    assert_eq!(
+        count(
+            &stream,
+            json!({"bool": {"filter": [{"term": {"service.name": "checkout"}}, {"term": {"log.level": "error"}}]}})
+        ),
+        (n / 20) as u64
+    );
+    // The time picker: range on @timestamp (records 100..=199, one second apart).
+    assert_eq!(
+        count(
+            &stream,
+            json!({"range": {"@timestamp": {"gte": rfc3339(base_ms() + 100_000), "lte": rfc3339(base_ms() + 199_000), "format": "strict_date_optional_time"}}})
+        ),
+        100
+    );
+    assert_eq!(
+        count(&stream, json!({"term": {"trace.id": "trace000042"}})),
+        1
+    );
+    assert_eq!(
+        count(&stream, json!({"term": {"labels.customer_tier": "gold"}})),
+        n as u64
+    );
+
+    // One document, as Discover shows it.
+    let (_, hit) = es(
+        "POST",
+        &format!("/{stream}/_search"),
+        Some(json!({"query": {"term": {"trace.id": "trace000010"}}})),
+    );
+    let doc = &hit["hits"]["hits"][0];
+    assert_eq!(
+        doc["_id"].as_str().unwrap().split(':').next(),
+        Some(source.as_str())
+    );
+    let s = &doc["_source"];
+    assert_eq!(s["@timestamp"], rfc3339(base_ms() + 10_000));
+    assert_eq!(s["log.level"], "error");
+    assert_eq!(s["event.dataset"], "sluice");
+    assert_eq!(s["ecs.version"], "8.11.0");
+    assert_eq!(s["labels.seq"], "10");
+    assert_eq!(s["http.response.status_code"], 200);
+
+    // The template made the fields the right types.
+    let (_, mapping) = es("GET", &format!("/{stream}/_mapping"), None);
+    let props = &mapping.as_object().unwrap().values().next().unwrap()["mappings"]["properties"];
+    assert_eq!(props["@timestamp"]["type"], "date");
+    assert!(matches!(
+        props["message"]["type"].as_str(),
+        Some("match_only_text" | "text")
+    ));
+    assert_eq!(props["service"]["properties"]["name"]["type"], "keyword");
+    assert_eq!(props["labels"]["properties"]["seq"]["type"], "keyword");
+    let (status, _) = es("GET", "/_index_template/sluice-logs-sluice", None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn replaying_the_same_offsets_creates_no_duplicates() {
+    let (source, dlq, ns) = (unique("raw"), unique("dlq"), namespace());
+    create_topic(&source, 3);
+    create_topic(&dlq, 1);
+    let n = 3_000;
+    produce_at(&source, &(0..n).map(log_line).collect::<Vec<_>>());
+    let stream = format!("logs-sluice-{ns}");
+
+    let first_group = unique("g");
+    let mut first = Host::start(&config(&source, &dlq, &first_group, &search_url(), &ns));
+    assert_eq!(
+        wait_for_count(&stream, n as u64, Duration::from_secs(90)),
+        n as u64,
+        "{}",
+        first.log()
+    );
+    assert!(first.terminate().success(), "{}", first.log());
+
+    // A new consumer group reads every offset again, as a restart without commits would.
+    let admin = admin_address();
+    let mut replay = Host::start(&config_with_admin(
+        &source,
+        &dlq,
+        &unique("g"),
+        &search_url(),
+        &ns,
+        &admin,
+    ));
+    let done = wait_for_metric(&admin, ACKNOWLEDGED, n as u64, Duration::from_secs(90));
+    assert_eq!(
+        done,
+        n as u64,
+        "the replay did not finish:\n{}",
+        replay.log()
+    );
+    assert!(replay.terminate().success(), "{}", replay.log());
+
+    assert_eq!(total(&stream), n as u64, "replay duplicated documents");
+    assert_eq!(distinct_seqs(&stream), n as u64);
+    assert!(consume(&dlq, 0, Duration::from_secs(3), Duration::from_secs(1)).is_empty());
+}
+
+#[test]
+fn a_mapping_conflict_dead_letters_that_record_while_the_rest_lands() {
+    let (source, dlq, ns) = (unique("raw"), unique("dlq"), namespace());
+    create_topic(&source, 1);
+    create_topic(&dlq, 1);
+    let n = 300;
+    let bad = [7usize, 150, 299];
+    let lines: Vec<(i64, String)> = (0..n)
+        .map(|i| {
+            let (ts, line) = log_line(i);
+            if bad.contains(&i) {
+                (
+                    ts,
+                    line.replace("\"status_code\":200", "\"status_code\":\"teapot\""),
+                )
+            } else {
+                (ts, line)
+            }
+        })
+        .collect();
+    assert!(lines[7].1.contains("teapot"));
+    produce_at(&source, &lines);
+    let stream = format!("logs-sluice-{ns}");
+    let mut host = Host::start(&config(&source, &dlq, &unique("g"), &search_url(), &ns));
+    let dead = consume(
+        &dlq,
+        bad.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
+    let indexed = wait_for_count(&stream, (n - bad.len()) as u64, Duration::from_secs(30));
+    assert!(host.terminate().success(), "{}", host.log());
+
+    assert_eq!(indexed, (n - bad.len()) as u64, "{}", host.log());
+    assert_eq!(distinct_seqs(&stream), (n - bad.len()) as u64);
+    assert_eq!(dead.len(), bad.len(), "{}", host.log());
+    let mut dead_seqs: Vec<u64> = Vec::new();
+    for m in &dead {
+        let reason = m.header("sluice.dlq.reason").expect("reason");
+        assert!(reason.starts_with("sink `search`: "), "{reason}");
+        assert!(reason.contains("parsing_exception"), "{reason}");
+        assert!(reason.contains("http.response.status_code"), "{reason}");
+        assert_eq!(m.header("sluice.origin.topic"), Some(source.as_str()));
+        // The payload is the document as it was sent.
+        let doc = m.json();
+        assert_eq!(doc["http.response.status_code"], "teapot");
+        dead_seqs.push(doc["labels.seq"].as_str().unwrap().parse().unwrap());
+    }
+    dead_seqs.sort();
+    assert_eq!(dead_seqs, bad.iter().map(|&b| b as u64).collect::<Vec<_>>());
+}
+
+/// A TCP proxy in front of the engine that the test can take down and bring back, so an
+/// outage disturbs no one else using the shared engine.
+struct Proxy {
+    port: u16,
+    target: SocketAddr,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut proxy = Proxy {
+            port,
+            target,
+            up: Arc::new(AtomicBool::new(true)),
+            connections: Arc::new(Mutex::new(Vec::new())),
+            acceptor: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        listener.set_nonblocking(true).unwrap();
+        let (up, connections, target) = (self.up.clone(), self.connections.clone(), self.target);
+        self.acceptor = Some(std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(upstream) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut held = connections.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(upstream.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+            }
+            // Dropping the listener closes the port: new connections are refused.
+        }));
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Refuse new connections and cut the open ones.
+    fn stop(&mut self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(t) = self.acceptor.take() {
+            t.join().unwrap();
+        }
+        for c in self.connections.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn resume(&mut self) {
+        self.up.store(true, Ordering::SeqCst);
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        self.serve(listener);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+#[ignore = "open bug: after a long sink outage the Kafka source stops receiving from some partitions (consumption stalls at about one fetch past the outage, with no error); run with --ignored to reproduce"]
+fn engine_outage_pauses_the_consumer_and_loses_nothing() {
+    let (source, dlq, ns) = (unique("raw"), unique("dlq"), namespace());
+    create_topic(&source, 3);
+    create_topic(&dlq, 1);
+    let n = 60_000;
+    produce_at(&source, &(0..n).map(log_line).collect::<Vec<_>>());
+    let stream = format!("logs-sluice-{ns}");
+    let target: SocketAddr = search_url().trim_start_matches("http://").parse().unwrap();
+    let mut proxy = Proxy::start(target);
+    let admin = admin_address();
+    let mut host = Host::start(&config_with_admin(
+        &source,
+        &dlq,
+        &unique("g"),
+        &proxy.url(),
+        &ns,
+        &admin,
+    ));
+
+    // Let part of the stream through, then take the engine away.
+    let before = wait_for_count(&stream, 2_000, Duration::from_secs(60));
+    assert!(before >= 2_000, "no progress:\n{}", host.log());
+    proxy.stop();
+    let at_stop = total(&stream);
+    std::thread::sleep(Duration::from_secs(4));
+    let (consumed_early, rss_early) = (metric(&admin, CONSUMED), rss_kib(host.child.id()));
+    std::thread::sleep(Duration::from_secs(6));
+    let (consumed_late, rss_late) = (metric(&admin, CONSUMED), rss_kib(host.child.id()));
+    let during = total(&stream);
+    assert!(
+        host.is_running(),
+        "host died during the outage:\n{}",
+        host.log()
+    );
+    eprintln!(
+        "outage: indexed {at_stop} at stop, {during} after 10 s; consumed {consumed_early} → {consumed_late} of {n}; RSS {rss_early} → {rss_late} KiB"
+    );
+    // Paused: nothing more is consumed while the engine is away, and the backlog stays in
+    // Kafka rather than in the host's memory.
+    assert!(consumed_late > 0, "no source metrics from {admin}");
+    assert_eq!(
+        consumed_early, consumed_late,
+        "the source kept consuming while the engine was down"
+    );
+    assert!(
+        consumed_late < n as u64 / 2,
+        "consumed {consumed_late} of {n} while down"
+    );
+    assert!(during < n as u64 / 2);
+    assert!(
+        rss_late < rss_early + 32 * 1024,
+        "memory grew from {rss_early} to {rss_late} KiB while paused"
+    );
+    assert!(host.log().contains("SinkUnavailable"), "{}", host.log());
+
+    proxy.resume();
+    let got = wait_for_count(&stream, n as u64, Duration::from_secs(180));
+    let acknowledged = wait_for_metric(&admin, ACKNOWLEDGED, n as u64, Duration::from_secs(30));
+    eprintln!(
+        "after the outage: indexed {got}, acknowledged {acknowledged}, consumed {}, in flight {} bytes",
+        metric(&admin, CONSUMED),
+        metric(&admin, "sluice_sink_in_flight_bytes{sink=\"search\"}")
+    );
+    assert!(host.terminate().success(), "{}", host.log());
+    assert_eq!(
+        got,
+        n as u64,
+        "documents missing after the engine returned:\n{}",
+        host.log()
+    );
+    assert_eq!(total(&stream), n as u64, "duplicates after the outage");
+    assert_eq!(distinct_seqs(&stream), n as u64);
+    assert_eq!(acknowledged, n as u64);
+    assert!(host.log().contains("fail state cleared"), "{}", host.log());
+}
+
+// ---- Kibana saved objects ----
+
+fn saved_objects() -> (std::path::PathBuf, String) {
+    let path = workspace_root().join("kibana/sluice.ndjson");
+    let text = std::fs::read_to_string(&path).expect("kibana/sluice.ndjson");
+    (path, text)
+}
+
+#[test]
+fn saved_objects_parse_and_their_references_resolve() {
+    use sluice::sink::elasticsearch::kibana::validate;
+    let (path, text) = saved_objects();
+    let objects = validate(&path.display().to_string(), &text).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of_type = |t: &str| lines.iter().filter(|o| o["type"] == t).collect::<Vec<_>>();
+    let views = of_type("index-pattern");
+    assert!(
+        views
+            .iter()
+            .any(|v| v["attributes"]["title"] == "logs-sluice-*"
+                && v["attributes"]["timeFieldName"] == "@timestamp")
+    );
+    assert!(
+        views
+            .iter()
+            .any(|v| v["attributes"]["title"] == "metrics-sluice-*")
+    );
+    let searches = of_type("search");
+    let errors = searches
+        .iter()
+        .find(|s| {
+            s["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"]
+                .as_str()
+                .unwrap()
+                .contains("log.level:error")
+        })
+        .expect("a saved search for errors");
+    assert_eq!(
+        errors["attributes"]["columns"],
+        json!(["service.name", "message"])
+    );
+    let dashboards = of_type("dashboard");
+    assert_eq!(dashboards.len(), 1);
+    let panels: Vec<Value> =
+        serde_json::from_str(dashboards[0]["attributes"]["panelsJSON"].as_str().unwrap()).unwrap();
+    assert!(panels.len() >= 2);
+    // Every panel's reference is in the file (checked by validate) and names a panel.
+    for r in dashboards[0]["references"].as_array().unwrap() {
+        assert!(panels.iter().any(|p| p["panelRefName"] == r["name"]), "{r}");
+    }
+    let visualisations = of_type("visualization");
+    let vis_text = serde_json::to_string(&visualisations).unwrap();
+    assert!(vis_text.contains("error_count") && vis_text.contains("latency.p99_ms"));
+    assert_eq!(objects.len(), lines.len());
+}
+
+/// A one-shot HTTP server: records the request, answers `response`.
+fn record_one_request(response: &'static str) -> (String, std::thread::JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let length: usize = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if request.len() >= head_end + 4 + length {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{response}",
+            response.len()
+        );
+        stream.write_all(reply.as_bytes()).unwrap();
+        request
+    });
+    (url, handle)
+}
+
+#[test]
+fn kibana_import_sends_the_saved_objects_as_multipart() {
+    use sluice::sink::elasticsearch::kibana::{Dashboards, ImportOptions, import_file};
+    let (path, text) = saved_objects();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let (url, server) = record_one_request(r#"{"success":true,"successCount":6}"#);
+    let options = ImportOptions {
+        url,
+        overwrite: true,
+        authorization: Some("ApiKey abc".into()),
+        ..ImportOptions::default()
+    };
+    let summary = rt.block_on(import_file(&options, &path)).unwrap();
+    assert_eq!(summary.success_count, 6);
+    let request = String::from_utf8(server.join().unwrap()).unwrap();
+    let (head, body) = request.split_once("\r\n\r\n").unwrap();
+    let head_lower = head.to_ascii_lowercase();
+    assert!(
+        head.starts_with("POST /api/saved_objects/_import?overwrite=true HTTP/1.1"),
+        "{head}"
+    );
+    assert!(head_lower.contains("\r\nkbn-xsrf: true"), "{head}");
+    assert!(
+        head_lower.contains("\r\nauthorization: apikey abc"),
+        "{head}"
+    );
+    let boundary = head_lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: multipart/form-data; boundary="))
+        .expect("multipart content type")
+        .to_owned();
+    assert!(body.starts_with(&format!("--{boundary}\r\n")));
+    assert!(
+        body.contains("Content-Disposition: form-data; name=\"file\"; filename=\"sluice.ndjson\"")
+    );
+    assert!(
+        body.contains(&format!("\r\n\r\n{text}\r\n--{boundary}--")),
+        "the file is sent as is"
+    );
+
+    // OpenSearch Dashboards: its own header; a space goes in the path.
+    let (url, server) = record_one_request(r#"{"success":true,"successCount":6}"#);
+    let options = ImportOptions {
+        url,
+        space: Some("ops".into()),
+        overwrite: true,
+        flavor: Dashboards::OpenSearchDashboards,
+        ..ImportOptions::default()
+    };
+    rt.block_on(import_file(&options, &path)).unwrap();
+    let request = String::from_utf8(server.join().unwrap()).unwrap();
+    assert!(request.starts_with("POST /s/ops/api/saved_objects/_import?overwrite=true "));
+    assert!(request.to_ascii_lowercase().contains("\r\nosd-xsrf: true"));
+
+    // A refused import says what the server answered.
+    let (url, server) = record_one_request(
+        r#"{"success":false,"errors":[{"id":"x","error":{"type":"missing_references"}}]}"#,
+    );
+    let options = ImportOptions {
+        url,
+        ..ImportOptions::default()
+    };
+    let err = rt.block_on(import_file(&options, &path)).unwrap_err();
+    server.join().unwrap();
+    assert!(err.to_string().contains("missing_references"), "{err}");
+}
