@@ -2,8 +2,8 @@
 //!
 //! It polls with librdkafka's `BaseConsumer` (no async overhead on the hot path), cuts
 //! batches by size and time, and hands them to the pipeline through a bounded channel.
-//! When the channel is full it pauses its partitions and keeps polling — so group
-//! membership and rebalances stay alive — and resumes once there is room.
+//! When the channel stays full (a sink outage) it pauses its partitions and keeps polling
+//! — so group membership and rebalances stay alive — and resumes once there is room.
 //!
 //! Offsets: auto-commit is on but automatic *storing* is off; an offset is stored only when
 //! the [`OffsetTracker`] says every batch up to it is delivered (see [`crate::ack`]). On a
@@ -72,6 +72,9 @@ pub(super) mod defaults {
         super::DecodingConfig::default().max_message_bytes
     }
 }
+
+/// How long the pipeline may stay full before the partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 fn default_drain_ms() -> u64 {
     10_000
@@ -315,8 +318,8 @@ pub fn run(
     let mut messages: Vec<RawMessage> = Vec::with_capacity(max_records);
     let mut offsets = BatchOffsets::default();
     let mut batch_started = Instant::now();
-    // A batch the pipeline had no room for, with its offsets.
-    let mut held: Option<(SourceBatch, BatchOffsets)> = None;
+    // A batch the pipeline had no room for, with its offsets and since when it waits.
+    let mut held: Option<(SourceBatch, BatchOffsets, Instant)> = None;
     let ctx = consumer.context();
 
     let result = loop {
@@ -327,8 +330,12 @@ pub fn run(
             break Ok(());
         }
         availability.check(&consumer);
-        // Offer the held batch first; keep polling (paused) while the pipeline is full.
-        if let Some((batch, batch_offsets)) = held.take() {
+        // Offer the held batch first. A full pipeline is normal for a moment under load:
+        // wait without fetching more. Only a pipeline full for longer (a sink outage)
+        // pauses the partitions, and polling then continues so group membership and
+        // rebalances stay alive. Pausing at batch rate would throw away librdkafka's
+        // prefetched messages on every pause and refetch them on every resume.
+        if let Some((batch, batch_offsets, since)) = held.take() {
             let seq = batch.ack.seq();
             match tx.try_send(PipelineInput::Batch(batch)) {
                 Ok(()) => {
@@ -336,11 +343,15 @@ pub fn run(
                     set_paused(&consumer, false);
                 }
                 Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
-                    held = Some((batch, batch_offsets));
+                    held = Some((batch, batch_offsets, since));
+                    if since.elapsed() < PAUSE_AFTER {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
                     set_paused(&consumer, true);
-                    // Paused partitions deliver nothing, but a message that raced the pause
-                    // has already moved the consumer's position: keep it for the next batch.
-                    match consumer.poll(Duration::from_millis(20)) {
+                    // Paused partitions deliver nothing, but a message that raced the
+                    // pause has already moved the consumer's position: keep it.
+                    match consumer.poll(Duration::from_millis(50)) {
                         Some(Ok(message)) => {
                             if messages.is_empty() {
                                 batch_started = Instant::now();
@@ -383,8 +394,7 @@ pub fn run(
             match tx.try_send(PipelineInput::Batch(batch)) {
                 Ok(()) => register(ctx, seq, &batch_offsets),
                 Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
-                    held = Some((batch, batch_offsets));
-                    set_paused(&consumer, true);
+                    held = Some((batch, batch_offsets, Instant::now()));
                 }
                 Err(_) => break Ok(()),
             }
