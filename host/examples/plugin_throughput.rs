@@ -1,0 +1,112 @@
+//! Records per second of each bundled plugin, natively and as a wasm component through the
+//! host, on the same generated batch. Run with
+//! `cargo run --release -p sluice --example plugin_throughput` after `dev/build-plugins`.
+//!
+//! Each plugin gets its realistic input: normalize the decoded lines, dedup and metrics the
+//! normalized records. Native time includes the copy of the batch the host's native stage
+//! makes; wasm time includes moving the records across the component boundary both ways.
+
+use sluice::chain::{NativeStage, Stage};
+use sluice::codec::{self, DecodeOptions, InvalidJson};
+use sluice::config::PluginConfig;
+use sluice::generator::{GenOptions, Generator};
+use sluice::plugin::{PluginRuntime, WasmStage};
+use sluice::{Origin, Record};
+use std::sync::Arc;
+use std::time::Instant;
+
+const RECORDS: usize = 200_000;
+const BATCH: usize = 1_000;
+
+fn main() {
+    let start = sluice::generator::parse_start("2026-11-25T10:00:00Z").unwrap();
+    let options = DecodeOptions {
+        max_message_bytes: 1 << 20,
+        invalid_json: InvalidJson::AsText,
+    };
+    let decoded: Vec<Record> = Generator::new(GenOptions {
+        seed: 3,
+        start_ns: start,
+        events_per_second: 1_000.0,
+        duplicate_ratio: 0.02,
+        ..GenOptions::default()
+    })
+    .take(RECORDS)
+    .enumerate()
+    .map(|(i, line)| {
+        let origin = Origin {
+            topic: "raw-logs".into(),
+            partition: 0,
+            offset: i as i64,
+        };
+        codec::decode(line.text.as_bytes(), origin, start, start, &options).unwrap()
+    })
+    .collect();
+    let mut normalize = NativeStage::<sluice_normalize::Normalize>::new("normalize", "{}").unwrap();
+    let normalized: Vec<Record> = decoded
+        .chunks(BATCH)
+        .flat_map(|b| normalize.process(b).unwrap())
+        .collect();
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let runtime = PluginRuntime::new(8, 64).unwrap();
+    let wasm = |name: &str| -> Box<dyn Stage> {
+        let config = PluginConfig {
+            name: name.into(),
+            path: dir.join(format!("{name}.wasm")),
+            timeout_ms: 60_000,
+            memory_limit_mb: 64,
+            max_output_factor: 16,
+            on_failure: Default::default(),
+            config: toml::Table::new(),
+        };
+        let loaded = runtime
+            .load(&config, &config.path)
+            .expect("run dev/build-plugins first");
+        Box::new(WasmStage::new(Arc::new(loaded)))
+    };
+
+    println!("| plugin | native records/s | wasm records/s | wasm/native |");
+    println!("|---|---:|---:|---:|");
+    let cases: [(&str, Box<dyn Stage>, &[Record]); 3] = [
+        (
+            "normalize",
+            Box::new(NativeStage::<sluice_normalize::Normalize>::new("n", "{}").unwrap()),
+            &decoded,
+        ),
+        (
+            "dedup",
+            Box::new(NativeStage::<sluice_dedup::Dedup>::new("d", "{}").unwrap()),
+            &normalized,
+        ),
+        (
+            "metrics",
+            Box::new(NativeStage::<sluice_metrics::Metrics>::new("m", "{}").unwrap()),
+            &normalized,
+        ),
+    ];
+    for (name, native, input) in cases {
+        let native_rate = rate(native, input);
+        let wasm_rate = rate(wasm(name), input);
+        println!(
+            "| {name} | {:.0}k | {:.0}k | {:.2} |",
+            native_rate / 1e3,
+            wasm_rate / 1e3,
+            wasm_rate / native_rate
+        );
+    }
+}
+
+/// Median of three passes over `input` in batches, each pass on a fresh stage state.
+fn rate(mut stage: Box<dyn Stage>, input: &[Record]) -> f64 {
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        for batch in input.chunks(BATCH) {
+            std::hint::black_box(stage.process(batch).unwrap());
+        }
+        rates.push(input.len() as f64 / started.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[1]
+}
