@@ -64,6 +64,9 @@ enum Command {
     /// Athena statements for the lake the config writes.
     #[command(subcommand)]
     Athena(AthenaCommand),
+    /// Kibana / OpenSearch Dashboards saved objects.
+    #[command(subcommand)]
+    Kibana(KibanaCommand),
     /// Run raw lake objects through the chain and sinks again.
     Backfill {
         #[arg(long, short)]
@@ -77,6 +80,28 @@ enum Command {
         /// Completed objects, for resuming.
         #[arg(long, default_value = "sluice-backfill.state")]
         state: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KibanaCommand {
+    /// Import the saved objects (data views, saved search, dashboard) through
+    /// POST /api/saved_objects/_import; re-running overwrites them in place.
+    Import {
+        /// Kibana's base URL, e.g. http://kibana:5601.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "kibana/sluice.ndjson")]
+        file: PathBuf,
+        /// A Kibana space (default: the default space).
+        #[arg(long)]
+        space: Option<String>,
+        /// The target is OpenSearch Dashboards (osd-xsrf header).
+        #[arg(long)]
+        opensearch_dashboards: bool,
+        /// A full Authorization header value ("Basic …" or "ApiKey …").
+        #[arg(long, env = "KIBANA_AUTH", hide_env_values = true)]
+        authorization: Option<String>,
     },
 }
 
@@ -187,6 +212,30 @@ fn run(command: Command) -> Result<()> {
         Command::Validate { config } => validate(config),
         Command::Gen(args) => generate(args),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(plugin),
+        Command::Kibana(KibanaCommand::Import {
+            url,
+            file,
+            space,
+            opensearch_dashboards,
+            authorization,
+        }) => {
+            use sluice::sink::elasticsearch::kibana;
+            let options = kibana::ImportOptions {
+                url,
+                space,
+                overwrite: true,
+                flavor: if opensearch_dashboards {
+                    kibana::Dashboards::OpenSearchDashboards
+                } else {
+                    kibana::Dashboards::Kibana
+                },
+                authorization,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let summary = rt.block_on(kibana::import_file(&options, &file))?;
+            println!("imported {} saved objects", summary.success_count);
+            Ok(())
+        }
         Command::Athena(AthenaCommand::Ddl { config }) => {
             print!("{}", sluice::lake::athena::ddl(&Config::load(&config)?));
             Ok(())
