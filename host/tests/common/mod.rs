@@ -2,6 +2,8 @@
 //! the built plugins (`dev/build-plugins`), and the `sluice` binary as a child process.
 #![allow(dead_code)]
 
+pub mod lake;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};

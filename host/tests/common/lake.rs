@@ -1,0 +1,247 @@
+//! Helpers for tests of the S3 lake against the local stack's AWS emulator: the lake sink
+//! config, listing and reading objects, and reading Parquet back with pyarrow.
+
+use super::{brokers, create_topic, plugin, unique};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub fn endpoint() -> String {
+    std::env::var("SLUICE_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+pub fn bucket() -> String {
+    std::env::var("SLUICE_S3_BUCKET").unwrap_or_else(|_| "sluice-lake".into())
+}
+
+/// 2026-11-25T09:30:00Z in seconds.
+const BASE_SECS: i64 = 1_795_599_000;
+
+/// `n` JSON lines, `seq` numbered, 4 s of event time apart (so they span hours), keyed
+/// by service.
+pub fn lines(n: usize) -> Vec<(Option<String>, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let service = ["checkout", "payments", "search"][i % 3];
+            let secs = BASE_SECS + 4 * i as i64;
+            let (y, mo, d, h, mi, s, _) = sluice::time::utc_parts(secs * 1_000_000_000);
+            let line = format!(
+                r#"{{"@timestamp":"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.250Z","service":"{service}","level":"{lvl}","msg":"request {i}","seq":{i},"status":{st},"latency_ms":{lat}}}"#,
+                lvl = if i % 10 == 0 { "error" } else { "info" },
+                st = if i % 10 == 0 { 503 } else { 200 },
+                lat = 5 + i % 50,
+            );
+            (Some(service.to_owned()), line.into_bytes())
+        })
+        .collect()
+}
+
+/// A host config: Kafka source → normalize → S3 sinks for `tables`, dead letters to Kafka.
+pub fn lake_config(
+    source: &str,
+    prefix: &str,
+    tables: &[&str],
+    s3_endpoint: &str,
+    extra: &str,
+) -> String {
+    let dlq = unique("dlq");
+    create_topic(&dlq, 1);
+    let mut c = format!(
+        r#"
+[source]
+type = "kafka"
+brokers = "{b}"
+topics = ["{source}"]
+group_id = "{group}"
+batch_max_records = 200
+batch_max_wait_ms = 20
+
+[pipeline]
+tick_interval_ms = 200
+
+[admin]
+listen = ""
+
+[[plugins]]
+name = "normalize"
+path = "{normalize}"
+
+[sinks.dlq]
+type = "kafka"
+brokers = "{b}"
+topic = "{dlq}"
+routes = ["dlq"]
+"#,
+        b = brokers(),
+        group = unique("sluice-lake"),
+        normalize = plugin("normalize").display(),
+    );
+    for table in tables {
+        c.push_str(&format!(
+            r#"
+[sinks.lake_{table}]
+type = "s3"
+routes = ["{table}"]
+bucket = "{bucket}"
+prefix = "{prefix}"
+endpoint = "{s3_endpoint}"
+region = "us-east-1"
+max_records = 300
+idle_flush_ms = 1000
+{extra}
+"#,
+            bucket = bucket(),
+        ));
+    }
+    c
+}
+
+pub fn s3() -> aws_sdk_s3::Client {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sdk = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .load(),
+    );
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Keys under `prefix` with their sizes.
+pub fn list(prefix: &str) -> Vec<(String, i64)> {
+    let client = s3();
+    block_on(async {
+        let mut out = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket())
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for o in page.expect("list objects").contents() {
+                out.push((o.key().unwrap().to_owned(), o.size().unwrap_or(0)));
+            }
+        }
+        out
+    })
+}
+
+pub fn get(key: &str) -> Vec<u8> {
+    let client = s3();
+    block_on(async {
+        let out = client
+            .get_object()
+            .bucket(bucket())
+            .key(key)
+            .send()
+            .await
+            .expect("get object");
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    })
+}
+
+/// Read every Parquet object under `prefix` with pyarrow (an independent reader): per
+/// object its key, schema and rows.
+const READ_PARQUET: &str = r#"
+import sys, json, io, boto3, pyarrow.parquet as pq
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+out = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2], Prefix=sys.argv[3]):
+    for o in page.get("Contents", []):
+        if not o["Key"].endswith(".parquet"):
+            continue
+        body = s3.get_object(Bucket=sys.argv[2], Key=o["Key"])["Body"].read()
+        f = pq.ParquetFile(io.BytesIO(body))
+        t = f.read()
+        rows = []
+        for r in t.to_pylist():
+            rows.append({k: (v.isoformat() if hasattr(v, "isoformat") else (dict(v) if k == "attributes" else v)) for k, v in r.items()})
+        out.append({
+            "key": o["Key"],
+            "schema": [[fld.name, str(fld.type)] for fld in t.schema],
+            "parquet_timestamp": str(f.schema.column(0).logical_type),
+            "compression": f.metadata.row_group(0).column(0).compression,
+            "rows": rows,
+        })
+print(json.dumps(out))
+"#;
+
+#[derive(Debug)]
+pub struct ParquetObject {
+    pub key: String,
+    pub schema: Vec<(String, String)>,
+    pub timestamp_type: String,
+    pub compression: String,
+    pub rows: Vec<Value>,
+}
+
+pub fn read_parquet(prefix: &str) -> Vec<ParquetObject> {
+    let python = std::env::var("SLUICE_PYTHON").expect("SLUICE_PYTHON (eval \"$(dev/stack env)\")");
+    let out = Command::new(python)
+        .args(["-c", READ_PARQUET, &endpoint(), &bucket(), prefix])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "pyarrow reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    parsed
+        .into_iter()
+        .map(|o| ParquetObject {
+            key: o["key"].as_str().unwrap().to_owned(),
+            schema: o["schema"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    (
+                        f[0].as_str().unwrap().to_owned(),
+                        f[1].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect(),
+            timestamp_type: o["parquet_timestamp"].as_str().unwrap().to_owned(),
+            compression: o["compression"].as_str().unwrap().to_owned(),
+            rows: o["rows"].as_array().unwrap().clone(),
+        })
+        .collect()
+}
+
+/// `seq` of a cleaned row (normalize keeps unknown fields under `labels.`).
+pub fn seq_of(row: &Value) -> i64 {
+    row["attributes"]["labels.seq"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("row without labels.seq: {row}"))
+}
+
+/// Poll the cleaned table until `n` distinct seqs are there (or time out); return objects.
+pub fn wait_for_rows(prefix: &str, n: usize, timeout: Duration) -> Vec<ParquetObject> {
+    let started = Instant::now();
+    loop {
+        let objects = read_parquet(&format!("{prefix}/cleaned/"));
+        let rows: usize = objects.iter().map(|o| o.rows.len()).sum();
+        if rows >= n || started.elapsed() > timeout {
+            return objects;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
