@@ -1,14 +1,15 @@
 //! Engine, compilation, instances and guarded calls.
 
-use super::bindings::{self as b, Transform, TransformPre};
+use super::bindings::{Transform, TransformPre};
 use super::{CallFailure, LoadError, PluginStats};
+use crate::Record;
 use crate::config::{OnFailure, PluginConfig};
-use crate::{Attribute, Origin, Record, Route, Value};
+use sluice_plugin_sdk::PluginError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Func, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -178,12 +179,18 @@ pub struct LoadedPlugin {
     pub stats: Arc<PluginStats>,
 }
 
-/// A live instance: its store and bindings.
+/// A live instance: its store and its exports.
 struct Instance {
     store: Store<StoreState>,
-    bindings: Transform,
+    process: Func,
+    tick: Func,
     stderr: MemoryOutputPipe,
 }
+
+/// What `process` and `tick` return, lifted straight into the host's own record type: the
+/// SDK's types implement the component-model traits (its `host` feature), so records cross
+/// the boundary with no intermediate copy on the host side.
+type CallResult = (Result<Vec<Record>, PluginError>,);
 
 impl LoadedPlugin {
     fn instantiate(&self) -> Result<Instance, CallFailure> {
@@ -212,19 +219,32 @@ impl LoadedPlugin {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         store.epoch_deadline_trap();
-        let bindings = self
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| self.classify(e, &stderr))?;
+        let bindings =
+            Transform::new(&mut store, &instance).map_err(|e| self.classify(e, &stderr))?;
+        let export = |store: &mut Store<StoreState>, name: &str| {
+            instance
+                .get_func(&mut *store, name)
+                .ok_or_else(|| CallFailure::Unavailable {
+                    plugin: self.name.clone(),
+                    message: format!("the component exports no `{name}` function"),
+                })
+        };
+        let process = export(&mut store, "process")?;
+        let tick = export(&mut store, "tick")?;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let mut instance = Instance {
             store,
-            bindings,
+            process,
+            tick,
             stderr,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let result = instance
-            .bindings
+        let result = bindings
             .call_init(&mut instance.store, &self.config_json)
             .map_err(|e| self.classify(e, &instance.stderr))?;
         result.map_err(|e| CallFailure::Error {
@@ -319,13 +339,13 @@ impl WasmStage {
     /// Run one call with the deadline armed; on any trap, discard the instance.
     fn guarded<R>(
         &mut self,
-        call: impl FnOnce(&Transform, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        call: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
         let ticks = self.plugin.deadline_ticks();
         let started = Instant::now();
         let instance = self.instance()?;
         instance.store.set_epoch_deadline(ticks);
-        let result = call(&instance.bindings, &mut instance.store);
+        let result = call(instance);
         self.plugin
             .stats
             .observe_call(started.elapsed().as_nanos() as u64);
@@ -341,8 +361,10 @@ impl WasmStage {
     /// Process a batch. On failure the batch is the caller's to dead-letter.
     pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
         let input = batch.len();
-        let wit_batch: Vec<b::LogRecord> = batch.iter().map(to_wit).collect();
-        let out = self.guarded(|bindings, store| bindings.call_process(store, &wit_batch))?;
+        let out = self.guarded(|i| {
+            let process = i.process.typed::<(&[Record],), CallResult>(&i.store)?;
+            Ok(process.call(&mut i.store, (batch,))?.0)
+        })?;
         let stats = &self.plugin.stats;
         stats.records_in.fetch_add(input as u64, Ordering::Relaxed);
         self.finish(out, input)
@@ -350,13 +372,16 @@ impl WasmStage {
 
     /// Tell the plugin event time reached `watermark`.
     pub fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, CallFailure> {
-        let out = self.guarded(|bindings, store| bindings.call_tick(store, watermark))?;
+        let out = self.guarded(|i| {
+            let tick = i.tick.typed::<(i64,), CallResult>(&i.store)?;
+            Ok(tick.call(&mut i.store, (watermark,))?.0)
+        })?;
         self.finish(out, 0)
     }
 
     fn finish(
         &mut self,
-        out: Result<Vec<b::LogRecord>, b::PluginError>,
+        out: Result<Vec<Record>, PluginError>,
         input: usize,
     ) -> Result<Vec<Record>, CallFailure> {
         let stats = &self.plugin.stats;
@@ -384,7 +409,7 @@ impl WasmStage {
             let peak = instance.store.data().limits.peak as u64;
             stats.memory_bytes.store(peak, Ordering::Relaxed);
         }
-        Ok(out.into_iter().map(from_wit).collect())
+        Ok(out)
     }
 }
 
@@ -432,78 +457,4 @@ impl ResourceLimiter for MemoryLimiter {
     fn memories(&self) -> usize {
         16
     }
-}
-
-fn to_wit(r: &Record) -> b::LogRecord {
-    let origin = r.origin();
-    b::LogRecord {
-        timestamp: r.timestamp,
-        observed_timestamp: r.observed_timestamp,
-        severity_number: r.severity_number,
-        severity_text: r.severity_text.clone(),
-        body: r.body.clone(),
-        attributes: r
-            .attributes
-            .iter()
-            .map(|a| b::Attribute {
-                key: a.key.clone(),
-                value: match &a.value {
-                    Value::Null => b::Value::Null,
-                    Value::Bool(v) => b::Value::Boolean(*v),
-                    Value::Int(v) => b::Value::Integer(*v),
-                    Value::Float(v) => b::Value::Double(*v),
-                    Value::Str(v) => b::Value::Text(v.clone()),
-                    Value::Bytes(v) => b::Value::Bytes(v.clone()),
-                },
-            })
-            .collect(),
-        origin: b::Origin {
-            topic: origin.topic.clone(),
-            partition: origin.partition,
-            offset: origin.offset,
-        },
-        route: match &r.route {
-            Route::Cleaned => b::Route::Cleaned,
-            Route::Metrics => b::Route::Metrics,
-            Route::Alerts => b::Route::Alerts,
-            Route::Dlq(reason) => b::Route::Dlq(reason.clone()),
-            Route::Named(name) => b::Route::Named(name.clone()),
-        },
-    }
-}
-
-fn from_wit(r: b::LogRecord) -> Record {
-    let mut record = Record::new(Origin {
-        topic: r.origin.topic,
-        partition: r.origin.partition,
-        offset: r.origin.offset,
-    });
-    record.timestamp = r.timestamp;
-    record.observed_timestamp = r.observed_timestamp;
-    record.severity_number = r.severity_number;
-    record.severity_text = r.severity_text;
-    record.body = r.body;
-    record.attributes = r
-        .attributes
-        .into_iter()
-        .map(|a| Attribute {
-            key: a.key,
-            value: match a.value {
-                b::Value::Null => Value::Null,
-                b::Value::Boolean(v) => Value::Bool(v),
-                b::Value::Integer(v) => Value::Int(v),
-                b::Value::Double(v) => Value::Float(v),
-                b::Value::Text(v) => Value::Str(v),
-                b::Value::Bytes(v) => Value::Bytes(v),
-            },
-        })
-        .collect();
-    record.route = match r.route {
-        b::Route::Cleaned => Route::Cleaned,
-        b::Route::Metrics => Route::Metrics,
-        b::Route::Alerts => Route::Alerts,
-        b::Route::Dlq(reason) => Route::Dlq(reason),
-        b::Route::Named(name) => Route::Named(name),
-    };
-    record
 }

@@ -25,6 +25,9 @@
 
 mod record;
 
+#[cfg(feature = "host")]
+use wasmtime::component::{ComponentType, Lift, Lower};
+
 pub mod host;
 pub mod native;
 
@@ -36,6 +39,11 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 /// A failure of a whole call. The host dead-letters every record of the call's input with
 /// the message. To reject a single record, emit it with [`Record::dead_letter`] instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "host",
+    derive(ComponentType, Lift, Lower),
+    component(record)
+)]
 pub struct PluginError {
     pub message: String,
 }

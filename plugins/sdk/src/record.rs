@@ -2,15 +2,32 @@
 //!
 //! These mirror `sluice:plugin/types` in `wit/plugin.wit` one to one. They exist so that
 //! plugin logic compiles and runs natively (unit tests, benchmarks) as well as in wasm.
+//! With the `host` feature they also carry wasmtime's component-model traits, so the host
+//! moves its own records across the boundary without converting them first (field order
+//! and names must therefore match the WIT exactly).
+
+#[cfg(feature = "host")]
+use wasmtime::component::{ComponentType, Lift, Lower};
 
 /// A typed attribute value.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "host",
+    derive(ComponentType, Lift, Lower),
+    component(variant)
+)]
 pub enum Value {
+    #[cfg_attr(feature = "host", component(name = "null"))]
     Null,
+    #[cfg_attr(feature = "host", component(name = "boolean"))]
     Bool(bool),
+    #[cfg_attr(feature = "host", component(name = "integer"))]
     Int(i64),
+    #[cfg_attr(feature = "host", component(name = "double"))]
     Float(f64),
+    #[cfg_attr(feature = "host", component(name = "text"))]
     Str(String),
+    #[cfg_attr(feature = "host", component(name = "bytes"))]
     Bytes(Vec<u8>),
 }
 
@@ -72,6 +89,11 @@ impl From<bool> for Value {
 
 /// One attribute: a dotted key and its value.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "host",
+    derive(ComponentType, Lift, Lower),
+    component(record)
+)]
 pub struct Attribute {
     pub key: String,
     pub value: Value,
@@ -79,6 +101,11 @@ pub struct Attribute {
 
 /// Where a record came from: its Kafka topic, partition and offset.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "host",
+    derive(ComponentType, Lift, Lower),
+    component(record)
+)]
 pub struct Origin {
     pub topic: String,
     pub partition: i32,
@@ -87,14 +114,24 @@ pub struct Origin {
 
 /// Where an emitted record goes. Only `Cleaned` records continue down the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "host",
+    derive(ComponentType, Lift, Lower),
+    component(variant)
+)]
 pub enum Route {
     #[default]
+    #[cfg_attr(feature = "host", component(name = "cleaned"))]
     Cleaned,
+    #[cfg_attr(feature = "host", component(name = "metrics"))]
     Metrics,
+    #[cfg_attr(feature = "host", component(name = "alerts"))]
     Alerts,
     /// Dead-letter, with the reason.
+    #[cfg_attr(feature = "host", component(name = "dlq"))]
     Dlq(String),
     /// A route the operator names in the host config.
+    #[cfg_attr(feature = "host", component(name = "named"))]
     Named(String),
 }
 
@@ -125,13 +162,21 @@ pub mod severity {
 
 /// A log record.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(
+    feature = "host",
+    derive(ComponentType, Lift, Lower),
+    component(record)
+)]
 pub struct Record {
     /// Event time, ns since the Unix epoch; 0 when unknown.
     pub timestamp: i64,
     /// When the host first saw the record, ns since the Unix epoch.
+    #[cfg_attr(feature = "host", component(name = "observed-timestamp"))]
     pub observed_timestamp: i64,
     /// OpenTelemetry severity number (see [`severity`]); 0 when unspecified.
+    #[cfg_attr(feature = "host", component(name = "severity-number"))]
     pub severity_number: u8,
+    #[cfg_attr(feature = "host", component(name = "severity-text"))]
     pub severity_text: String,
     pub body: String,
     pub attributes: Vec<Attribute>,
