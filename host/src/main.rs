@@ -448,7 +448,7 @@ fn inspect(path: PathBuf) -> Result<()> {
         writeln!(out, "    {i}")?;
     }
     match runtime.compile("inspected", &path) {
-        Ok(_) => writeln!(out, "  implements sluice:plugin/transform: yes")?,
+        Ok((_, world)) => writeln!(out, "  implements {world}: yes")?,
         Err(e) => writeln!(out, "  implements sluice:plugin/transform: no ({e})")?,
     }
     Ok(())

@@ -12,7 +12,7 @@ pub mod inspect;
 mod runtime;
 mod stats;
 
-pub use runtime::{LoadedPlugin, PluginRuntime, WasmStage};
+pub use runtime::{LoadedPlugin, PluginRuntime, WasmStage, World};
 pub use stats::{LATENCY_BUCKETS_SECONDS, PluginStats};
 
 /// Generated bindings for `wit/plugin.wit`.
@@ -22,6 +22,18 @@ pub mod bindings {
         path: "../wit",
     });
     pub use sluice::plugin::types::*;
+
+    /// The `transform-packed` world, sharing the interfaces generated above.
+    pub mod packed {
+        wasmtime::component::bindgen!({
+            world: "transform-packed",
+            path: "../wit",
+            with: {
+                "sluice:plugin/types": crate::plugin::bindings::sluice::plugin::types,
+                "sluice:plugin/host": crate::plugin::bindings::sluice::plugin::host,
+            },
+        });
+    }
 }
 
 /// Why a plugin could not be loaded. Fails start-up (or a reload) naming the plugin.

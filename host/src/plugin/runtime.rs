@@ -1,15 +1,16 @@
 //! Engine, compilation, instances and guarded calls.
 
+use super::bindings::packed::TransformPackedPre;
 use super::bindings::{Transform, TransformPre};
 use super::{CallFailure, LoadError, PluginStats};
 use crate::Record;
 use crate::config::{OnFailure, PluginConfig};
-use sluice_plugin_sdk::PluginError;
+use sluice_plugin_sdk::{PluginError, packed};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Func, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Func, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -106,8 +107,13 @@ impl PluginRuntime {
         &self.engine
     }
 
-    /// Compile a plugin and check it implements the contract. Does not instantiate it.
-    pub fn compile(&self, name: &str, path: &Path) -> Result<TransformPre<StoreState>, LoadError> {
+    /// Compile a plugin and check it implements one of the contract's worlds. Does not
+    /// instantiate it.
+    pub fn compile(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> Result<(InstancePre<StoreState>, World), LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             name: name.to_owned(),
             path: path.to_owned(),
@@ -126,7 +132,12 @@ impl PluginRuntime {
             message: format!("{e:#}"),
         };
         let pre = self.linker.instantiate_pre(&component).map_err(contract)?;
-        TransformPre::new(pre).map_err(contract)
+        if TransformPackedPre::new(pre.clone()).is_ok() {
+            return Ok((pre, World::Packed));
+        }
+        // Report against the typed world: it is the one documented for every language.
+        TransformPre::new(pre.clone()).map_err(contract)?;
+        Ok((pre, World::Typed))
     }
 
     /// Compile, check, and initialise one instance (so a bad config fails now, not later).
@@ -141,11 +152,12 @@ impl PluginRuntime {
         path: &Path,
         stats: Arc<PluginStats>,
     ) -> Result<LoadedPlugin, LoadError> {
-        let pre = self.compile(&config.name, path)?;
+        let (pre, world) = self.compile(&config.name, path)?;
         let plugin = LoadedPlugin {
             name: config.name.clone(),
             path: path.to_owned(),
             pre,
+            world,
             engine: self.engine.clone(),
             config_json: config.config_json(),
             timeout_ms: config.timeout_ms,
@@ -165,11 +177,30 @@ impl PluginRuntime {
     }
 }
 
+/// Which world of the contract a component implements: how batches cross the boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `transform`: a list of typed records, copied string by string.
+    Typed,
+    /// `transform-packed`: one byte string each way (the Rust SDK's choice).
+    Packed,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::Typed => "sluice:plugin/transform",
+            World::Packed => "sluice:plugin/transform-packed",
+        })
+    }
+}
+
 /// A compiled plugin, ready to instantiate.
 pub struct LoadedPlugin {
     pub name: String,
     pub path: PathBuf,
-    pre: TransformPre<StoreState>,
+    pre: InstancePre<StoreState>,
+    pub world: World,
     engine: Engine,
     config_json: String,
     timeout_ms: u64,
@@ -187,10 +218,27 @@ struct Instance {
     stderr: MemoryOutputPipe,
 }
 
-/// What `process` and `tick` return, lifted straight into the host's own record type: the
-/// SDK's types implement the component-model traits (its `host` feature), so records cross
-/// the boundary with no intermediate copy on the host side.
-type CallResult = (Result<Vec<Record>, PluginError>,);
+/// What `process` and `tick` of the `transform` world return, lifted straight into the
+/// host's own record type: the SDK's types implement the component-model traits (its `host`
+/// feature), so records cross with no intermediate copy on the host side.
+type TypedResult = (Result<Vec<Record>, PluginError>,);
+
+/// What they return in the `transform-packed` world. The bytes are copied out in one piece
+/// (a borrowed view would dangle: the guest frees them as the call returns).
+type PackedResult = (Result<Vec<u8>, PluginError>,);
+
+/// Decode a packed result. A batch that does not decode is the plugin's failure.
+fn unpack(
+    out: Result<Vec<u8>, PluginError>,
+) -> Result<Result<Vec<Record>, PluginError>, PluginError> {
+    let bytes = match out {
+        Ok(bytes) => bytes,
+        Err(e) => return Ok(Err(e)),
+    };
+    packed::decode(&bytes)
+        .map(Ok)
+        .map_err(|e| PluginError::new(format!("the plugin returned {e}")))
+}
 
 impl LoadedPlugin {
     fn instantiate(&self) -> Result<Instance, CallFailure> {
@@ -221,11 +269,8 @@ impl LoadedPlugin {
         store.epoch_deadline_trap();
         let instance = self
             .pre
-            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| self.classify(e, &stderr))?;
-        let bindings =
-            Transform::new(&mut store, &instance).map_err(|e| self.classify(e, &stderr))?;
         let export = |store: &mut Store<StoreState>, name: &str| {
             instance
                 .get_func(&mut *store, name)
@@ -234,6 +279,7 @@ impl LoadedPlugin {
                     message: format!("the component exports no `{name}` function"),
                 })
         };
+        let init = export(&mut store, "init")?;
         let process = export(&mut store, "process")?;
         let tick = export(&mut store, "tick")?;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
@@ -244,9 +290,12 @@ impl LoadedPlugin {
             stderr,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let result = bindings
-            .call_init(&mut instance.store, &self.config_json)
-            .map_err(|e| self.classify(e, &instance.stderr))?;
+        // `init` has the same signature in both worlds.
+        let result = init
+            .typed::<(&str,), (Result<(), PluginError>,)>(&instance.store)
+            .and_then(|init| init.call(&mut instance.store, (&self.config_json,)))
+            .map_err(|e| self.classify(e, &instance.stderr))?
+            .0;
         result.map_err(|e| CallFailure::Error {
             plugin: self.name.clone(),
             message: e.message,
@@ -361,10 +410,22 @@ impl WasmStage {
     /// Process a batch. On failure the batch is the caller's to dead-letter.
     pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
         let input = batch.len();
-        let out = self.guarded(|i| {
-            let process = i.process.typed::<(&[Record],), CallResult>(&i.store)?;
-            Ok(process.call(&mut i.store, (batch,))?.0)
-        })?;
+        let out = match self.plugin.world {
+            World::Typed => self.guarded(|i| {
+                let process = i.process.typed::<(&[Record],), TypedResult>(&i.store)?;
+                Ok(process.call(&mut i.store, (batch,))?.0)
+            })?,
+            World::Packed => {
+                let mut packed_batch = Vec::new();
+                packed::encode(batch, &mut packed_batch);
+                self.guarded(|i| {
+                    let process = i.process.typed::<(&[u8],), PackedResult>(&i.store)?;
+                    let out = process.call(&mut i.store, (&packed_batch,))?.0;
+                    Ok(unpack(out))
+                })?
+                .and_then(|out| out)
+            }
+        };
         let stats = &self.plugin.stats;
         stats.records_in.fetch_add(input as u64, Ordering::Relaxed);
         self.finish(out, input)
@@ -372,10 +433,19 @@ impl WasmStage {
 
     /// Tell the plugin event time reached `watermark`.
     pub fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, CallFailure> {
-        let out = self.guarded(|i| {
-            let tick = i.tick.typed::<(i64,), CallResult>(&i.store)?;
-            Ok(tick.call(&mut i.store, (watermark,))?.0)
-        })?;
+        let out = match self.plugin.world {
+            World::Typed => self.guarded(|i| {
+                let tick = i.tick.typed::<(i64,), TypedResult>(&i.store)?;
+                Ok(tick.call(&mut i.store, (watermark,))?.0)
+            })?,
+            World::Packed => self
+                .guarded(|i| {
+                    let tick = i.tick.typed::<(i64,), PackedResult>(&i.store)?;
+                    let out = tick.call(&mut i.store, (watermark,))?.0;
+                    Ok(unpack(out))
+                })?
+                .and_then(|out| out),
+        };
         self.finish(out, 0)
     }
 

@@ -1,0 +1,106 @@
+//! The host runs components of both worlds of the contract: `transform` (typed records, for
+//! any language) and `transform-packed` (what the Rust SDK builds), with the same meaning.
+
+mod common;
+
+use sluice::chain::{Chain, ChainOutput, Stage};
+use sluice::config::PluginConfig;
+use sluice::plugin::{PluginRuntime, WasmStage, World};
+use sluice::{Origin, Record, Route, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn stage(runtime: &PluginRuntime, name: &str) -> WasmStage {
+    let config = PluginConfig {
+        name: name.rsplit('/').next().unwrap().into(),
+        path: common::plugin(name),
+        timeout_ms: 5_000,
+        memory_limit_mb: 64,
+        max_output_factor: 16,
+        on_failure: Default::default(),
+        config: toml::Table::new(),
+    };
+    let loaded = runtime.load(&config, &config.path).expect("load plugin");
+    WasmStage::new(Arc::new(loaded))
+}
+
+/// Records with every kind of value, so both encodings carry each one across.
+fn batch() -> Vec<Record> {
+    ["payment failed", "typed:dlq", "ünïcode ok"]
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut r = Record::new(Origin {
+                topic: "raw-logs".into(),
+                partition: 1,
+                offset: 100 + i as i64,
+            });
+            r.timestamp = 1_764_064_800_000_000_000 + i as i64;
+            r.severity_number = 17;
+            r.severity_text = "error".into();
+            r.body = (*body).into();
+            r.set("service.name", "checkout");
+            r.set("http.response.status_code", 502i64);
+            r.set("latency", 12.5f64);
+            r.set("ok", false);
+            r.attributes.push(sluice::Attribute {
+                key: "raw".into(),
+                value: Value::Bytes(vec![0, 255]),
+            });
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn a_typed_world_plugin_runs_with_the_same_meaning() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut typed = stage(&runtime, "fixtures/typed");
+    assert_eq!(typed.plugin().world, World::Typed);
+
+    let input = batch();
+    let out = typed.process(&input).expect("typed plugin processes");
+    assert_eq!(out.len(), 3);
+    // Every field of an input survives the trip, apart from what the plugin changed.
+    let mut expected = input[0].clone();
+    expected.body = "PAYMENT FAILED".into();
+    expected.set("typed.attributes", 5i64);
+    assert_eq!(out[0], expected);
+    assert_eq!(out[1].route, Route::Dlq("asked to dead-letter".into()));
+    assert_eq!(out[1].origin(), input[1].origin());
+    assert_eq!(out[2].body, "ÜNÏCODE OK");
+
+    let ticked = typed.tick(42).expect("typed plugin ticks");
+    assert_eq!(ticked.len(), 1);
+    assert_eq!(
+        (ticked[0].route.clone(), ticked[0].timestamp),
+        (Route::Metrics, 42)
+    );
+
+    // In a chain, its dead letter is routed like any other plugin's.
+    let mut chain = Chain::new(
+        vec![Box::new(typed) as Box<dyn Stage>],
+        Duration::from_secs(10),
+    );
+    let mut out = ChainOutput::default();
+    chain.process(batch(), &mut out);
+    assert_eq!(out.routed.len(), 2);
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(
+        out.dead[0].1, "plugin `typed`: asked to dead-letter",
+        "the reason names the plugin"
+    );
+}
+
+#[test]
+fn sdk_plugins_use_the_packed_world_and_keep_every_field() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    // The hostile fixture passes ordinary records through unchanged.
+    let mut packed = stage(&runtime, "fixtures/hostile");
+    assert_eq!(packed.plugin().world, World::Packed);
+    let input = batch();
+    assert_eq!(
+        packed.process(&input).expect("packed plugin processes"),
+        input
+    );
+}
