@@ -1,10 +1,13 @@
 //! Records per second of each bundled plugin, natively and as a wasm component through the
 //! host, on the same generated batch. Run with
-//! `cargo run --release -p sluice --example plugin_throughput` after `dev/build-plugins`.
+//! `cargo run --release -p sluice --example plugin_throughput [PLUGIN_DIR…]` after
+//! `dev/build-plugins`.
 //!
 //! Each plugin gets its realistic input: normalize the decoded lines, dedup and metrics the
 //! normalized records. Native time includes the copy of the batch the host's native stage
 //! makes; wasm time includes moving the records across the component boundary both ways.
+//! With several plugin directories (builds of the same plugins, say for the typed and the
+//! packed world), each gets a column, measured in the same run.
 
 use sluice::chain::{NativeStage, Stage};
 use sluice::codec::{self, DecodeOptions, InvalidJson};
@@ -14,6 +17,10 @@ use sluice::plugin::{PluginRuntime, WasmStage};
 use sluice::{Origin, Record};
 use std::sync::Arc;
 use std::time::Instant;
+
+// The daemon's allocator, so the numbers match what it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RECORDS: usize = 200_000;
 const BATCH: usize = 1_000;
@@ -48,9 +55,16 @@ fn main() {
         .flat_map(|b| normalize.process(b).unwrap())
         .collect();
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let default_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let mut dirs: Vec<std::path::PathBuf> = std::env::args()
+        .skip(1)
+        .map(std::path::PathBuf::from)
+        .collect();
+    if dirs.is_empty() {
+        dirs.push(default_dir);
+    }
     let runtime = PluginRuntime::new(8, 64).unwrap();
-    let wasm = |name: &str| -> Box<dyn Stage> {
+    let wasm = |dir: &std::path::Path, name: &str| -> WasmStage {
         let config = PluginConfig {
             name: name.into(),
             path: dir.join(format!("{name}.wasm")),
@@ -63,11 +77,20 @@ fn main() {
         let loaded = runtime
             .load(&config, &config.path)
             .expect("run dev/build-plugins first");
-        Box::new(WasmStage::new(Arc::new(loaded)))
+        WasmStage::new(Arc::new(loaded))
     };
 
-    println!("| plugin | native records/s | wasm records/s | wasm/native |");
-    println!("|---|---:|---:|---:|");
+    let mut header = String::from("| plugin | native records/s |");
+    let mut rule = String::from("|---|---:|");
+    for dir in &dirs {
+        let world = wasm(dir, "dedup").plugin().world;
+        header.push_str(&format!(
+            " wasm records/s ({world}, {}) | / native |",
+            dir.display()
+        ));
+        rule.push_str("---:|---:|");
+    }
+    println!("{header}\n{rule}");
     let cases: [(&str, Box<dyn Stage>, &[Record]); 3] = [
         (
             "normalize",
@@ -87,13 +110,16 @@ fn main() {
     ];
     for (name, native, input) in cases {
         let native_rate = rate(native, input);
-        let wasm_rate = rate(wasm(name), input);
-        println!(
-            "| {name} | {:.0}k | {:.0}k | {:.2} |",
-            native_rate / 1e3,
-            wasm_rate / 1e3,
-            wasm_rate / native_rate
-        );
+        let mut row = format!("| {name} | {:.0}k |", native_rate / 1e3);
+        for dir in &dirs {
+            let wasm_rate = rate(Box::new(wasm(dir, name)), input);
+            row.push_str(&format!(
+                " {:.0}k | {:.2} |",
+                wasm_rate / 1e3,
+                wasm_rate / native_rate
+            ));
+        }
+        println!("{row}");
     }
 }
 
