@@ -30,6 +30,10 @@ pub enum AuthError {
     NoCredentials(String),
     #[error("cannot sign the request with SigV4: {0}")]
     Sign(String),
+    #[error(
+        "the credentials in `auth` make an invalid `{0}` header (control characters?). Check `auth`."
+    )]
+    InvalidHeader(String),
 }
 
 /// How each request is authenticated.
@@ -205,6 +209,34 @@ pub fn http_client(tls: &TlsConfig, timeout: Duration) -> Result<reqwest::Client
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printing_the_auth_config_hides_the_secrets() {
+        let basic = format!(
+            "{:?}",
+            AuthConfig::Basic {
+                user: "elastic".into(),
+                password: "hunter2".into(),
+            }
+        );
+        assert!(
+            basic.contains("elastic") && !basic.contains("hunter2"),
+            "{basic}"
+        );
+        let key = format!(
+            "{:?}",
+            AuthConfig::ApiKey {
+                encoded: Some("ZW5jb2RlZA==".into()),
+                id: Some("key-id".into()),
+                api_key: Some("k3y".into()),
+            }
+        );
+        assert!(key.contains("key-id"), "{key}");
+        assert!(
+            !key.contains("ZW5jb2RlZA==") && !key.contains("k3y"),
+            "{key}"
+        );
+    }
 
     #[tokio::test]
     async fn basic_and_api_key_headers() {

@@ -111,12 +111,15 @@ impl Transport {
             .headers(method.as_str(), &url, &headers, &payload)
             .await?;
         let mut request = self.http.request(method, &url);
-        for (name, value) in headers
-            .iter()
-            .map(|(k, v)| (*k, v.as_str()))
-            .chain(auth_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        {
-            request = request.header(name, value);
+        for (name, value) in &headers {
+            request = request.header(*name, value.as_str());
+        }
+        for (name, value) in &auth_headers {
+            // Sensitive values are redacted wherever the HTTP stack prints headers.
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| AuthError::InvalidHeader(name.clone()))?;
+            value.set_sensitive(true);
+            request = request.header(name.as_str(), value);
         }
         if body.is_some() {
             request = request.body(payload);

@@ -59,8 +59,9 @@ pub enum EngineChoice {
     Opensearch,
 }
 
-/// How requests authenticate.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How requests authenticate. Its `Debug` form hides the secrets, so a config printed for
+/// diagnosis cannot leak them.
+#[derive(Clone, Default, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     #[default]
@@ -85,6 +86,35 @@ pub enum AuthConfig {
         #[serde(default = "default_sigv4_service")]
         service: String,
     },
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        match self {
+            AuthConfig::None => f.write_str("None"),
+            AuthConfig::Basic { user, .. } => f
+                .debug_struct("Basic")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
+            AuthConfig::ApiKey {
+                encoded,
+                id,
+                api_key,
+            } => f
+                .debug_struct("ApiKey")
+                .field("encoded", &hidden(encoded))
+                .field("id", id)
+                .field("api_key", &hidden(api_key))
+                .finish(),
+            AuthConfig::AwsSigv4 { region, service } => f
+                .debug_struct("AwsSigv4")
+                .field("region", region)
+                .field("service", service)
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
