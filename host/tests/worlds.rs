@@ -5,7 +5,7 @@ mod common;
 
 use sluice::chain::{Chain, ChainOutput, Stage};
 use sluice::config::PluginConfig;
-use sluice::plugin::{PluginRuntime, WasmStage, World};
+use sluice::plugin::{CallFailure, PluginRuntime, WasmStage, World};
 use sluice::{Origin, Record, Route, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,5 +102,54 @@ fn sdk_plugins_use_the_packed_world_and_keep_every_field() {
     assert_eq!(
         packed.process(&input).expect("packed plugin processes"),
         input
+    );
+}
+
+#[test]
+fn a_malformed_packed_batch_fails_the_call_with_where_and_keeps_the_host() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut malformed = stage(&runtime, "fixtures/malformed");
+    assert_eq!(malformed.plugin().world, World::Packed);
+
+    let instantiations = |stage: &WasmStage| {
+        stage
+            .plugin()
+            .stats
+            .instantiations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let failure = malformed.process(&batch()).unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        CallFailure::Error {
+            plugin: "malformed".into(),
+            message: "the plugin returned malformed packed batch at byte 4: record count exceeds the batch size".into(),
+        }
+        .to_string()
+    );
+    let after_first_call = instantiations(&malformed);
+    let failure = malformed.tick(7).unwrap_err();
+    assert!(
+        failure
+            .to_string()
+            .ends_with("malformed packed batch at byte 25: truncated"),
+        "{failure}"
+    );
+    // A bad answer is the plugin's error, not a trap: the instance stays.
+    assert_eq!(instantiations(&malformed), after_first_call);
+
+    // In a chain, the whole input is dead-lettered with that reason.
+    let mut chain = Chain::new(
+        vec![Box::new(malformed) as Box<dyn Stage>],
+        Duration::from_secs(10),
+    );
+    let mut out = ChainOutput::default();
+    chain.process(batch(), &mut out);
+    assert!(out.routed.is_empty());
+    assert_eq!(out.dead.len(), 3);
+    assert!(
+        out.dead[0].1.contains("record count exceeds"),
+        "{}",
+        out.dead[0].1
     );
 }
