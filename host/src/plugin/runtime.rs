@@ -228,16 +228,10 @@ type TypedResult = (Result<Vec<Record>, PluginError>,);
 type PackedResult = (Result<Vec<u8>, PluginError>,);
 
 /// Decode a packed result. A batch that does not decode is the plugin's failure.
-fn unpack(
-    out: Result<Vec<u8>, PluginError>,
-) -> Result<Result<Vec<Record>, PluginError>, PluginError> {
-    let bytes = match out {
-        Ok(bytes) => bytes,
-        Err(e) => return Ok(Err(e)),
-    };
-    packed::decode(&bytes)
-        .map(Ok)
-        .map_err(|e| PluginError::new(format!("the plugin returned {e}")))
+fn unpack(out: Result<Vec<u8>, PluginError>) -> Result<Vec<Record>, PluginError> {
+    out.and_then(|bytes| {
+        packed::decode(&bytes).map_err(|e| PluginError::new(format!("the plugin returned {e}")))
+    })
 }
 
 impl LoadedPlugin {
@@ -420,10 +414,8 @@ impl WasmStage {
                 packed::encode(batch, &mut packed_batch);
                 self.guarded(|i| {
                     let process = i.process.typed::<(&[u8],), PackedResult>(&i.store)?;
-                    let out = process.call(&mut i.store, (&packed_batch,))?.0;
-                    Ok(unpack(out))
+                    Ok(unpack(process.call(&mut i.store, (&packed_batch,))?.0))
                 })?
-                .and_then(|out| out)
             }
         };
         let stats = &self.plugin.stats;
@@ -438,13 +430,10 @@ impl WasmStage {
                 let tick = i.tick.typed::<(i64,), TypedResult>(&i.store)?;
                 Ok(tick.call(&mut i.store, (watermark,))?.0)
             })?,
-            World::Packed => self
-                .guarded(|i| {
-                    let tick = i.tick.typed::<(i64,), PackedResult>(&i.store)?;
-                    let out = tick.call(&mut i.store, (watermark,))?.0;
-                    Ok(unpack(out))
-                })?
-                .and_then(|out| out),
+            World::Packed => self.guarded(|i| {
+                let tick = i.tick.typed::<(i64,), PackedResult>(&i.store)?;
+                Ok(unpack(tick.call(&mut i.store, (watermark,))?.0))
+            })?,
         };
         self.finish(out, 0)
     }
