@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{Host, brokers, consume, create_topic, plugin, unique, workspace_root};
+use common::{
+    Host, brokers, consume, create_topic, kafka_sink_toml, kafka_source_toml, plugin, unique,
+    workspace_root,
+};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::{Value, json};
@@ -204,22 +207,9 @@ fn config_with_admin(
     namespace: &str,
     admin: &str,
 ) -> String {
-    format!(
-        r#"
-[source]
-type = "kafka"
-brokers = "{b}"
-topics = ["{source}"]
-group_id = "{group}"
-batch_max_records = 200
-batch_max_wait_ms = 20
-
-[pipeline]
-tick_interval_ms = 200
-
-[admin]
-listen = "{admin}"
-
+    kafka_source_toml(source, group, admin)
+        + &format!(
+            r#"
 [[plugins]]
 name = "passthrough"
 path = "{plugin}"
@@ -232,16 +222,10 @@ index = {{ mode = "data_stream", dataset = "sluice", namespace = "{namespace}" }
 retry_initial_backoff_ms = 50
 retry_max_backoff_ms = 1000
 compression = true
-
-[sinks.dlq]
-type = "kafka"
-brokers = "{b}"
-topic = "{dlq}"
-routes = ["dlq"]
 "#,
-        b = brokers(),
-        plugin = plugin("fixtures/hostile").display(),
-    )
+            plugin = plugin("fixtures/hostile").display(),
+        )
+        + &kafka_sink_toml("dlq", dlq, "dlq")
 }
 
 /// A free loopback address for a host's admin endpoint.

@@ -1,7 +1,7 @@
 //! Helpers for tests of the S3 lake against the local stack's AWS emulator: the lake sink
 //! config, listing and reading objects, and reading Parquet back with pyarrow.
 
-use super::{brokers, create_topic, plugin, unique};
+use super::{create_topic, kafka_sink_toml, kafka_source_toml, plugin, unique};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -46,36 +46,12 @@ pub fn lake_config(
 ) -> String {
     let dlq = unique("dlq");
     create_topic(&dlq, 1);
-    let mut c = format!(
-        r#"
-[source]
-type = "kafka"
-brokers = "{b}"
-topics = ["{source}"]
-group_id = "{group}"
-batch_max_records = 200
-batch_max_wait_ms = 20
-
-[pipeline]
-tick_interval_ms = 200
-
-[admin]
-listen = ""
-
-[[plugins]]
-name = "normalize"
-path = "{normalize}"
-
-[sinks.dlq]
-type = "kafka"
-brokers = "{b}"
-topic = "{dlq}"
-routes = ["dlq"]
-"#,
-        b = brokers(),
-        group = unique("sluice-lake"),
-        normalize = plugin("normalize").display(),
-    );
+    let mut c = kafka_source_toml(source, &unique("sluice-lake"), "");
+    c.push_str(&format!(
+        "\n[[plugins]]\nname = \"normalize\"\npath = \"{}\"\n",
+        plugin("normalize").display()
+    ));
+    c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
     for table in tables {
         c.push_str(&format!(
             r#"

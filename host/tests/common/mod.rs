@@ -246,9 +246,11 @@ impl Drop for Host {
     }
 }
 
-/// A config with a Kafka source and Kafka sinks for cleaned and dlq.
-pub fn kafka_config(source: &str, cleaned: &str, dlq: &str, plugins: &[(&str, PathBuf)]) -> String {
-    let mut c = format!(
+/// The `[source]`, `[pipeline]` and `[admin]` tables every Kafka-sourced test config
+/// shares: small batches and fast ticks so tests finish quickly. `admin` is the listen
+/// address of the admin endpoint, "" for none.
+pub fn kafka_source_toml(source: &str, group: &str, admin: &str) -> String {
+    format!(
         r#"
 [source]
 type = "kafka"
@@ -262,23 +264,25 @@ batch_max_wait_ms = 20
 tick_interval_ms = 200
 
 [admin]
-listen = ""
-
-[sinks.cleaned]
-type = "kafka"
-brokers = "{b}"
-topic = "{cleaned}"
-routes = ["cleaned"]
-
-[sinks.dlq]
-type = "kafka"
-brokers = "{b}"
-topic = "{dlq}"
-routes = ["dlq"]
+listen = "{admin}"
 "#,
         b = brokers(),
-        group = unique("sluice-test"),
-    );
+    )
+}
+
+/// A Kafka sink `name` writing `route` to `topic`.
+pub fn kafka_sink_toml(name: &str, topic: &str, route: &str) -> String {
+    format!(
+        "\n[sinks.{name}]\ntype = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\nroutes = [\"{route}\"]\n",
+        brokers()
+    )
+}
+
+/// A config with a Kafka source and Kafka sinks for cleaned and dlq.
+pub fn kafka_config(source: &str, cleaned: &str, dlq: &str, plugins: &[(&str, PathBuf)]) -> String {
+    let mut c = kafka_source_toml(source, &unique("sluice-test"), "");
+    c.push_str(&kafka_sink_toml("cleaned", cleaned, "cleaned"));
+    c.push_str(&kafka_sink_toml("dlq", dlq, "dlq"));
     for (name, path) in plugins {
         c.push_str(&format!(
             "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
