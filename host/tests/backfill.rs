@@ -32,29 +32,11 @@ path = "{normalize}"
 type = "file"
 path = "{dlq}"
 routes = ["dlq"]
-
-[sinks.lake_raw]
-type = "s3"
-routes = ["raw"]
-bucket = "{bucket}"
-prefix = "{prefix}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-
-[sinks.lake_cleaned]
-type = "s3"
-routes = ["cleaned"]
-bucket = "{bucket}"
-prefix = "{prefix}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-max_records = 300
 "#,
         normalize = plugin("normalize").display(),
         dlq = dir.join("dlq.ndjson").display(),
-        bucket = bucket(),
-        endpoint = endpoint(),
-    );
+    ) + &lake_sink_toml("raw", prefix, &endpoint(), "")
+        + &lake_sink_toml("cleaned", prefix, &endpoint(), "max_records = 300");
     Config::from_toml(&text, &dir.join("backfill.toml")).expect("backfill config")
 }
 

@@ -53,8 +53,21 @@ pub fn lake_config(
     ));
     c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
     for table in tables {
-        c.push_str(&format!(
-            r#"
+        c.push_str(&lake_sink_toml(
+            table,
+            prefix,
+            s3_endpoint,
+            &format!("max_records = 300\nidle_flush_ms = 1000\n{extra}"),
+        ));
+    }
+    c
+}
+
+/// An S3 sink `lake_<table>` taking the route `table` into the test bucket under `prefix`,
+/// with `settings` (more keys of the sink) appended.
+pub fn lake_sink_toml(table: &str, prefix: &str, s3_endpoint: &str, settings: &str) -> String {
+    format!(
+        r#"
 [sinks.lake_{table}]
 type = "s3"
 routes = ["{table}"]
@@ -62,14 +75,10 @@ bucket = "{bucket}"
 prefix = "{prefix}"
 endpoint = "{s3_endpoint}"
 region = "us-east-1"
-max_records = 300
-idle_flush_ms = 1000
-{extra}
+{settings}
 "#,
-            bucket = bucket(),
-        ));
-    }
-    c
+        bucket = bucket(),
+    )
 }
 
 pub fn s3() -> aws_sdk_s3::Client {
