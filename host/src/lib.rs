@@ -14,6 +14,7 @@ pub mod event;
 pub mod generator;
 pub mod health;
 pub mod lake;
+pub mod memory;
 pub mod pipeline;
 pub mod plugin;
 pub mod reload;

@@ -19,18 +19,6 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc.h (the Rust bindings name no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Return freed memory to the OS after 10 ms instead of mimalloc's default second. The
-/// threads that compile plugins at start-up free tens of MiB and then go idle, so with the
-/// long delay that memory stayed resident for the life of the process.
-fn return_freed_memory_promptly() {
-    // SAFETY: sets a plain integer option; called first thing in main, before any thread
-    // the host starts exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
-}
-
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -192,7 +180,7 @@ enum PluginCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    return_freed_memory_promptly();
+    sluice::memory::configure_allocators();
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     match run(cli.command) {

@@ -119,12 +119,15 @@ impl PluginRuntime {
             path: path.to_owned(),
             source,
         })?;
-        let component =
-            Component::from_binary(&self.engine, &bytes).map_err(|e| LoadError::Compile {
-                name: name.to_owned(),
-                path: path.to_owned(),
-                message: format!("{e:#}"),
-            })?;
+        let component = Component::from_binary(&self.engine, &bytes);
+        drop(bytes);
+        // Compiling allocated and freed tens of MiB on this thread.
+        crate::memory::release_freed_memory();
+        let component = component.map_err(|e| LoadError::Compile {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        })?;
         let contract = |e: wasmtime::Error| LoadError::Contract {
             name: name.to_owned(),
             path: path.to_owned(),
