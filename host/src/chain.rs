@@ -3,6 +3,7 @@
 
 use crate::Record;
 use crate::Route;
+use crate::batch::Batch;
 use crate::config::OnFailure;
 use crate::plugin::{CallFailure, WasmStage};
 use std::time::{Duration, Instant};
@@ -15,8 +16,8 @@ pub trait Stage: Send {
     fn on_failure(&self) -> OnFailure {
         OnFailure::DeadLetter
     }
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure>;
-    fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, CallFailure>;
+    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure>;
+    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure>;
 }
 
 impl Stage for WasmStage {
@@ -26,11 +27,11 @@ impl Stage for WasmStage {
     fn on_failure(&self) -> OnFailure {
         self.plugin().on_failure
     }
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
-        WasmStage::process(self, batch)
+    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
+        WasmStage::process_batch(self, batch)
     }
-    fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, CallFailure> {
-        WasmStage::tick(self, watermark)
+    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
+        WasmStage::tick_batch(self, watermark)
     }
 }
 
@@ -43,11 +44,11 @@ impl Stage for Bypass {
     fn name(&self) -> &str {
         &self.name
     }
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
-        Ok(batch.to_vec())
+    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
+        Ok(Batch::Records(batch.records().into_owned()))
     }
-    fn tick(&mut self, _watermark: i64) -> Result<Vec<Record>, CallFailure> {
-        Ok(Vec::new())
+    fn tick(&mut self, _watermark: i64) -> Result<Batch, CallFailure> {
+        Ok(Batch::Records(Vec::new()))
     }
 }
 
@@ -70,19 +71,23 @@ impl<P: sluice_plugin_sdk::Plugin + Send> Stage for NativeStage<P> {
     fn name(&self) -> &str {
         &self.name
     }
-    fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
+    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
         self.plugin
-            .process(batch.to_vec())
+            .process(batch.records().into_owned())
+            .map(Batch::Records)
             .map_err(|e| CallFailure::Error {
                 plugin: self.name.clone(),
                 message: e.message,
             })
     }
-    fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, CallFailure> {
-        self.plugin.tick(watermark).map_err(|e| CallFailure::Error {
-            plugin: self.name.clone(),
-            message: e.message,
-        })
+    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
+        self.plugin
+            .tick(watermark)
+            .map(Batch::Records)
+            .map_err(|e| CallFailure::Error {
+                plugin: self.name.clone(),
+                message: e.message,
+            })
     }
 }
 
@@ -109,24 +114,22 @@ struct Clock {
 }
 
 impl Clock {
-    fn observe(&mut self, records: &[Record], now: Instant) {
-        for r in records {
-            let origin = r.origin();
+    fn observe(&mut self, batch: &Batch, now: Instant) {
+        batch.for_each_origin(|topic, partition, timestamp| {
             match self
                 .partitions
                 .iter_mut()
-                .find(|(t, p, _, _)| *p == origin.partition && *t == origin.topic)
+                .find(|(t, p, _, _)| *p == partition && t == topic)
             {
                 Some(entry) => {
-                    entry.2 = entry.2.max(r.timestamp);
+                    entry.2 = entry.2.max(timestamp);
                     entry.3 = now;
                 }
-                None => {
-                    self.partitions
-                        .push((origin.topic.clone(), origin.partition, r.timestamp, now))
-                }
+                None => self
+                    .partitions
+                    .push((topic.to_owned(), partition, timestamp, now)),
             }
-        }
+        });
     }
 
     /// The watermark to tick with, or `None` before any input.
@@ -187,7 +190,7 @@ impl Chain {
 
     /// Run a batch through every stage.
     pub fn process(&mut self, batch: Vec<Record>, out: &mut ChainOutput) {
-        self.run_from(0, batch, out);
+        self.run_from(0, Batch::Records(batch), out);
     }
 
     /// Tell every stage how far event time has come; what a stage emits runs through the
@@ -214,7 +217,7 @@ impl Chain {
         }
     }
 
-    fn run_from(&mut self, start: usize, mut current: Vec<Record>, out: &mut ChainOutput) {
+    fn run_from(&mut self, start: usize, mut current: Batch, out: &mut ChainOutput) {
         for index in start..self.stages.len() {
             if current.is_empty() {
                 return;
@@ -237,22 +240,25 @@ impl Chain {
                         .last()
                         .map(ToString::to_string)
                         .unwrap_or_default();
-                    out.dead
-                        .extend(current.drain(..).map(|r| (r, reason.clone())));
+                    out.dead.extend(
+                        current
+                            .into_records()
+                            .into_iter()
+                            .map(|r| (r, reason.clone())),
+                    );
                     return;
                 }
             }
         }
-        out.routed.append(&mut current);
+        out.routed.append(&mut current.into_records());
     }
 }
 
 /// Keep `cleaned` records for the next stage; move the rest to the output.
-fn split(emitted: Vec<Record>, stage: &str, out: &mut ChainOutput) -> Vec<Record> {
-    let mut next = Vec::with_capacity(emitted.len());
-    for record in emitted {
+fn split(emitted: Batch, stage: &str, out: &mut ChainOutput) -> Batch {
+    let (next, leaving) = emitted.split_cleaned();
+    for record in leaving {
         match &record.route {
-            Route::Cleaned => next.push(record),
             Route::Dlq(reason) => {
                 let reason = format!("plugin `{stage}`: {reason}");
                 out.dead.push((record, reason));
@@ -284,10 +290,16 @@ mod tests {
         let t0 = Instant::now();
         let mut clock = Clock::default();
         assert_eq!(clock.watermark(idle, t0), None);
-        clock.observe(&[at(0, 5_000), at(1, 100), at(0, 7_000)], t0);
+        clock.observe(
+            &Batch::Records(vec![at(0, 5_000), at(1, 100), at(0, 7_000)]),
+            t0,
+        );
         assert_eq!(clock.watermark(idle, t0), Some(100));
         // Partition 1 goes quiet; partition 0 keeps going and no longer waits for it.
-        clock.observe(&[at(0, 9_000)], t0 + Duration::from_secs(11));
+        clock.observe(
+            &Batch::Records(vec![at(0, 9_000)]),
+            t0 + Duration::from_secs(11),
+        );
         assert_eq!(
             clock.watermark(idle, t0 + Duration::from_secs(12)),
             Some(9_000)

@@ -7,6 +7,7 @@
 pub mod ack;
 pub mod admin;
 pub mod backfill;
+pub mod batch;
 pub mod chain;
 pub mod codec;
 pub mod config;

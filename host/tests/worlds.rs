@@ -153,3 +153,58 @@ fn a_malformed_packed_batch_fails_the_call_with_where_and_keeps_the_host() {
         out.dead[0].1
     );
 }
+
+#[test]
+fn batches_pass_between_plugins_of_either_world_unchanged() {
+    let runtime = PluginRuntime::new(8, 64).unwrap();
+    // Packed to packed (handed over as bytes), packed to typed, typed to packed.
+    let stages: Vec<Box<dyn Stage>> = vec![
+        Box::new(stage(&runtime, "fixtures/hostile")),
+        Box::new(stage(&runtime, "fixtures/hostile")),
+        Box::new(stage(&runtime, "fixtures/typed")),
+        Box::new(stage(&runtime, "fixtures/hostile")),
+    ];
+    let mut chain = Chain::new(stages, Duration::from_secs(10));
+    let mut out = ChainOutput::default();
+    let input = batch();
+    chain.process(input.clone(), &mut out);
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+
+    // The hostile fixture passes ordinary records through, so the chain's output is the
+    // typed plugin's alone.
+    let (expected_dead, expected_routed): (Vec<Record>, Vec<Record>) =
+        stage(&runtime, "fixtures/typed")
+            .process(&input)
+            .unwrap()
+            .into_iter()
+            .partition(|r| matches!(r.route, Route::Dlq(_)));
+    assert_eq!(out.routed, expected_routed);
+    assert_eq!(out.routed.len(), 2);
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(out.dead[0].0.body, expected_dead[0].body);
+    assert_eq!(out.dead[0].1, "plugin `typed`: asked to dead-letter");
+}
+
+#[test]
+fn a_malformed_batch_never_reaches_the_next_plugin() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let next = stage(&runtime, "fixtures/hostile");
+    let next_stats = next.plugin().stats.clone();
+    let stages: Vec<Box<dyn Stage>> = vec![
+        Box::new(stage(&runtime, "fixtures/malformed")),
+        Box::new(next),
+    ];
+    let mut chain = Chain::new(stages, Duration::from_secs(10));
+    let mut out = ChainOutput::default();
+    chain.process(batch(), &mut out);
+    assert_eq!(out.dead.len(), 3);
+    assert!(
+        out.dead[0].1.starts_with("plugin `malformed`"),
+        "the failure is the malformed plugin's: {}",
+        out.dead[0].1
+    );
+    let calls_to_next = next_stats
+        .records_in
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(calls_to_next, 0, "the next plugin was never called");
+}

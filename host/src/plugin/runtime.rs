@@ -4,6 +4,7 @@ use super::bindings::packed::TransformPackedPre;
 use super::bindings::{Transform, TransformPre};
 use super::{CallFailure, LoadError, PluginStats};
 use crate::Record;
+use crate::batch::{Batch, PackedBatch};
 use crate::config::{OnFailure, PluginConfig};
 use sluice_plugin_sdk::{PluginError, packed};
 use std::path::{Path, PathBuf};
@@ -230,10 +231,12 @@ type TypedResult = (Result<Vec<Record>, PluginError>,);
 /// (a borrowed view would dangle: the guest frees them as the call returns).
 type PackedResult = (Result<Vec<u8>, PluginError>,);
 
-/// Decode a packed result. A batch that does not decode is the plugin's failure.
-fn unpack(out: Result<Vec<u8>, PluginError>) -> Result<Vec<Record>, PluginError> {
+/// Check a packed result. A batch that does not scan is the plugin's failure.
+fn unpack(out: Result<Vec<u8>, PluginError>) -> Result<Batch, PluginError> {
     out.and_then(|bytes| {
-        packed::decode(&bytes).map_err(|e| PluginError::new(format!("the plugin returned {e}")))
+        PackedBatch::new(bytes)
+            .map(Batch::Packed)
+            .map_err(|e| PluginError::new(format!("the plugin returned {e}")))
     })
 }
 
@@ -406,32 +409,55 @@ impl WasmStage {
 
     /// Process a batch. On failure the batch is the caller's to dead-letter.
     pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
-        let input = batch.len();
         let out = match self.plugin.world {
-            World::Typed => self.guarded(|i| {
-                let process = i.process.typed::<(&[Record],), TypedResult>(&i.store)?;
-                Ok(process.call(&mut i.store, (batch,))?.0)
-            })?,
+            World::Typed => self.process_typed(batch)?,
             World::Packed => {
-                let mut packed_batch = Vec::new();
-                packed::encode(batch, &mut packed_batch);
-                self.guarded(|i| {
-                    let process = i.process.typed::<(&[u8],), PackedResult>(&i.store)?;
-                    Ok(unpack(process.call(&mut i.store, (&packed_batch,))?.0))
-                })?
+                let mut bytes = Vec::new();
+                packed::encode(batch, &mut bytes);
+                self.process_packed(&bytes)?
             }
         };
-        let stats = &self.plugin.stats;
-        stats.records_in.fetch_add(input as u64, Ordering::Relaxed);
-        self.finish(out, input)
+        self.finish(out, batch.len()).map(Batch::into_records)
+    }
+
+    /// [`WasmStage::process`] for the chain: a packed batch goes to a packed-world plugin
+    /// as it is, and what the plugin returns stays packed.
+    pub fn process_batch(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
+        let out = match self.plugin.world {
+            World::Typed => self.process_typed(&batch.records())?,
+            World::Packed => self.process_packed(&batch.packed())?,
+        };
+        self.finish(out, batch.len())
+    }
+
+    fn process_typed(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Result<Batch, PluginError>, CallFailure> {
+        self.guarded(|i| {
+            let process = i.process.typed::<(&[Record],), TypedResult>(&i.store)?;
+            Ok(process.call(&mut i.store, (batch,))?.0.map(Batch::Records))
+        })
+    }
+
+    fn process_packed(&mut self, bytes: &[u8]) -> Result<Result<Batch, PluginError>, CallFailure> {
+        self.guarded(|i| {
+            let process = i.process.typed::<(&[u8],), PackedResult>(&i.store)?;
+            Ok(unpack(process.call(&mut i.store, (bytes,))?.0))
+        })
     }
 
     /// Tell the plugin event time reached `watermark`.
     pub fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, CallFailure> {
+        self.tick_batch(watermark).map(Batch::into_records)
+    }
+
+    /// [`WasmStage::tick`] for the chain: packed output stays packed.
+    pub fn tick_batch(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
         let out = match self.plugin.world {
             World::Typed => self.guarded(|i| {
                 let tick = i.tick.typed::<(i64,), TypedResult>(&i.store)?;
-                Ok(tick.call(&mut i.store, (watermark,))?.0)
+                Ok(tick.call(&mut i.store, (watermark,))?.0.map(Batch::Records))
             })?,
             World::Packed => self.guarded(|i| {
                 let tick = i.tick.typed::<(i64,), PackedResult>(&i.store)?;
@@ -441,12 +467,14 @@ impl WasmStage {
         self.finish(out, 0)
     }
 
+    /// Count the call's records and check its output against the limits.
     fn finish(
         &mut self,
-        out: Result<Vec<Record>, PluginError>,
+        out: Result<Batch, PluginError>,
         input: usize,
-    ) -> Result<Vec<Record>, CallFailure> {
+    ) -> Result<Batch, CallFailure> {
         let stats = &self.plugin.stats;
+        stats.records_in.fetch_add(input as u64, Ordering::Relaxed);
         let out = out.map_err(|e| {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             CallFailure::Error {

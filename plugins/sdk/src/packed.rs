@@ -103,64 +103,127 @@ pub fn encode(records: &[Record], out: &mut Vec<u8>) {
 /// hostile or broken encoder gets an error, never a panic or an outsized allocation.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, PackedError> {
     let mut r = Reader { bytes, at: 0 };
-    let count = r.u32()? as usize;
-    if count > r.remaining() / MIN_RECORD_BYTES {
-        return Err(r.error("record count exceeds the batch size"));
-    }
+    let count = r.count()?;
     let mut records = Vec::with_capacity(count);
     for _ in 0..count {
-        let timestamp = r.i64()?;
-        let observed_timestamp = r.i64()?;
-        let severity_number = r.u8()?;
-        let severity_text = r.string()?;
-        let body = r.string()?;
-        let origin = Origin {
-            topic: r.string()?,
-            partition: r.i32()?,
-            offset: r.i64()?,
-        };
-        let route = match r.u8()? {
-            0 => Route::Cleaned,
-            1 => Route::Metrics,
-            2 => Route::Alerts,
-            3 => Route::Dlq(r.string()?),
-            4 => Route::Named(r.string()?),
-            _ => return Err(r.error("unknown route tag")),
-        };
-        let attribute_count = r.u32()? as usize;
-        // An attribute is at least a key length and a value tag.
-        if attribute_count > r.remaining() / 5 {
-            return Err(r.error("attribute count exceeds the batch size"));
-        }
+        let head = r.head()?;
+        let attribute_count = r.attribute_count()?;
         let mut attributes = Vec::with_capacity(attribute_count);
         for _ in 0..attribute_count {
-            let key = r.string()?;
-            let value = match r.u8()? {
-                0 => Value::Null,
-                1 => Value::Bool(r.u8()? != 0),
-                2 => Value::Int(r.i64()?),
-                3 => Value::Float(f64::from_le_bytes(r.array()?)),
-                4 => Value::Str(r.string()?),
-                5 => Value::Bytes(r.slice()?.to_vec()),
-                _ => return Err(r.error("unknown value tag")),
+            let (key, value) = r.attribute()?;
+            let value = match value {
+                ValueRef::Null => Value::Null,
+                ValueRef::Bool(b) => Value::Bool(b),
+                ValueRef::Int(i) => Value::Int(i),
+                ValueRef::Float(f) => Value::Float(f),
+                ValueRef::Str(s) => Value::Str(s.to_owned()),
+                ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
             };
-            attributes.push(Attribute { key, value });
+            attributes.push(Attribute {
+                key: key.to_owned(),
+                value,
+            });
         }
         records.push(Record {
-            timestamp,
-            observed_timestamp,
-            severity_number,
-            severity_text,
-            body,
+            timestamp: head.timestamp,
+            observed_timestamp: head.observed_timestamp,
+            severity_number: head.severity_number,
+            severity_text: head.severity_text.to_owned(),
+            body: head.body.to_owned(),
             attributes,
-            origin,
-            route,
+            origin: Origin {
+                topic: head.topic.to_owned(),
+                partition: head.partition,
+                offset: head.offset,
+            },
+            route: match head.route {
+                RouteRef::Cleaned => Route::Cleaned,
+                RouteRef::Metrics => Route::Metrics,
+                RouteRef::Alerts => Route::Alerts,
+                RouteRef::Dlq(reason) => Route::Dlq(reason.to_owned()),
+                RouteRef::Named(name) => Route::Named(name.to_owned()),
+            },
         });
     }
-    if r.remaining() != 0 {
-        return Err(r.error("trailing bytes after the last record"));
-    }
+    r.finish()?;
     Ok(records)
+}
+
+/// What the host routes a record by, read in place by [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary<'a> {
+    /// Where the record's bytes are in the batch: a batch of some of its records is the
+    /// count followed by their spans.
+    pub span: std::ops::Range<usize>,
+    pub timestamp: i64,
+    pub topic: &'a str,
+    pub partition: i32,
+    /// Whether the record stays on the `cleaned` route (continues down the chain).
+    pub cleaned: bool,
+}
+
+/// Check a packed batch as thoroughly as [`decode`] does, without decoding it: `each` gets
+/// every record's [`Summary`] in order. Returns the record count.
+pub fn scan<'a>(bytes: &'a [u8], mut each: impl FnMut(Summary<'a>)) -> Result<usize, PackedError> {
+    let mut r = Reader { bytes, at: 0 };
+    let count = r.count()?;
+    for _ in 0..count {
+        let start = r.at;
+        let head = r.head()?;
+        for _ in 0..r.attribute_count()? {
+            r.attribute()?;
+        }
+        each(Summary {
+            span: start..r.at,
+            timestamp: head.timestamp,
+            topic: head.topic,
+            partition: head.partition,
+            cleaned: head.route == RouteRef::Cleaned,
+        });
+    }
+    r.finish()?;
+    Ok(count)
+}
+
+/// Append a packed batch of some records of `batch` to `out`, given their spans (from
+/// [`scan`]), by copying their bytes: nothing is decoded or encoded again.
+pub fn select(batch: &[u8], spans: &[std::ops::Range<usize>], out: &mut Vec<u8>) {
+    out.reserve(4 + spans.iter().map(|s| s.len()).sum::<usize>());
+    put_u32(out, spans.len());
+    for span in spans {
+        out.extend_from_slice(&batch[span.clone()]);
+    }
+}
+
+/// A record's fields before its attributes, borrowed from the batch.
+struct Head<'a> {
+    timestamp: i64,
+    observed_timestamp: i64,
+    severity_number: u8,
+    severity_text: &'a str,
+    body: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    route: RouteRef<'a>,
+}
+
+#[derive(PartialEq, Eq)]
+enum RouteRef<'a> {
+    Cleaned,
+    Metrics,
+    Alerts,
+    Dlq(&'a str),
+    Named(&'a str),
+}
+
+enum ValueRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
@@ -227,16 +290,72 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
-    fn string(&mut self) -> Result<String, PackedError> {
+    fn str(&mut self) -> Result<&'a str, PackedError> {
         let start = self.at;
         let bytes = self.slice()?;
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(PackedError {
-                at: start,
-                what: "string is not valid UTF-8",
-            }),
+        std::str::from_utf8(bytes).map_err(|_| PackedError {
+            at: start,
+            what: "string is not valid UTF-8",
+        })
+    }
+
+    fn count(&mut self) -> Result<usize, PackedError> {
+        let count = self.u32()? as usize;
+        if count > self.remaining() / MIN_RECORD_BYTES {
+            return Err(self.error("record count exceeds the batch size"));
         }
+        Ok(count)
+    }
+
+    fn head(&mut self) -> Result<Head<'a>, PackedError> {
+        Ok(Head {
+            timestamp: self.i64()?,
+            observed_timestamp: self.i64()?,
+            severity_number: self.u8()?,
+            severity_text: self.str()?,
+            body: self.str()?,
+            topic: self.str()?,
+            partition: self.i32()?,
+            offset: self.i64()?,
+            route: match self.u8()? {
+                0 => RouteRef::Cleaned,
+                1 => RouteRef::Metrics,
+                2 => RouteRef::Alerts,
+                3 => RouteRef::Dlq(self.str()?),
+                4 => RouteRef::Named(self.str()?),
+                _ => return Err(self.error("unknown route tag")),
+            },
+        })
+    }
+
+    fn attribute_count(&mut self) -> Result<usize, PackedError> {
+        let count = self.u32()? as usize;
+        // An attribute is at least a key length and a value tag.
+        if count > self.remaining() / 5 {
+            return Err(self.error("attribute count exceeds the batch size"));
+        }
+        Ok(count)
+    }
+
+    fn attribute(&mut self) -> Result<(&'a str, ValueRef<'a>), PackedError> {
+        let key = self.str()?;
+        let value = match self.u8()? {
+            0 => ValueRef::Null,
+            1 => ValueRef::Bool(self.u8()? != 0),
+            2 => ValueRef::Int(self.i64()?),
+            3 => ValueRef::Float(f64::from_le_bytes(self.array()?)),
+            4 => ValueRef::Str(self.str()?),
+            5 => ValueRef::Bytes(self.slice()?),
+            _ => return Err(self.error("unknown value tag")),
+        };
+        Ok((key, value))
+    }
+
+    fn finish(&self) -> Result<(), PackedError> {
+        if self.remaining() != 0 {
+            return Err(self.error("trailing bytes after the last record"));
+        }
+        Ok(())
     }
 }
 
@@ -296,6 +415,53 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len]).is_err(), "truncated to {len} bytes");
         }
+    }
+
+    #[test]
+    fn scan_reads_what_the_host_routes_by_and_selects_records_by_span() {
+        let records = sample();
+        let mut bytes = Vec::new();
+        encode(&records, &mut bytes);
+        let mut summaries = Vec::new();
+        assert_eq!(scan(&bytes, |s| summaries.push(s)), Ok(records.len()));
+        for (summary, record) in summaries.iter().zip(&records) {
+            assert_eq!(summary.timestamp, record.timestamp);
+            assert_eq!(summary.topic, record.origin.topic);
+            assert_eq!(summary.partition, record.origin.partition);
+            assert_eq!(summary.cleaned, record.route == Route::Cleaned);
+        }
+        assert_eq!(summaries.iter().filter(|s| s.cleaned).count(), 1);
+
+        // Records 0, 2 and 4, copied by span, decode to the same three records.
+        let spans: Vec<_> = [0, 2, 4].map(|i| summaries[i].span.clone()).into();
+        let mut subset = Vec::new();
+        select(&bytes, &spans, &mut subset);
+        let expected = vec![records[0].clone(), records[2].clone(), records[4].clone()];
+        assert_eq!(decode(&subset).unwrap(), expected);
+    }
+
+    #[test]
+    fn scan_rejects_exactly_what_decode_rejects() {
+        let mut bytes = Vec::new();
+        encode(&sample(), &mut bytes);
+        for len in 0..bytes.len() {
+            let truncated = &bytes[..len];
+            assert_eq!(
+                scan(truncated, |_| {}).unwrap_err(),
+                decode(truncated).unwrap_err(),
+                "truncated to {len} bytes"
+            );
+        }
+        let mut bad_tag = Vec::new();
+        encode(&sample()[1..2], &mut bad_tag);
+        // The route tag of a record with empty strings: after count, timestamps, severity,
+        // three empty strings, partition and offset.
+        bad_tag[4 + 8 + 8 + 1 + 4 + 4 + 4 + 4 + 8] = 9;
+        assert_eq!(
+            scan(&bad_tag, |_| {}).unwrap_err().what,
+            "unknown route tag"
+        );
+        assert_eq!(decode(&bad_tag).unwrap_err().what, "unknown route tag");
     }
 
     #[test]
