@@ -11,8 +11,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Set both allocators up. Call first thing in `main`, before any other thread exists.
 pub fn configure_allocators() {
     // Return freed memory to the OS after 10 ms instead of mimalloc's default second.
-    // SAFETY: sets a plain integer option before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+    // `MIMALLOC_PURGE_DELAY` in the environment still wins.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option before any other thread exists.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+    }
     limit_glibc_arenas();
 }
 
