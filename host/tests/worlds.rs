@@ -24,6 +24,14 @@ fn stage(runtime: &PluginRuntime, name: &str) -> WasmStage {
     WasmStage::new(Arc::new(loaded))
 }
 
+/// Run one batch through a chain of `stages`.
+fn run_chain(stages: Vec<Box<dyn Stage>>, input: Vec<Record>) -> ChainOutput {
+    let mut chain = Chain::new(stages, Duration::from_secs(10));
+    let mut out = ChainOutput::default();
+    chain.process(input, &mut out);
+    out
+}
+
 /// Records with every kind of value, so both encodings carry each one across.
 fn batch() -> Vec<Record> {
     ["payment failed", "typed:dlq", "ünïcode ok"]
@@ -78,12 +86,7 @@ fn a_typed_world_plugin_runs_with_the_same_meaning() {
     );
 
     // In a chain, its dead letter is routed like any other plugin's.
-    let mut chain = Chain::new(
-        vec![Box::new(typed) as Box<dyn Stage>],
-        Duration::from_secs(10),
-    );
-    let mut out = ChainOutput::default();
-    chain.process(batch(), &mut out);
+    let out = run_chain(vec![Box::new(typed)], batch());
     assert_eq!(out.routed.len(), 2);
     assert_eq!(out.dead.len(), 1);
     assert_eq!(
@@ -139,12 +142,7 @@ fn a_malformed_packed_batch_fails_the_call_with_where_and_keeps_the_host() {
     assert_eq!(instantiations(&malformed), after_first_call);
 
     // In a chain, the whole input is dead-lettered with that reason.
-    let mut chain = Chain::new(
-        vec![Box::new(malformed) as Box<dyn Stage>],
-        Duration::from_secs(10),
-    );
-    let mut out = ChainOutput::default();
-    chain.process(batch(), &mut out);
+    let out = run_chain(vec![Box::new(malformed)], batch());
     assert!(out.routed.is_empty());
     assert_eq!(out.dead.len(), 3);
     assert!(
@@ -164,10 +162,8 @@ fn batches_pass_between_plugins_of_either_world_unchanged() {
         Box::new(stage(&runtime, "fixtures/typed")),
         Box::new(stage(&runtime, "fixtures/hostile")),
     ];
-    let mut chain = Chain::new(stages, Duration::from_secs(10));
-    let mut out = ChainOutput::default();
     let input = batch();
-    chain.process(input.clone(), &mut out);
+    let out = run_chain(stages, input.clone());
     assert!(out.failures.is_empty(), "{:?}", out.failures);
 
     // The hostile fixture passes ordinary records through, so the chain's output is the
@@ -194,9 +190,7 @@ fn a_malformed_batch_never_reaches_the_next_plugin() {
         Box::new(stage(&runtime, "fixtures/malformed")),
         Box::new(next),
     ];
-    let mut chain = Chain::new(stages, Duration::from_secs(10));
-    let mut out = ChainOutput::default();
-    chain.process(batch(), &mut out);
+    let out = run_chain(stages, batch());
     assert_eq!(out.dead.len(), 3);
     assert!(
         out.dead[0].1.starts_with("plugin `malformed`"),
