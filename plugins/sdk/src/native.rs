@@ -2,7 +2,7 @@
 //! benchmark variant.
 
 use crate::host::Level;
-use crate::{Config, Plugin, PluginError, Record};
+use crate::{BatchView, Config, Output, PackedPlugin, PluginError, Record, packed};
 #[cfg(not(target_arch = "wasm32"))]
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -28,12 +28,13 @@ pub fn take_recorded() -> Recorded {
     RECORDER.with(|r| std::mem::take(&mut *r.borrow_mut()))
 }
 
-/// A plugin instance driven directly, with the same call sequence the host uses.
-pub struct NativePlugin<P: Plugin> {
+/// A plugin instance driven directly, with the same calls and the same packed batches the
+/// host's wasm calls use: a record makes the same round trip natively as in wasm.
+pub struct NativePlugin<P: PackedPlugin> {
     plugin: P,
 }
 
-impl<P: Plugin> NativePlugin<P> {
+impl<P: PackedPlugin> NativePlugin<P> {
     /// Initialise from the plugin's config as JSON text.
     pub fn new(config_json: &str) -> Result<Self, PluginError> {
         Ok(NativePlugin {
@@ -42,19 +43,38 @@ impl<P: Plugin> NativePlugin<P> {
     }
 
     pub fn process(&mut self, batch: Vec<Record>) -> Result<Vec<Record>, PluginError> {
-        let mut out = Vec::with_capacity(batch.len());
-        self.plugin.process(batch, &mut out)?;
-        Ok(out)
+        let mut bytes = Vec::new();
+        packed::encode(&batch, &mut bytes);
+        decoded(self.process_packed(&bytes)?)
     }
 
     pub fn tick(&mut self, watermark: i64) -> Result<Vec<Record>, PluginError> {
-        let mut out = Vec::new();
+        decoded(self.tick_packed(watermark)?)
+    }
+
+    /// One call on a packed batch, as the host makes it.
+    pub fn process_packed(&mut self, batch: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let view = BatchView::new(batch)
+            .map_err(|e| PluginError::new(format!("malformed input batch: {e}")))?;
+        let mut out = Output::with_capacity(batch.len());
+        self.plugin.process(&view, &mut out)?;
+        Ok(out.into_bytes())
+    }
+
+    /// One tick, its output packed, as the host makes it.
+    pub fn tick_packed(&mut self, watermark: i64) -> Result<Vec<u8>, PluginError> {
+        let mut out = Output::new();
         self.plugin.tick(watermark, &mut out)?;
-        Ok(out)
+        Ok(out.into_bytes())
     }
 
     /// The plugin itself, for tests that inspect its state.
     pub fn inner(&self) -> &P {
         &self.plugin
     }
+}
+
+fn decoded(bytes: Vec<u8>) -> Result<Vec<Record>, PluginError> {
+    // Output only holds whole records the SDK encoded: a failure here is an SDK bug.
+    packed::decode(&bytes).map_err(|e| PluginError::new(format!("malformed output batch: {e}")))
 }

@@ -21,7 +21,7 @@
 //! str       = len:u32 utf-8 bytes; bytes = len:u32 bytes
 //! ```
 
-use crate::{Attribute, Origin, Record, Route, Value};
+use crate::{Attribute, Origin, Record, Route, RouteRef, Value, ValueRef};
 
 /// Why a packed batch could not be read. Only a broken plugin (or SDK) produces one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,49 +51,54 @@ pub fn encode(records: &[Record], out: &mut Vec<u8>) {
     out.reserve(records.len() * 320);
     put_u32(out, records.len());
     for r in records {
-        out.extend_from_slice(&r.timestamp.to_le_bytes());
-        out.extend_from_slice(&r.observed_timestamp.to_le_bytes());
-        out.push(r.severity_number);
-        put_str(out, &r.severity_text);
-        put_str(out, &r.body);
-        put_str(out, &r.origin.topic);
-        out.extend_from_slice(&r.origin.partition.to_le_bytes());
-        out.extend_from_slice(&r.origin.offset.to_le_bytes());
-        match &r.route {
-            Route::Cleaned => out.push(0),
-            Route::Metrics => out.push(1),
-            Route::Alerts => out.push(2),
-            Route::Dlq(reason) => {
-                out.push(3);
-                put_str(out, reason);
-            }
-            Route::Named(name) => {
-                out.push(4);
-                put_str(out, name);
-            }
+        encode_record(r, out);
+    }
+}
+
+/// Append one record's bytes (a batch is the count followed by its records).
+pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(&r.timestamp.to_le_bytes());
+    out.extend_from_slice(&r.observed_timestamp.to_le_bytes());
+    out.push(r.severity_number);
+    put_str(out, &r.severity_text);
+    put_str(out, &r.body);
+    put_str(out, &r.origin.topic);
+    out.extend_from_slice(&r.origin.partition.to_le_bytes());
+    out.extend_from_slice(&r.origin.offset.to_le_bytes());
+    match &r.route {
+        Route::Cleaned => out.push(0),
+        Route::Metrics => out.push(1),
+        Route::Alerts => out.push(2),
+        Route::Dlq(reason) => {
+            out.push(3);
+            put_str(out, reason);
         }
-        put_u32(out, r.attributes.len());
-        for a in &r.attributes {
-            put_str(out, &a.key);
-            match &a.value {
-                Value::Null => out.push(0),
-                Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
-                Value::Int(i) => {
-                    out.push(2);
-                    out.extend_from_slice(&i.to_le_bytes());
-                }
-                Value::Float(f) => {
-                    out.push(3);
-                    out.extend_from_slice(&f.to_le_bytes());
-                }
-                Value::Str(s) => {
-                    out.push(4);
-                    put_str(out, s);
-                }
-                Value::Bytes(b) => {
-                    out.push(5);
-                    put_bytes(out, b);
-                }
+        Route::Named(name) => {
+            out.push(4);
+            put_str(out, name);
+        }
+    }
+    put_u32(out, r.attributes.len());
+    for a in &r.attributes {
+        put_str(out, &a.key);
+        match &a.value {
+            Value::Null => out.push(0),
+            Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
+            Value::Int(i) => {
+                out.push(2);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            Value::Float(f) => {
+                out.push(3);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            Value::Str(s) => {
+                out.push(4);
+                put_str(out, s);
+            }
+            Value::Bytes(b) => {
+                out.push(5);
+                put_bytes(out, b);
             }
         }
     }
@@ -102,7 +107,7 @@ pub fn encode(records: &[Record], out: &mut Vec<u8>) {
 /// Read a packed batch. Every length and count is checked against the bytes present, so a
 /// hostile or broken encoder gets an error, never a panic or an outsized allocation.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, PackedError> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     let count = r.count()?;
     let mut records = Vec::with_capacity(count);
     for _ in 0..count {
@@ -111,17 +116,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, PackedError> {
         let mut attributes = Vec::with_capacity(attribute_count);
         for _ in 0..attribute_count {
             let (key, value) = r.attribute()?;
-            let value = match value {
-                ValueRef::Null => Value::Null,
-                ValueRef::Bool(b) => Value::Bool(b),
-                ValueRef::Int(i) => Value::Int(i),
-                ValueRef::Float(f) => Value::Float(f),
-                ValueRef::Str(s) => Value::Str(s.to_owned()),
-                ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
-            };
             attributes.push(Attribute {
                 key: key.to_owned(),
-                value,
+                value: value.to_value(),
             });
         }
         records.push(Record {
@@ -136,13 +133,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, PackedError> {
                 partition: head.partition,
                 offset: head.offset,
             },
-            route: match head.route {
-                RouteRef::Cleaned => Route::Cleaned,
-                RouteRef::Metrics => Route::Metrics,
-                RouteRef::Alerts => Route::Alerts,
-                RouteRef::Dlq(reason) => Route::Dlq(reason.to_owned()),
-                RouteRef::Named(name) => Route::Named(name.to_owned()),
-            },
+            route: head.route.to_route(),
         });
     }
     r.finish()?;
@@ -165,7 +156,7 @@ pub struct Summary<'a> {
 /// Check a packed batch as thoroughly as [`decode`] does, without decoding it: `each` gets
 /// every record's [`Summary`] in order. Returns the record count.
 pub fn scan<'a>(bytes: &'a [u8], mut each: impl FnMut(Summary<'a>)) -> Result<usize, PackedError> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     let count = r.count()?;
     for _ in 0..count {
         let start = r.at;
@@ -196,34 +187,16 @@ pub fn select(batch: &[u8], spans: &[std::ops::Range<usize>], out: &mut Vec<u8>)
 }
 
 /// A record's fields before its attributes, borrowed from the batch.
-struct Head<'a> {
-    timestamp: i64,
-    observed_timestamp: i64,
-    severity_number: u8,
-    severity_text: &'a str,
-    body: &'a str,
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    route: RouteRef<'a>,
-}
-
-#[derive(PartialEq, Eq)]
-enum RouteRef<'a> {
-    Cleaned,
-    Metrics,
-    Alerts,
-    Dlq(&'a str),
-    Named(&'a str),
-}
-
-enum ValueRef<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(&'a str),
-    Bytes(&'a [u8]),
+pub(crate) struct Head<'a> {
+    pub timestamp: i64,
+    pub observed_timestamp: i64,
+    pub severity_number: u8,
+    pub severity_text: &'a str,
+    pub body: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub route: RouteRef<'a>,
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
@@ -240,12 +213,16 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
-    at: usize,
+    pub at: usize,
 }
 
 impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
     fn remaining(&self) -> usize {
         self.bytes.len() - self.at
     }
@@ -299,7 +276,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn count(&mut self) -> Result<usize, PackedError> {
+    pub fn count(&mut self) -> Result<usize, PackedError> {
         let count = self.u32()? as usize;
         if count > self.remaining() / MIN_RECORD_BYTES {
             return Err(self.error("record count exceeds the batch size"));
@@ -307,7 +284,7 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    fn head(&mut self) -> Result<Head<'a>, PackedError> {
+    pub fn head(&mut self) -> Result<Head<'a>, PackedError> {
         Ok(Head {
             timestamp: self.i64()?,
             observed_timestamp: self.i64()?,
@@ -328,7 +305,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn attribute_count(&mut self) -> Result<usize, PackedError> {
+    pub fn attribute_count(&mut self) -> Result<usize, PackedError> {
         let count = self.u32()? as usize;
         // An attribute is at least a key length and a value tag.
         if count > self.remaining() / 5 {
@@ -337,7 +314,7 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    fn attribute(&mut self) -> Result<(&'a str, ValueRef<'a>), PackedError> {
+    pub fn attribute(&mut self) -> Result<(&'a str, ValueRef<'a>), PackedError> {
         let key = self.str()?;
         let value = match self.u8()? {
             0 => ValueRef::Null,
@@ -351,7 +328,7 @@ impl<'a> Reader<'a> {
         Ok((key, value))
     }
 
-    fn finish(&self) -> Result<(), PackedError> {
+    pub fn finish(&self) -> Result<(), PackedError> {
         if self.remaining() != 0 {
             return Err(self.error("trailing bytes after the last record"));
         }
@@ -360,10 +337,11 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Vec<Record> {
+    /// One record with every value type, and one on each other route.
+    pub(crate) fn sample() -> Vec<Record> {
         let mut a = Record::new(Origin {
             topic: "raw-logs".into(),
             partition: 2,

@@ -32,31 +32,83 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value borrowed, as plugins reading a packed batch in place see it.
+    pub fn view(&self) -> ValueRef<'_> {
+        match self {
+            Value::Null => ValueRef::Null,
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(f) => ValueRef::Float(*f),
+            Value::Str(s) => ValueRef::Str(s),
+            Value::Bytes(b) => ValueRef::Bytes(b),
+        }
+    }
+
     /// The value as text, if it is text.
     pub fn as_str(&self) -> Option<&str> {
+        self.view().as_str()
+    }
+
+    /// The value as an integer: integers as they are, floats truncated, numeric text parsed.
+    pub fn as_i64(&self) -> Option<i64> {
+        self.view().as_i64()
+    }
+
+    /// The value as a float: numbers as they are, numeric text parsed.
+    pub fn as_f64(&self) -> Option<f64> {
+        self.view().as_f64()
+    }
+}
+
+/// A [`Value`] borrowed from the batch it was read from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> ValueRef<'a> {
+    /// The value as text, if it is text.
+    pub fn as_str(self) -> Option<&'a str> {
         match self {
-            Value::Str(s) => Some(s),
+            ValueRef::Str(s) => Some(s),
             _ => None,
         }
     }
 
     /// The value as an integer: integers as they are, floats truncated, numeric text parsed.
-    pub fn as_i64(&self) -> Option<i64> {
+    pub fn as_i64(self) -> Option<i64> {
         match self {
-            Value::Int(i) => Some(*i),
-            Value::Float(f) if f.is_finite() => Some(*f as i64),
-            Value::Str(s) => s.trim().parse().ok(),
+            ValueRef::Int(i) => Some(i),
+            ValueRef::Float(f) if f.is_finite() => Some(f as i64),
+            ValueRef::Str(s) => s.trim().parse().ok(),
             _ => None,
         }
     }
 
     /// The value as a float: numbers as they are, numeric text parsed.
-    pub fn as_f64(&self) -> Option<f64> {
+    pub fn as_f64(self) -> Option<f64> {
         match self {
-            Value::Int(i) => Some(*i as f64),
-            Value::Float(f) => Some(*f),
-            Value::Str(s) => s.trim().parse().ok(),
+            ValueRef::Int(i) => Some(i as f64),
+            ValueRef::Float(f) => Some(f),
+            ValueRef::Str(s) => s.trim().parse().ok(),
             _ => None,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_value(self) -> Value {
+        match self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Bool(b) => Value::Bool(b),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Float(f) => Value::Float(f),
+            ValueRef::Str(s) => Value::Str(s.to_owned()),
+            ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
         }
     }
 }
@@ -136,15 +188,54 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route borrowed, as plugins reading a packed batch in place see it.
+    pub fn view(&self) -> RouteRef<'_> {
+        match self {
+            Route::Cleaned => RouteRef::Cleaned,
+            Route::Metrics => RouteRef::Metrics,
+            Route::Alerts => RouteRef::Alerts,
+            Route::Dlq(reason) => RouteRef::Dlq(reason),
+            Route::Named(name) => RouteRef::Named(name),
+        }
+    }
+
     /// The route's name as used in the host config (`cleaned`, `metrics`, `alerts`, `dlq`,
     /// or the operator's own name).
     pub fn name(&self) -> &str {
+        self.view().name()
+    }
+}
+
+/// A [`Route`] borrowed from the batch it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteRef<'a> {
+    Cleaned,
+    Metrics,
+    Alerts,
+    Dlq(&'a str),
+    Named(&'a str),
+}
+
+impl<'a> RouteRef<'a> {
+    /// The route's name as used in the host config.
+    pub fn name(self) -> &'a str {
         match self {
-            Route::Cleaned => "cleaned",
-            Route::Metrics => "metrics",
-            Route::Alerts => "alerts",
-            Route::Dlq(_) => "dlq",
-            Route::Named(name) => name,
+            RouteRef::Cleaned => "cleaned",
+            RouteRef::Metrics => "metrics",
+            RouteRef::Alerts => "alerts",
+            RouteRef::Dlq(_) => "dlq",
+            RouteRef::Named(name) => name,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_route(self) -> Route {
+        match self {
+            RouteRef::Cleaned => Route::Cleaned,
+            RouteRef::Metrics => Route::Metrics,
+            RouteRef::Alerts => Route::Alerts,
+            RouteRef::Dlq(reason) => Route::Dlq(reason.to_owned()),
+            RouteRef::Named(name) => Route::Named(name.to_owned()),
         }
     }
 }

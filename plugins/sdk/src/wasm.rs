@@ -1,7 +1,7 @@
-//! The thin wasm layer: the `transform-packed` world's bindings, and packing the SDK's
-//! plain types in and out of each call (see [`crate::packed`]).
+//! The thin wasm layer: the `transform-packed` world's bindings, and each call's batch
+//! read in place and its output written packed (see [`crate::BatchView`]).
 
-use crate::{Config, Plugin, PluginError, Record, packed};
+use crate::{BatchView, Config, Output, PackedPlugin, PluginError};
 use std::cell::RefCell;
 
 pub mod bindings {
@@ -17,41 +17,39 @@ pub mod bindings {
 
 use bindings as b;
 
-pub fn init<P: Plugin>(slot: &RefCell<Option<P>>, config: String) -> Result<(), b::PluginError> {
+pub fn init<P: PackedPlugin>(
+    slot: &RefCell<Option<P>>,
+    config: String,
+) -> Result<(), b::PluginError> {
     let plugin = P::init(&Config::from_json(config)).map_err(to_wit_error)?;
     *slot.borrow_mut() = Some(plugin);
     Ok(())
 }
 
-pub fn process<P: Plugin>(
+pub fn process<P: PackedPlugin>(
     slot: &RefCell<Option<P>>,
     batch: Vec<u8>,
 ) -> Result<Vec<u8>, b::PluginError> {
     let mut slot = slot.borrow_mut();
     let plugin = slot.as_mut().ok_or_else(not_initialised)?;
-    let batch = packed::decode(&batch).map_err(|e| b::PluginError {
+    let view = BatchView::new(&batch).map_err(|e| b::PluginError {
         message: format!("the host sent a batch the SDK cannot read: {e}"),
     })?;
-    let mut out = Vec::with_capacity(batch.len());
-    plugin.process(batch, &mut out).map_err(to_wit_error)?;
-    Ok(pack(&out))
+    // Most plugins emit about what they read.
+    let mut out = Output::with_capacity(batch.len());
+    plugin.process(&view, &mut out).map_err(to_wit_error)?;
+    Ok(out.into_bytes())
 }
 
-pub fn tick<P: Plugin>(
+pub fn tick<P: PackedPlugin>(
     slot: &RefCell<Option<P>>,
     watermark: i64,
 ) -> Result<Vec<u8>, b::PluginError> {
     let mut slot = slot.borrow_mut();
     let plugin = slot.as_mut().ok_or_else(not_initialised)?;
-    let mut out = Vec::new();
+    let mut out = Output::new();
     plugin.tick(watermark, &mut out).map_err(to_wit_error)?;
-    Ok(pack(&out))
-}
-
-fn pack(records: &[Record]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    packed::encode(records, &mut bytes);
-    bytes
+    Ok(out.into_bytes())
 }
 
 fn not_initialised() -> b::PluginError {

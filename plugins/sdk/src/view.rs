@@ -1,0 +1,321 @@
+//! Reading a packed batch in place, and writing one: the fast path for plugins that read
+//! a few fields of each record and forward most records unchanged (see
+//! [`crate::PackedPlugin`]).
+//!
+//! A [`BatchView`] checks the whole batch once and borrows every string from it; no string
+//! is copied. [`Output::keep`] forwards a record by copying its bytes as they are, so a
+//! record a plugin only reads is never decoded into a [`Record`] or encoded again.
+
+use crate::packed::{PackedError, Reader, encode_record};
+use crate::{Attribute, Origin, Record, RouteRef, ValueRef, severity};
+use std::ops::Range;
+
+/// An attribute borrowed from its batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttributeRef<'a> {
+    pub key: &'a str,
+    pub value: ValueRef<'a>,
+}
+
+/// An [`Origin`] borrowed from its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl OriginRef<'_> {
+    /// An owned copy, for records the plugin creates from this one (a metric, an alert).
+    pub fn to_origin(self) -> Origin {
+        Origin {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// A record read in place: the fields of [`Record`], borrowed from the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// Event time, ns since the Unix epoch; 0 when unknown.
+    pub timestamp: i64,
+    /// When the host first saw the record, ns since the Unix epoch.
+    pub observed_timestamp: i64,
+    /// OpenTelemetry severity number (see [`severity`]); 0 when unspecified.
+    pub severity_number: u8,
+    pub severity_text: &'a str,
+    pub body: &'a str,
+    pub attributes: &'a [AttributeRef<'a>],
+    pub origin: OriginRef<'a>,
+    pub route: RouteRef<'a>,
+    /// The record's own bytes in the batch, forwarded as they are by [`Output::keep`].
+    raw: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// The attribute `key`, if present.
+    pub fn get(&self, key: &str) -> Option<ValueRef<'a>> {
+        self.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| a.value)
+    }
+
+    /// The attribute `key` as text, if present and text.
+    pub fn get_str(&self, key: &str) -> Option<&'a str> {
+        self.get(key).and_then(ValueRef::as_str)
+    }
+
+    /// Whether the record is on the `cleaned` route (the one that continues down the chain).
+    pub fn is_cleaned(&self) -> bool {
+        self.route == RouteRef::Cleaned
+    }
+
+    /// Whether the record is an error or worse (severity ERROR and above).
+    pub fn is_error(&self) -> bool {
+        self.severity_number >= severity::ERROR
+    }
+
+    /// An owned copy, to change and emit with [`Output::push`].
+    pub fn to_record(&self) -> Record {
+        Record {
+            timestamp: self.timestamp,
+            observed_timestamp: self.observed_timestamp,
+            severity_number: self.severity_number,
+            severity_text: self.severity_text.to_owned(),
+            body: self.body.to_owned(),
+            attributes: self
+                .attributes
+                .iter()
+                .map(|a| Attribute {
+                    key: a.key.to_owned(),
+                    value: a.value.to_value(),
+                })
+                .collect(),
+            origin: self.origin.to_origin(),
+            route: self.route.to_route(),
+        }
+    }
+}
+
+/// A packed batch, checked once and read in place.
+pub struct BatchView<'a> {
+    records: Vec<Entry<'a>>,
+    /// Every record's attributes, one after the other: two allocations per batch, none
+    /// per record.
+    attributes: Vec<AttributeRef<'a>>,
+}
+
+/// One record of a [`BatchView`]: everything but its attributes, and where they are.
+struct Entry<'a> {
+    head: crate::packed::Head<'a>,
+    attributes: Range<usize>,
+    raw: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// Check `bytes` as thoroughly as [`crate::packed::decode`] does, and index them.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, PackedError> {
+        let mut r = Reader::new(bytes);
+        let count = r.count()?;
+        let mut records = Vec::with_capacity(count);
+        let mut attributes = Vec::with_capacity(count * 8);
+        for _ in 0..count {
+            let start = r.at;
+            let head = r.head()?;
+            let first = attributes.len();
+            for _ in 0..r.attribute_count()? {
+                let (key, value) = r.attribute()?;
+                attributes.push(AttributeRef { key, value });
+            }
+            records.push(Entry {
+                head,
+                attributes: first..attributes.len(),
+                raw: &bytes[start..r.at],
+            });
+        }
+        r.finish()?;
+        Ok(BatchView {
+            records,
+            attributes,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The record at `index`.
+    ///
+    /// # Panics
+    /// If `index` is out of bounds, as slice indexing does.
+    pub fn get(&self, index: usize) -> RecordView<'_> {
+        self.view(&self.records[index])
+    }
+
+    /// The records in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RecordView<'_>> {
+        self.records.iter().map(|entry| self.view(entry))
+    }
+
+    /// Owned copies of every record, for logic written against [`Record`].
+    pub fn to_records(&self) -> Vec<Record> {
+        self.iter().map(|r| r.to_record()).collect()
+    }
+
+    fn view(&self, entry: &Entry<'a>) -> RecordView<'_> {
+        let h = &entry.head;
+        RecordView {
+            timestamp: h.timestamp,
+            observed_timestamp: h.observed_timestamp,
+            severity_number: h.severity_number,
+            severity_text: h.severity_text,
+            body: h.body,
+            attributes: &self.attributes[entry.attributes.clone()],
+            origin: OriginRef {
+                topic: h.topic,
+                partition: h.partition,
+                offset: h.offset,
+            },
+            route: h.route,
+            raw: entry.raw,
+        }
+    }
+}
+
+/// A plugin's output, written packed as it is produced.
+pub struct Output {
+    /// The count (patched in by [`Output::into_bytes`]) and the records.
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::with_capacity(0)
+    }
+}
+
+impl Output {
+    pub fn new() -> Self {
+        Output::default()
+    }
+
+    /// An output with room for `bytes` bytes of records before it grows.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buffer = Vec::with_capacity(4 + bytes);
+        buffer.extend_from_slice(&[0; 4]);
+        Output {
+            bytes: buffer,
+            count: 0,
+        }
+    }
+
+    /// Emit `record` exactly as it came in, route included, by copying its bytes.
+    pub fn keep(&mut self, record: &RecordView<'_>) {
+        self.bytes.extend_from_slice(record.raw);
+        self.count += 1;
+    }
+
+    /// Emit an owned record: a changed copy of an input, or a new one.
+    pub fn push(&mut self, record: &Record) {
+        encode_record(record, &mut self.bytes);
+        self.count += 1;
+    }
+
+    /// Records emitted so far.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The packed batch.
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        // Batches are bounded far below 4 Gi records by the plugin's memory limit.
+        self.bytes[..4].copy_from_slice(&(self.count as u32).to_le_bytes());
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packed::{decode, encode, tests::sample};
+    use crate::{Route, Value};
+
+    fn packed(records: &[Record]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        encode(records, &mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn a_view_reads_every_record_as_decode_does() {
+        let records = sample();
+        let bytes = packed(&records);
+        let view = BatchView::new(&bytes).unwrap();
+        assert_eq!(view.len(), records.len());
+        assert_eq!(view.to_records(), records);
+        let first = view.get(0);
+        assert_eq!(first.get_str("service.name"), Some("checkout"));
+        assert_eq!(first.get("latency"), Some(ValueRef::Float(12.5)));
+        assert_eq!(first.get("missing"), None);
+        assert_eq!(first.origin.to_origin(), *records[0].origin());
+        assert!(first.is_cleaned() && first.is_error());
+        let routes: Vec<Route> = view.iter().map(|r| r.route.to_route()).collect();
+        let expected: Vec<Route> = records.iter().map(|r| r.route.clone()).collect();
+        assert_eq!(routes, expected);
+    }
+
+    #[test]
+    fn kept_records_are_their_input_bytes_and_pushed_ones_are_encoded() {
+        let records = sample();
+        let bytes = packed(&records);
+        let view = BatchView::new(&bytes).unwrap();
+
+        let mut kept = Output::new();
+        view.iter().for_each(|r| kept.keep(&r));
+        assert_eq!(kept.len(), records.len());
+        assert_eq!(kept.into_bytes(), bytes);
+
+        let mut changed = view.get(0).to_record();
+        changed.body = "changed".into();
+        changed.set("service.name", Value::Int(7));
+        let mut out = Output::with_capacity(bytes.len());
+        out.keep(&view.get(2));
+        out.push(&changed);
+        out.keep(&view.get(4));
+        let expected = vec![records[2].clone(), changed, records[4].clone()];
+        assert_eq!(decode(&out.into_bytes()).unwrap(), expected);
+
+        assert_eq!(decode(&Output::new().into_bytes()).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_view_rejects_exactly_what_decode_rejects() {
+        let bytes = packed(&sample());
+        for len in 0..bytes.len() {
+            let truncated = &bytes[..len];
+            assert_eq!(
+                BatchView::new(truncated).err(),
+                decode(truncated).err(),
+                "truncated to {len} bytes"
+            );
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(
+            BatchView::new(&trailing).err().map(|e| e.what),
+            Some("trailing bytes after the last record")
+        );
+    }
+}
