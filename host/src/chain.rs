@@ -3,7 +3,7 @@
 
 use crate::Record;
 use crate::Route;
-use crate::batch::Batch;
+use crate::batch::{Batch, PackedBatch};
 use crate::config::OnFailure;
 use crate::plugin::{CallFailure, WasmStage};
 use std::time::{Duration, Instant};
@@ -52,42 +52,47 @@ impl Stage for Bypass {
     }
 }
 
-/// A plugin's logic compiled into the host: same trait, no sandbox.
-pub struct NativeStage<P: sluice_plugin_sdk::Plugin + Send> {
+/// A plugin's logic compiled into the host: the same calls on the same packed batches as
+/// its wasm build, no sandbox.
+pub struct NativeStage<P: sluice_plugin_sdk::PackedPlugin + Send> {
     name: String,
     plugin: sluice_plugin_sdk::native::NativePlugin<P>,
 }
 
-impl<P: sluice_plugin_sdk::Plugin + Send> NativeStage<P> {
+impl<P: sluice_plugin_sdk::PackedPlugin + Send> NativeStage<P> {
     pub fn new(name: &str, config_json: &str) -> Result<Self, sluice_plugin_sdk::PluginError> {
         Ok(NativeStage {
             name: name.to_owned(),
             plugin: sluice_plugin_sdk::native::NativePlugin::new(config_json)?,
         })
     }
+
+    fn output(
+        &self,
+        result: Result<Vec<u8>, sluice_plugin_sdk::PluginError>,
+    ) -> Result<Batch, CallFailure> {
+        let error = |message: String| CallFailure::Error {
+            plugin: self.name.clone(),
+            message,
+        };
+        let bytes = result.map_err(|e| error(e.message))?;
+        PackedBatch::new(bytes)
+            .map(Batch::Packed)
+            .map_err(|e| error(e.to_string()))
+    }
 }
 
-impl<P: sluice_plugin_sdk::Plugin + Send> Stage for NativeStage<P> {
+impl<P: sluice_plugin_sdk::PackedPlugin + Send> Stage for NativeStage<P> {
     fn name(&self) -> &str {
         &self.name
     }
     fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
-        self.plugin
-            .process(batch.records().into_owned())
-            .map(Batch::Records)
-            .map_err(|e| CallFailure::Error {
-                plugin: self.name.clone(),
-                message: e.message,
-            })
+        let result = self.plugin.process_packed(&batch.packed());
+        self.output(result)
     }
     fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
-        self.plugin
-            .tick(watermark)
-            .map(Batch::Records)
-            .map_err(|e| CallFailure::Error {
-                plugin: self.name.clone(),
-                message: e.message,
-            })
+        let result = self.plugin.tick_packed(watermark);
+        self.output(result)
     }
 }
 

@@ -4,7 +4,7 @@
 //! Every field is written with a type tag and a length, so `("ab","c")` and `("a","bc")`
 //! hash differently.
 
-use sluice_plugin_sdk::Value;
+use sluice_plugin_sdk::ValueRef;
 
 const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0100_0000_01b3;
@@ -41,14 +41,14 @@ impl KeyHasher {
         self.tagged(b'i', &v.to_le_bytes());
     }
 
-    pub fn value(&mut self, v: &Value) {
+    pub fn value(&mut self, v: ValueRef<'_>) {
         match v {
-            Value::Null => self.tagged(b'n', &[]),
-            Value::Bool(b) => self.tagged(b'b', &[u8::from(*b)]),
-            Value::Int(i) => self.i64(*i),
-            Value::Float(f) => self.tagged(b'f', &f.to_bits().to_le_bytes()),
-            Value::Str(s) => self.str(s),
-            Value::Bytes(b) => self.tagged(b'y', b),
+            ValueRef::Null => self.tagged(b'n', &[]),
+            ValueRef::Bool(b) => self.tagged(b'b', &[u8::from(b)]),
+            ValueRef::Int(i) => self.i64(i),
+            ValueRef::Float(f) => self.tagged(b'f', &f.to_bits().to_le_bytes()),
+            ValueRef::Str(s) => self.str(s),
+            ValueRef::Bytes(b) => self.tagged(b'y', b),
         }
     }
 
@@ -80,9 +80,9 @@ mod tests {
         };
         assert_ne!(key("ab", "c"), key("a", "bc"));
         let mut int = KeyHasher::default();
-        int.value(&Value::Int(1));
+        int.value(ValueRef::Int(1));
         let mut text = KeyHasher::default();
-        text.value(&Value::from("1"));
+        text.value(ValueRef::Str("1"));
         assert_ne!(int.finish(), text.finish());
     }
 }

@@ -11,7 +11,9 @@ pub mod seen;
 use key::KeySpec;
 use seen::Seen;
 use serde::Deserialize;
-use sluice_plugin_sdk::{Config as PluginConfig, Plugin, PluginError, Record, Route, host};
+use sluice_plugin_sdk::{
+    BatchView, Config as PluginConfig, Output, PackedPlugin, PluginError, RecordView, host,
+};
 
 const NS_PER_SEC: i64 = 1_000_000_000;
 
@@ -110,7 +112,7 @@ impl Dedup {
     }
 
     /// Whether `record` is a duplicate; remembers it when it is not.
-    fn is_duplicate(&mut self, record: &Record, counts: &mut Counts) -> bool {
+    fn is_duplicate(&mut self, record: &RecordView<'_>, counts: &mut Counts) -> bool {
         let t = record.timestamp;
         let trusted = record.observed_timestamp == 0
             || t <= record.observed_timestamp.saturating_add(self.max_future);
@@ -134,29 +136,30 @@ impl Dedup {
     }
 }
 
-impl Plugin for Dedup {
+// Dedup only reads records: it takes them in place and forwards the ones it keeps as bytes.
+impl PackedPlugin for Dedup {
     fn init(config: &PluginConfig) -> Result<Self, PluginError> {
         Dedup::new(&config.parse::<Config>()?)
     }
 
-    fn process(&mut self, batch: Vec<Record>, out: &mut Vec<Record>) -> Result<(), PluginError> {
+    fn process(&mut self, batch: &BatchView<'_>, out: &mut Output) -> Result<(), PluginError> {
         let mut counts = Counts::default();
-        for record in batch {
-            if record.route == Route::Cleaned {
+        for record in batch.iter() {
+            if record.is_cleaned() {
                 counts.seen += 1;
                 if self.is_duplicate(&record, &mut counts) {
                     counts.dropped += 1;
                     continue;
                 }
             }
-            out.push(record);
+            out.keep(&record);
         }
         counts.expired += self.seen.expire(self.cutoff());
         counts.flush();
         Ok(())
     }
 
-    fn tick(&mut self, watermark: i64, _out: &mut Vec<Record>) -> Result<(), PluginError> {
+    fn tick(&mut self, watermark: i64, _out: &mut Output) -> Result<(), PluginError> {
         self.watermark = self.watermark.max(watermark);
         let expired = self.seen.expire(self.cutoff());
         host::counter_add("expired", expired);

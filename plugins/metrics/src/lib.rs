@@ -15,7 +15,9 @@ pub mod window;
 use detect::{Anomaly, DetectConfig, ServiceDetector, WindowStats};
 use hash::FnvMap;
 use serde::Deserialize;
-use sluice_plugin_sdk::{Config as PluginConfig, Plugin, PluginError, Record, Route, host};
+use sluice_plugin_sdk::{
+    BatchView, Config as PluginConfig, Output, PackedPlugin, PluginError, RecordView, host,
+};
 use window::Windows;
 
 const NS_PER_SEC: i64 = 1_000_000_000;
@@ -132,8 +134,8 @@ impl Metrics {
         event_time.max(self.ticked).saturating_sub(self.lateness)
     }
 
-    fn advance(&mut self, record: &Record) {
-        let origin = record.origin();
+    fn advance(&mut self, record: &RecordView<'_>) {
+        let origin = record.origin;
         let t = record.timestamp;
         match self
             .partition_max
@@ -143,7 +145,7 @@ impl Metrics {
             Some(entry) => entry.2 = entry.2.max(t),
             None => self
                 .partition_max
-                .push((origin.topic.clone(), origin.partition, t)),
+                .push((origin.topic.to_owned(), origin.partition, t)),
         }
     }
 
@@ -152,7 +154,7 @@ impl Metrics {
     }
 
     /// Count `record` unless the watermark has passed its window.
-    fn observe(&mut self, record: &Record, counts: &mut Counts) {
+    fn observe(&mut self, record: &RecordView<'_>, counts: &mut Counts) {
         let t = record.timestamp;
         if t <= 0 {
             counts.no_timestamp += 1;
@@ -171,18 +173,18 @@ impl Metrics {
         }
         counts.observed += 1;
         let o = window::observe(record);
-        self.windows.add(start, &o, record.origin());
+        self.windows.add(start, &o, record.origin);
     }
 
     /// Emit metric and alert records for every window the watermark has passed.
-    fn close(&mut self, out: &mut Vec<Record>, counts: &mut Counts) {
+    fn close(&mut self, out: &mut Output, counts: &mut Counts) {
         let mut alerts = Vec::new();
         let mut anomalies: Vec<Anomaly> = Vec::new();
         for (start, services) in self.windows.close_until(self.watermark()) {
             for (service, acc) in services {
                 counts.windows_closed += 1;
                 let size = self.windows.size;
-                out.push(records::metric(&service, start, size, &acc));
+                out.push(&records::metric(&service, start, size, &acc));
                 if !self.cfg.anomaly.enabled {
                     continue;
                 }
@@ -203,29 +205,30 @@ impl Metrics {
             }
         }
         counts.alerts += alerts.len() as u64;
-        out.append(&mut alerts);
+        alerts.iter().for_each(|a| out.push(a));
     }
 }
 
-impl Plugin for Metrics {
+// Metrics only reads records: it takes them in place and forwards every one as bytes.
+impl PackedPlugin for Metrics {
     fn init(config: &PluginConfig) -> Result<Self, PluginError> {
         Metrics::new(config.parse()?)
     }
 
-    fn process(&mut self, batch: Vec<Record>, out: &mut Vec<Record>) -> Result<(), PluginError> {
+    fn process(&mut self, batch: &BatchView<'_>, out: &mut Output) -> Result<(), PluginError> {
         let mut counts = Counts::default();
-        for record in batch {
-            if record.route == Route::Cleaned {
+        for record in batch.iter() {
+            if record.is_cleaned() {
                 self.observe(&record, &mut counts);
             }
-            out.push(record);
+            out.keep(&record);
         }
         self.close(out, &mut counts);
         counts.flush();
         Ok(())
     }
 
-    fn tick(&mut self, watermark: i64, out: &mut Vec<Record>) -> Result<(), PluginError> {
+    fn tick(&mut self, watermark: i64, out: &mut Output) -> Result<(), PluginError> {
         self.ticked = self.ticked.max(watermark);
         let mut counts = Counts::default();
         self.close(out, &mut counts);

@@ -3,7 +3,7 @@
 
 use crate::hash::FnvMap;
 use crate::sketch::DdSketch;
-use sluice_plugin_sdk::{Origin, Record, Value, severity};
+use sluice_plugin_sdk::{Origin, OriginRef, RecordView, Value, severity};
 use std::collections::BTreeMap;
 
 /// What one record contributes, read from its attributes in a single scan.
@@ -21,14 +21,14 @@ const ERROR_WORDS: [&str; 8] = [
 /// Read a record. Error: severity ≥ ERROR; or, with no severity number, a `log.level`
 /// naming an error or worse; or an HTTP status ≥ 500. Latency: `event.duration` (ns),
 /// else `latency_ms`, else a raw `duration_ms`.
-pub fn observe(record: &Record) -> Observation<'_> {
+pub fn observe<'a>(record: &RecordView<'a>) -> Observation<'a> {
     let mut service = None;
     let mut fallback_service = None;
     let mut level_error = false;
     let mut status_error = false;
     let (mut duration_ns, mut latency_ms, mut raw_ms) = (None, None, None);
-    for a in &record.attributes {
-        match a.key.as_str() {
+    for a in record.attributes {
+        match a.key {
             "service.name" => service = a.value.as_str(),
             "service" => fallback_service = a.value.as_str(),
             "log.level" | "level" => {
@@ -119,7 +119,7 @@ impl Windows {
         t - t.rem_euclid(self.size)
     }
 
-    pub fn add(&mut self, start: i64, o: &Observation, origin: &Origin) {
+    pub fn add(&mut self, start: i64, o: &Observation, origin: OriginRef<'_>) {
         let services = self.open.entry(start).or_default();
         // Look up by &str first: a String is only built for a new service.
         if let Some(acc) = services.get_mut(o.service) {
@@ -134,7 +134,7 @@ impl Windows {
         let (alpha, bins) = (self.alpha, self.max_bins);
         services
             .entry(name.to_string())
-            .or_insert_with(|| Accumulator::new(origin.clone(), alpha, bins))
+            .or_insert_with(|| Accumulator::new(origin.to_origin(), alpha, bins))
             .add(o);
     }
 

@@ -1,6 +1,7 @@
 //! Native micro-benchmark of the default chain (normalize → dedup → metrics) on generated
 //! ~300-byte log lines, without wasm and without Kafka: the ceiling the plugin logic
-//! itself sets. Host decoding (JSON → attributes) happens before the clock starts.
+//! itself sets. Host decoding (JSON → attributes) and packing each batch happen before the
+//! clock starts; each stage then takes and returns packed batches, as the host's calls do.
 //!
 //! `cargo run --release -p sluice-normalize --example chain_bench [records] [runs]`
 
@@ -9,7 +10,7 @@ use sluice_metrics::Metrics;
 use sluice_normalize::Normalize;
 use sluice_normalize::testing::host_record;
 use sluice_plugin_sdk::native::{NativePlugin, take_recorded};
-use sluice_plugin_sdk::{Plugin, Record};
+use sluice_plugin_sdk::{PackedPlugin, Record, packed};
 use std::time::Instant;
 
 const S: i64 = 1_000_000_000;
@@ -108,10 +109,21 @@ fn batches(lines: &[String]) -> Vec<Vec<Record>> {
         .collect()
 }
 
-fn run<P: Plugin>(config: &str, input: Vec<Vec<Record>>) -> (f64, Vec<Vec<Record>>) {
+fn packed(batches: Vec<Vec<Record>>) -> Vec<Vec<u8>> {
+    batches
+        .iter()
+        .map(|b| {
+            let mut bytes = Vec::new();
+            packed::encode(b, &mut bytes);
+            bytes
+        })
+        .collect()
+}
+
+fn run<P: PackedPlugin>(config: &str, input: &[Vec<u8>]) -> (f64, Vec<Vec<u8>>) {
     let mut p = NativePlugin::<P>::new(config).unwrap();
     let start = Instant::now();
-    let out: Vec<Vec<Record>> = input.into_iter().map(|b| p.process(b).unwrap()).collect();
+    let out: Vec<Vec<u8>> = input.iter().map(|b| p.process_packed(b).unwrap()).collect();
     (start.elapsed().as_secs_f64(), out)
 }
 
@@ -134,25 +146,25 @@ fn main() {
     );
     let mut stages: [Vec<f64>; 4] = Default::default();
     for r in 0..=runs {
-        let (t_norm, normalized) = run::<Normalize>("{}", batches(&lines));
-        let (t_dedup, deduped) = run::<Dedup>("{}", normalized);
-        let (t_metrics, _) = run::<Metrics>("{}", deduped);
+        let input = packed(batches(&lines));
+        let (t_norm, normalized) = run::<Normalize>("{}", &input);
+        let (t_dedup, deduped) = run::<Dedup>("{}", &normalized);
+        let (t_metrics, _) = run::<Metrics>("{}", &deduped);
         // The chain, one batch through all three stages at a time.
-        let input = batches(&lines);
         let mut chain = (
             NativePlugin::<Normalize>::new("{}").unwrap(),
             NativePlugin::<Dedup>::new("{}").unwrap(),
             NativePlugin::<Metrics>::new("{}").unwrap(),
         );
         let start = Instant::now();
-        let mut emitted = 0;
-        for b in input {
-            let b = chain.0.process(b).unwrap();
-            let b = chain.1.process(b).unwrap();
-            emitted += chain.2.process(b).unwrap().len();
+        let mut emitted_bytes = 0;
+        for b in &input {
+            let b = chain.0.process_packed(b).unwrap();
+            let b = chain.1.process_packed(&b).unwrap();
+            emitted_bytes += chain.2.process_packed(&b).unwrap().len();
         }
         let t_chain = start.elapsed().as_secs_f64();
-        std::hint::black_box(emitted);
+        std::hint::black_box(emitted_bytes);
         take_recorded();
         if r > 0 {
             for (s, t) in stages.iter_mut().zip([t_norm, t_dedup, t_metrics, t_chain]) {
