@@ -35,7 +35,7 @@ pub mod native;
 pub mod packed;
 
 pub use record::{Attribute, Origin, Record, Route, RouteRef, Value, ValueRef, severity};
-pub use view::{AttributeRef, BatchView, OriginRef, Output, RecordView};
+pub use view::{AttributeRef, BatchView, OriginRef, Output, RecordHead, RecordView, RecordWriter};
 
 /// The version of the WIT contract (`sluice:plugin@…`) this SDK implements.
 pub const CONTRACT_VERSION: &str = "0.1.0";

@@ -21,7 +21,7 @@
 //! str       = len:u32 utf-8 bytes; bytes = len:u32 bytes
 //! ```
 
-use crate::{Attribute, Origin, Record, Route, RouteRef, Value, ValueRef};
+use crate::{Attribute, Origin, Record, RecordHead, RouteRef, ValueRef};
 
 /// Why a packed batch could not be read. Only a broken plugin (or SDK) produces one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,51 +57,69 @@ pub fn encode(records: &[Record], out: &mut Vec<u8>) {
 
 /// Append one record's bytes (a batch is the count followed by its records).
 pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) {
-    out.extend_from_slice(&r.timestamp.to_le_bytes());
-    out.extend_from_slice(&r.observed_timestamp.to_le_bytes());
-    out.push(r.severity_number);
-    put_str(out, &r.severity_text);
-    put_str(out, &r.body);
-    put_str(out, &r.origin.topic);
-    out.extend_from_slice(&r.origin.partition.to_le_bytes());
-    out.extend_from_slice(&r.origin.offset.to_le_bytes());
-    match &r.route {
-        Route::Cleaned => out.push(0),
-        Route::Metrics => out.push(1),
-        Route::Alerts => out.push(2),
-        Route::Dlq(reason) => {
+    put_head(out, &r.head());
+    put_u32(out, r.attributes.len());
+    for a in &r.attributes {
+        put_attribute(out, "", &a.key, a.value.view());
+    }
+}
+
+/// Append a record's fields before its attributes.
+pub(crate) fn put_head(out: &mut Vec<u8>, head: &RecordHead<'_>) {
+    out.extend_from_slice(&head.timestamp.to_le_bytes());
+    out.extend_from_slice(&head.observed_timestamp.to_le_bytes());
+    out.push(head.severity_number);
+    put_str(out, head.severity_text);
+    put_str(out, head.body);
+    put_str(out, head.origin.topic);
+    out.extend_from_slice(&head.origin.partition.to_le_bytes());
+    out.extend_from_slice(&head.origin.offset.to_le_bytes());
+    match head.route {
+        RouteRef::Cleaned => out.push(0),
+        RouteRef::Metrics => out.push(1),
+        RouteRef::Alerts => out.push(2),
+        RouteRef::Dlq(reason) => {
             out.push(3);
             put_str(out, reason);
         }
-        Route::Named(name) => {
+        RouteRef::Named(name) => {
             out.push(4);
             put_str(out, name);
         }
     }
-    put_u32(out, r.attributes.len());
-    for a in &r.attributes {
-        put_str(out, &a.key);
-        match &a.value {
-            Value::Null => out.push(0),
-            Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
-            Value::Int(i) => {
-                out.push(2);
-                out.extend_from_slice(&i.to_le_bytes());
-            }
-            Value::Float(f) => {
-                out.push(3);
-                out.extend_from_slice(&f.to_le_bytes());
-            }
-            Value::Str(s) => {
-                out.push(4);
-                put_str(out, s);
-            }
-            Value::Bytes(b) => {
-                out.push(5);
-                put_bytes(out, b);
-            }
+}
+
+/// Append one attribute whose key is `prefix` followed by `key`.
+pub(crate) fn put_attribute(out: &mut Vec<u8>, prefix: &str, key: &str, value: ValueRef<'_>) {
+    put_u32(out, prefix.len() + key.len());
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(key.as_bytes());
+    match value {
+        ValueRef::Null => out.push(0),
+        ValueRef::Bool(b) => out.extend_from_slice(&[1, u8::from(b)]),
+        ValueRef::Int(i) => {
+            out.push(2);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        ValueRef::Float(f) => {
+            out.push(3);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        ValueRef::Str(s) => {
+            out.push(4);
+            put_str(out, s);
+        }
+        ValueRef::Bytes(b) => {
+            out.push(5);
+            put_bytes(out, b);
         }
     }
+}
+
+/// Overwrite the u32 count at `at` (written as a placeholder before its items).
+pub(crate) fn patch_u32(out: &mut [u8], at: usize, n: usize) {
+    // Counts are bounded far below 4 Gi by the plugin's memory limit.
+    out[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
 }
 
 /// Read a packed batch. Every length and count is checked against the bytes present, so a
@@ -339,6 +357,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::{Route, Value};
 
     /// One record with every value type, and one on each other route.
     pub(crate) fn sample() -> Vec<Record> {

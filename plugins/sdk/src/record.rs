@@ -6,6 +6,7 @@
 //! moves its own records across the boundary without converting them first (field order
 //! and names must therefore match the WIT exactly).
 
+use crate::{OriginRef, RecordHead};
 #[cfg(feature = "host")]
 use wasmtime::component::{ComponentType, Lift, Lower};
 
@@ -288,6 +289,24 @@ impl Record {
     /// Where the record came from. Read-only: the host relies on it for offsets and ids.
     pub fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    /// Every field but the attributes, borrowed (to emit a rewritten copy with
+    /// [`crate::Output::record`]).
+    pub fn head(&self) -> RecordHead<'_> {
+        RecordHead {
+            timestamp: self.timestamp,
+            observed_timestamp: self.observed_timestamp,
+            severity_number: self.severity_number,
+            severity_text: &self.severity_text,
+            body: &self.body,
+            origin: OriginRef {
+                topic: &self.origin.topic,
+                partition: self.origin.partition,
+                offset: self.origin.offset,
+            },
+            route: self.route.view(),
+        }
     }
 
     /// The attribute `key`, if present.

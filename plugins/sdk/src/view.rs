@@ -6,7 +6,7 @@
 //! is copied. [`Output::keep`] forwards a record by copying its bytes as they are, so a
 //! record a plugin only reads is never decoded into a [`Record`] or encoded again.
 
-use crate::packed::{PackedError, Reader, encode_record};
+use crate::packed::{PackedError, Reader, encode_record, patch_u32, put_attribute, put_head};
 use crate::{Attribute, Origin, Record, RouteRef, ValueRef, severity};
 use std::ops::Range;
 
@@ -36,6 +36,19 @@ impl OriginRef<'_> {
     }
 }
 
+/// A record's fields other than its attributes, borrowed: what [`Output::record`] starts
+/// a record with. Take it from the input ([`RecordView::head`]) and change what differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead<'a> {
+    pub timestamp: i64,
+    pub observed_timestamp: i64,
+    pub severity_number: u8,
+    pub severity_text: &'a str,
+    pub body: &'a str,
+    pub origin: OriginRef<'a>,
+    pub route: RouteRef<'a>,
+}
+
 /// A record read in place: the fields of [`Record`], borrowed from the batch.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordView<'a> {
@@ -55,6 +68,19 @@ pub struct RecordView<'a> {
 }
 
 impl<'a> RecordView<'a> {
+    /// Every field but the attributes.
+    pub fn head(&self) -> RecordHead<'a> {
+        RecordHead {
+            timestamp: self.timestamp,
+            observed_timestamp: self.observed_timestamp,
+            severity_number: self.severity_number,
+            severity_text: self.severity_text,
+            body: self.body,
+            origin: self.origin,
+            route: self.route,
+        }
+    }
+
     /// The attribute `key`, if present.
     pub fn get(&self, key: &str) -> Option<ValueRef<'a>> {
         self.attributes
@@ -229,6 +255,21 @@ impl Output {
         self.count += 1;
     }
 
+    /// Emit a record written field by field: `head`, then each attribute added to the
+    /// returned writer, with nothing owned in between. For a plugin that rewrites records
+    /// from borrowed parts (renamed keys, values kept as they came).
+    pub fn record(&mut self, head: &RecordHead<'_>) -> RecordWriter<'_> {
+        put_head(&mut self.bytes, head);
+        let count_at = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        self.count += 1;
+        RecordWriter {
+            bytes: &mut self.bytes,
+            count_at,
+            attributes: 0,
+        }
+    }
+
     /// Records emitted so far.
     pub fn len(&self) -> usize {
         self.count
@@ -240,9 +281,37 @@ impl Output {
 
     /// The packed batch.
     pub fn into_bytes(mut self) -> Vec<u8> {
-        // Batches are bounded far below 4 Gi records by the plugin's memory limit.
-        self.bytes[..4].copy_from_slice(&(self.count as u32).to_le_bytes());
+        patch_u32(&mut self.bytes, 0, self.count);
         self.bytes
+    }
+}
+
+/// The attributes of a record being emitted by [`Output::record`]. The record is complete
+/// when the writer is dropped.
+pub struct RecordWriter<'o> {
+    bytes: &'o mut Vec<u8>,
+    /// Where the attribute count goes, patched in on drop.
+    count_at: usize,
+    attributes: usize,
+}
+
+impl RecordWriter<'_> {
+    /// Add the attribute `key`.
+    pub fn attribute(&mut self, key: &str, value: ValueRef<'_>) {
+        self.attribute_with_prefix("", key, value);
+    }
+
+    /// Add the attribute whose key is `prefix` followed by `key` (say `labels.` and an
+    /// input key), without building the key as a string.
+    pub fn attribute_with_prefix(&mut self, prefix: &str, key: &str, value: ValueRef<'_>) {
+        put_attribute(self.bytes, prefix, key, value);
+        self.attributes += 1;
+    }
+}
+
+impl Drop for RecordWriter<'_> {
+    fn drop(&mut self) {
+        patch_u32(self.bytes, self.count_at, self.attributes);
     }
 }
 
@@ -298,6 +367,37 @@ mod tests {
         assert_eq!(decode(&out.into_bytes()).unwrap(), expected);
 
         assert_eq!(decode(&Output::new().into_bytes()).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_record_written_field_by_field_decodes_as_the_record_it_describes() {
+        let records = sample();
+        let bytes = packed(&records);
+        let view = BatchView::new(&bytes).unwrap();
+        let input = view.get(0);
+
+        let mut out = Output::new();
+        let mut head = input.head();
+        head.body = "rewritten";
+        head.severity_number = severity::WARN;
+        {
+            let mut w = out.record(&head);
+            w.attribute("service.name", ValueRef::Str("checkout"));
+            w.attribute_with_prefix("labels.", "zone", ValueRef::Int(3));
+        }
+        // No attributes at all, from an owned record's head.
+        drop(out.record(&records[1].head()));
+        assert_eq!(out.len(), 2);
+
+        let mut expected = records[0].clone();
+        expected.body = "rewritten".into();
+        expected.severity_number = severity::WARN;
+        expected.attributes.clear();
+        expected.set("service.name", "checkout");
+        expected.set("labels.zone", 3i64);
+        let mut bare = records[1].clone();
+        bare.attributes.clear();
+        assert_eq!(decode(&out.into_bytes()).unwrap(), vec![expected, bare]);
     }
 
     #[test]
