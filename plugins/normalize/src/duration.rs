@@ -2,7 +2,7 @@
 //! `"250us"`, `"1m30s"`), else from the field name's suffix (`_ms`, `_us`, `_ns`, `_s`),
 //! else from the field's configured default.
 
-use sluice_plugin_sdk::Value;
+use sluice_plugin_sdk::ValueRef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,11 +86,11 @@ fn text_to_ns(s: &str, default: Unit) -> Option<f64> {
 
 /// A duration attribute as whole nanoseconds. Negative, non-finite or non-numeric values
 /// are not durations.
-pub fn to_ns(value: &Value, default: Unit) -> Option<i64> {
+pub fn to_ns(value: ValueRef<'_>, default: Unit) -> Option<i64> {
     let ns = match value {
-        Value::Int(v) => *v as f64 * default.ns(),
-        Value::Float(v) => v * default.ns(),
-        Value::Str(s) => text_to_ns(s, default)?,
+        ValueRef::Int(v) => v as f64 * default.ns(),
+        ValueRef::Float(v) => v * default.ns(),
+        ValueRef::Str(s) => text_to_ns(s, default)?,
         _ => return None,
     };
     (ns.is_finite() && (0.0..9.2e18).contains(&ns)).then(|| ns.round() as i64)
@@ -112,15 +112,18 @@ mod tests {
 
     #[test]
     fn values() {
-        assert_eq!(to_ns(&Value::Float(123.4), Unit::Ms), Some(123_400_000));
-        assert_eq!(to_ns(&Value::Int(5), Unit::S), Some(5_000_000_000));
-        assert_eq!(to_ns(&Value::from("123ms"), Unit::S), Some(123_000_000));
-        assert_eq!(to_ns(&Value::from("1.5s"), Unit::Ms), Some(1_500_000_000));
-        assert_eq!(to_ns(&Value::from("250µs"), Unit::Ms), Some(250_000));
-        assert_eq!(to_ns(&Value::from("1m30s"), Unit::Ms), Some(90_000_000_000));
-        assert_eq!(to_ns(&Value::from("0.25"), Unit::S), Some(250_000_000));
-        assert_eq!(to_ns(&Value::from("fast"), Unit::Ms), None);
-        assert_eq!(to_ns(&Value::from("12 parsecs"), Unit::Ms), None);
-        assert_eq!(to_ns(&Value::Int(-3), Unit::Ms), None);
+        assert_eq!(to_ns(ValueRef::Float(123.4), Unit::Ms), Some(123_400_000));
+        assert_eq!(to_ns(ValueRef::Int(5), Unit::S), Some(5_000_000_000));
+        assert_eq!(to_ns(ValueRef::Str("123ms"), Unit::S), Some(123_000_000));
+        assert_eq!(to_ns(ValueRef::Str("1.5s"), Unit::Ms), Some(1_500_000_000));
+        assert_eq!(to_ns(ValueRef::Str("250µs"), Unit::Ms), Some(250_000));
+        assert_eq!(
+            to_ns(ValueRef::Str("1m30s"), Unit::Ms),
+            Some(90_000_000_000)
+        );
+        assert_eq!(to_ns(ValueRef::Str("0.25"), Unit::S), Some(250_000_000));
+        assert_eq!(to_ns(ValueRef::Str("fast"), Unit::Ms), None);
+        assert_eq!(to_ns(ValueRef::Str("12 parsecs"), Unit::Ms), None);
+        assert_eq!(to_ns(ValueRef::Int(-3), Unit::Ms), None);
     }
 }

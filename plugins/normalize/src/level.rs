@@ -2,7 +2,7 @@
 //! severity number and one of six lowercase names (`trace`, `debug`, `info`, `warn`,
 //! `error`, `fatal`), which is what `log.level` and `severity_text` carry.
 
-use sluice_plugin_sdk::{Value, severity};
+use sluice_plugin_sdk::{ValueRef, severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Level {
@@ -117,11 +117,11 @@ pub fn from_number(n: i64, otel_field: bool) -> Option<Level> {
 }
 
 /// A level attribute's value, whatever its type.
-pub fn from_value(value: &Value, otel_field: bool) -> Option<Level> {
+pub fn from_value(value: ValueRef<'_>, otel_field: bool) -> Option<Level> {
     match value {
-        Value::Int(n) => from_number(*n, otel_field),
-        Value::Float(f) if f.fract() == 0.0 => from_number(*f as i64, otel_field),
-        Value::Str(s) => {
+        ValueRef::Int(n) => from_number(n, otel_field),
+        ValueRef::Float(f) if f.fract() == 0.0 => from_number(f as i64, otel_field),
+        ValueRef::Str(s) => {
             let s = s.trim();
             match s.parse::<i64>() {
                 Ok(n) => from_number(n, otel_field),
@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(from_number(17, false), Some(ERROR)); // OpenTelemetry
         assert_eq!(from_number(3, true).unwrap().text, "trace"); // OpenTelemetry TRACE3
         assert_eq!(from_number(99, false), None);
-        assert_eq!(from_value(&Value::from("4"), false), Some(WARN));
-        assert_eq!(from_value(&Value::from(" Info "), false), Some(INFO));
+        assert_eq!(from_value(ValueRef::Str("4"), false), Some(WARN));
+        assert_eq!(from_value(ValueRef::Str(" Info "), false), Some(INFO));
     }
 }

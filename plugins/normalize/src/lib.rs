@@ -19,8 +19,10 @@ pub mod time;
 use config::{Config, UnknownFields};
 use fields::FieldTable;
 use formats::Format;
-use mapping::Mapper;
-use sluice_plugin_sdk::{Attribute, Plugin, PluginError, Record, Route, Value, host};
+use mapping::{Input, Mapper};
+use sluice_plugin_sdk::{
+    Attribute, AttributeRef, BatchView, Output, PackedPlugin, PluginError, RecordView, Value, host,
+};
 
 pub struct Normalize {
     mapper: Mapper,
@@ -64,55 +66,84 @@ impl Normalize {
         })
     }
 
-    /// Normalize one record in place; returns the format it was read as.
-    fn normalize(&mut self, record: &mut Record, counts: &mut Counts) -> Format {
-        let format = if !record.attributes.is_empty() || record.body.is_empty() || !self.parse_body
-        {
-            Format::Attributes
-        } else {
-            let original = self.keep_original.then(|| record.body.clone());
-            let format = formats::parse_body(record);
-            if format == Format::Unparsed {
-                record.attributes.push(Attribute {
-                    key: "tags".into(),
-                    value: Value::Str(self.unparsed_tag.clone()),
-                });
-            } else if let Some(original) = original {
-                record.attributes.push(Attribute {
-                    key: "event.original".into(),
-                    value: Value::Str(original),
-                });
-            }
-            format
-        };
-        if format != Format::Unparsed {
-            let outcome = self.mapper.apply(record);
-            // Syslog, access and plain lines carry their time in the line itself.
-            let structured = matches!(
-                format,
-                Format::Attributes | Format::JsonBody | Format::Logfmt
-            );
-            counts.timestamp_missing += u64::from(outcome.timestamp_missing && structured);
-            counts.timestamp_invalid += u64::from(outcome.timestamp_invalid);
-            counts.level_unknown += u64::from(outcome.level_unknown);
+    /// Write `record`, normalized, to `out`; returns the format it was read as.
+    fn normalize(
+        &mut self,
+        record: &RecordView<'_>,
+        out: &mut Output,
+        counts: &mut Counts,
+    ) -> Format {
+        if !record.attributes.is_empty() || record.body.is_empty() || !self.parse_body {
+            let input = Input {
+                head: record.head(),
+                attributes: record.attributes,
+            };
+            self.map(&input, Format::Attributes, out, counts);
+            return Format::Attributes;
         }
+        // A text line: parsed into an owned record's attributes first.
+        let mut parsed = record.to_record();
+        let original = self.keep_original.then(|| parsed.body.clone());
+        let format = formats::parse_body(&mut parsed);
+        if format == Format::Unparsed {
+            parsed.attributes.push(Attribute {
+                key: "tags".into(),
+                value: Value::Str(self.unparsed_tag.clone()),
+            });
+            out.push(&parsed);
+            return format;
+        }
+        if let Some(original) = original {
+            parsed.attributes.push(Attribute {
+                key: "event.original".into(),
+                value: Value::Str(original),
+            });
+        }
+        let attributes: Vec<AttributeRef<'_>> = parsed
+            .attributes
+            .iter()
+            .map(|a| AttributeRef {
+                key: &a.key,
+                value: a.value.view(),
+            })
+            .collect();
+        let input = Input {
+            head: parsed.head(),
+            attributes: &attributes,
+        };
+        self.map(&input, format, out, counts);
         format
+    }
+
+    fn map(&mut self, input: &Input<'_>, format: Format, out: &mut Output, counts: &mut Counts) {
+        let outcome = self.mapper.apply(input, out);
+        // Syslog, access and plain lines carry their time in the line itself.
+        let structured = matches!(
+            format,
+            Format::Attributes | Format::JsonBody | Format::Logfmt
+        );
+        counts.timestamp_missing += u64::from(outcome.timestamp_missing && structured);
+        counts.timestamp_invalid += u64::from(outcome.timestamp_invalid);
+        counts.level_unknown += u64::from(outcome.level_unknown);
     }
 }
 
-impl Plugin for Normalize {
+// Normalize rewrites every record, but from borrowed parts: it reads the batch in place
+// and writes each output record field by field (see `mapping`).
+impl PackedPlugin for Normalize {
     fn init(config: &sluice_plugin_sdk::Config) -> Result<Self, PluginError> {
         Normalize::from_config(&config.parse::<Config>()?)
     }
 
-    fn process(&mut self, batch: Vec<Record>, out: &mut Vec<Record>) -> Result<(), PluginError> {
+    fn process(&mut self, batch: &BatchView<'_>, out: &mut Output) -> Result<(), PluginError> {
         let mut counts = Counts::default();
-        for mut record in batch {
-            if record.route == Route::Cleaned {
-                let format = self.normalize(&mut record, &mut counts);
-                counts.formats[format as usize] += 1;
+        for record in batch.iter() {
+            if !record.is_cleaned() {
+                out.keep(&record);
+                continue;
             }
-            out.push(record);
+            let format = self.normalize(&record, out, &mut counts);
+            counts.formats[format as usize] += 1;
         }
         counts.flush();
         Ok(())
@@ -125,6 +156,7 @@ sluice_plugin_sdk::export_plugin!(Normalize);
 mod tests {
     use super::*;
     use sluice_plugin_sdk::native::{NativePlugin, take_recorded};
+    use sluice_plugin_sdk::{Record, Route};
 
     const KAFKA_TS: i64 = 1_795_608_000_000_000_000;
 
@@ -197,6 +229,45 @@ mod tests {
         assert_eq!(out[0].get_str("service.name"), Some("x"));
         assert!(out[0].get_str("event.original").unwrap().starts_with('{'));
         assert_eq!(take_recorded().counters.get("format.json"), Some(&1));
+    }
+
+    #[test]
+    fn schema_fields_come_first_in_schema_order_then_the_rest_in_input_order() {
+        let line = r#"{"zone":"a","msg":"m","status":200,"url":"https://h.example/p?q=1","service":"svc","duration_ms":5,"level":"warn","labels.team":"pay"}"#;
+        let out = run(r#"{"unknown_fields": "labels"}"#, &[line]);
+        let keys: Vec<&str> = out[0].attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "log.level",
+                "service.name",
+                "url.path",
+                "url.full",
+                "url.query",
+                "http.response.status_code",
+                "event.duration",
+                "latency_ms",
+                // The rest in input order: the host decodes JSON keys sorted.
+                "labels.team",
+                "labels.zone",
+            ]
+        );
+        assert_eq!(out[0].get_str("url.path"), Some("/p"));
+        assert_eq!(out[0].get("latency_ms"), Some(&Value::Float(5.0)));
+        assert_eq!((out[0].severity_number, out[0].body.as_str()), (13, "m"));
+    }
+
+    #[test]
+    fn a_severity_the_record_already_has_becomes_its_level() {
+        let mut r = testing::host_record(r#"{"msg":"x"}"#, "t", 0, KAFKA_TS, KAFKA_TS);
+        r.severity_number = 17;
+        let out = NativePlugin::<Normalize>::new("{}")
+            .unwrap()
+            .process(vec![r])
+            .unwrap();
+        assert_eq!(out[0].severity_text, "error");
+        assert_eq!(out[0].attributes[0].key, "log.level");
+        assert_eq!(out[0].get_str("log.level"), Some("error"));
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The field mapping: rewrites a record's attributes into the output schema.
 //!
 //! One pass over the attributes: each is looked up once and either claims its output
-//! slot (the best-priority alias wins), passes unchanged, or moves to `labels.`.
-//! Keys and values are rewritten in their existing buffers where possible, and the
-//! attribute vectors are reused, so a typical JSON record costs few allocations.
+//! slot (the best-priority alias wins), passes unchanged, or moves to `labels.`. The
+//! output record is then written straight into the plugin's packed output from borrowed
+//! parts: keys are renamed and values passed on without becoming owned strings, so a
+//! typical JSON record costs no allocation at all.
 
 use crate::duration;
 use crate::fields::{FieldTable, Rule, SLOT_COUNT, SLOTS, Slot};
 use crate::level;
 use crate::time;
-use sluice_plugin_sdk::{Attribute, Record, Value};
+use sluice_plugin_sdk::{AttributeRef, Output, RecordHead, RecordWriter, ValueRef};
 
 /// Per-record observations the plugin turns into counters.
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,14 +20,32 @@ pub struct Outcome {
     pub level_unknown: bool,
 }
 
+/// A record as the mapping reads it: borrowed from the input batch, or from a record
+/// whose text body was just parsed into attributes.
+pub struct Input<'a> {
+    pub head: RecordHead<'a>,
+    pub attributes: &'a [AttributeRef<'a>],
+}
+
+/// An input attribute that is not a slot winner, by its index in the input.
+#[derive(Debug, Clone, Copy)]
+enum Rest {
+    /// Already in the output schema: passes as it is.
+    Keep(usize),
+    /// Maps to no output field: passes, under `labels.` when so configured.
+    Unknown(usize),
+}
+
 pub struct Mapper {
     table: FieldTable,
     labels: bool,
-    /// Attributes that are not slot winners, in input order; reused across records.
-    rest: Vec<Attribute>,
+    /// The attributes that follow the schema fields, in output order; reused across
+    /// records.
+    rest: Vec<Rest>,
 }
 
-type Slots = [Option<(Rule, Attribute)>; SLOT_COUNT];
+/// Per output slot, the winning rule and the index of its input attribute.
+type Slots = [Option<(Rule, usize)>; SLOT_COUNT];
 
 impl Mapper {
     pub fn new(table: FieldTable, labels: bool) -> Mapper {
@@ -37,36 +56,32 @@ impl Mapper {
         }
     }
 
-    /// An attribute that maps to no output field.
-    fn unknown(&mut self, mut a: Attribute) {
-        if self.labels && !a.key.starts_with("labels.") {
-            a.key.insert_str(0, "labels.");
-        }
-        self.rest.push(a);
-    }
-
     /// A slot candidate that lost to a better alias of the same slot.
-    fn loser(&mut self, a: Attribute) {
+    fn loser(&mut self, input: &Input<'_>, index: usize) {
         // `latency_ms` is an output of this plugin: recomputed, not kept twice.
-        if a.key != "latency_ms" {
-            self.unknown(a);
+        if input.attributes[index].key != "latency_ms" {
+            self.rest.push(Rest::Unknown(index));
         }
     }
 
-    pub fn apply(&mut self, record: &mut Record) -> Outcome {
-        let mut attrs = std::mem::take(&mut record.attributes);
-        let mut slots: Slots = Default::default();
-        for a in attrs.drain(..) {
-            match self.table.lookup(&a.key) {
-                None => self.unknown(a),
-                Some(rule) if rule.slot == Slot::Keep => self.rest.push(a),
+    /// Write `input`, mapped, to `out`.
+    pub fn apply(&mut self, input: &Input<'_>, out: &mut Output) -> Outcome {
+        let attrs = input.attributes;
+        self.rest.clear();
+        let mut slots: Slots = [None; SLOT_COUNT];
+        for (index, a) in attrs.iter().enumerate() {
+            match self.table.lookup(a.key) {
+                None => self.rest.push(Rest::Unknown(index)),
+                Some(rule) if rule.slot == Slot::Keep => self.rest.push(Rest::Keep(index)),
                 Some(rule) => {
                     let slot = &mut slots[rule.slot.index()];
                     match slot {
-                        Some((best, _)) if best.priority <= rule.priority => self.loser(a),
+                        Some((best, _)) if best.priority <= rule.priority => {
+                            self.loser(input, index)
+                        }
                         _ => {
-                            if let Some((_, old)) = slot.replace((rule, a)) {
-                                self.loser(old);
+                            if let Some((_, old)) = slot.replace((rule, index)) {
+                                self.loser(input, old);
                             }
                         }
                     }
@@ -77,117 +92,118 @@ impl Mapper {
             timestamp_missing: slots[Slot::Timestamp.index()].is_none(),
             ..Outcome::default()
         };
+
+        // The slots that set record fields come first: the head is written before any
+        // attribute. Text computed for it (rare) lives in these buffers.
+        let mut head = input.head;
+        let mut body_text = String::new();
+        let level_text: String;
+        if let Some((_, index)) = slots[Slot::Timestamp.index()] {
+            match timestamp(attrs[index].value, head.timestamp) {
+                Some(ns) => head.timestamp = ns,
+                None => {
+                    outcome.timestamp_invalid = true;
+                    self.rest.push(Rest::Unknown(index));
+                }
+            }
+        }
+        if let Some((_, index)) = slots[Slot::Message.index()] {
+            head.body = text(attrs[index].value, &mut body_text).unwrap_or("");
+        }
         let mut level_set = false;
-        for (i, winner) in slots.iter_mut().enumerate() {
-            let Some((rule, a)) = winner.take() else {
+        let mut level_attribute = None;
+        if let Some((rule, index)) = slots[Slot::Level.index()] {
+            let value = attrs[index].value;
+            match level::from_value(value, rule.otel) {
+                Some(l) => {
+                    head.severity_number = l.number;
+                    head.severity_text = l.text;
+                    level_attribute = Some(l.text);
+                    level_set = true;
+                }
+                None => match value {
+                    // An unknown word is kept as the level text, lower-cased.
+                    ValueRef::Str(s) if !s.trim().is_empty() => {
+                        level_text = s.trim().to_ascii_lowercase();
+                        head.severity_text = &level_text;
+                        level_attribute = Some(&level_text);
+                    }
+                    _ => self.rest.push(Rest::Unknown(index)),
+                },
+            }
+            outcome.level_unknown = !level_set;
+        }
+        // A severity the record already had (set by the host or an earlier plugin).
+        let mut known_level = None;
+        if !level_set && head.severity_number > 0 {
+            if head.severity_text.is_empty() {
+                head.severity_text = level::from_otel(head.severity_number).map_or("", |l| l.text);
+            }
+            known_level = Some(head.severity_text);
+        }
+
+        let mut w = out.record(&head);
+        for text in [known_level, level_attribute].into_iter().flatten() {
+            w.attribute("log.level", ValueRef::Str(text));
+        }
+        for (i, winner) in slots.iter().enumerate() {
+            let Some((rule, index)) = *winner else {
                 continue;
             };
             let name = SLOTS[i].1;
+            let value = attrs[index].value;
             match rule.slot {
-                Slot::Timestamp => match timestamp(&a.value, record.timestamp) {
-                    Some(ns) => record.timestamp = ns,
-                    None => {
-                        outcome.timestamp_invalid = true;
-                        self.unknown(a);
-                    }
-                },
-                Slot::Message => match into_text(a.value) {
-                    Some(text) => record.body = text,
-                    None => record.body.clear(),
-                },
-                Slot::Level => {
-                    level_set = self.level(record, rule, a, &mut attrs);
-                    outcome.level_unknown = !level_set;
-                }
-                Slot::Url => self.url(a, &mut attrs),
+                // In the head, above.
+                Slot::Timestamp | Slot::Message | Slot::Level => {}
+                Slot::Url => self.url(value, index, &mut w),
                 Slot::Status | Slot::Bytes => {
                     let valid = |n: &i64| rule.slot == Slot::Bytes || (100..=599).contains(n);
-                    match a.value.as_i64().filter(valid) {
-                        Some(n) => attrs.push(rename(a, name, Value::Int(n))),
-                        None => self.unknown(a),
+                    match value.as_i64().filter(valid) {
+                        Some(n) => w.attribute(name, ValueRef::Int(n)),
+                        None => self.rest.push(Rest::Unknown(index)),
                     }
                 }
-                Slot::Duration => match duration::to_ns(&a.value, rule.unit) {
+                Slot::Duration => match duration::to_ns(value, rule.unit) {
                     Some(ns) => {
-                        attrs.push(rename(a, name, Value::Int(ns)));
-                        attrs.push(Attribute {
-                            key: "latency_ms".into(),
-                            value: Value::Float(ns as f64 / 1e6),
-                        });
+                        w.attribute(name, ValueRef::Int(ns));
+                        w.attribute("latency_ms", ValueRef::Float(ns as f64 / 1e6));
                     }
-                    None => self.unknown(a),
+                    None => self.rest.push(Rest::Unknown(index)),
                 },
                 _ => {
-                    let Attribute { key, value } = a;
+                    let mut buffer = String::new();
                     match value {
-                        // Empty or null text is no value for a schema field: keep it aside.
-                        Value::Null | Value::Bytes(_) => self.unknown(Attribute { key, value }),
-                        Value::Str(s) if s.is_empty() => self.unknown(Attribute {
-                            key,
-                            value: Value::Str(s),
-                        }),
+                        ValueRef::Null | ValueRef::Bytes(_) | ValueRef::Str("") => {
+                            self.rest.push(Rest::Unknown(index))
+                        }
                         value => {
-                            let text = into_text(value).unwrap_or_default();
-                            attrs.push(rename_key(key, name, Value::Str(text)));
+                            let text = text(value, &mut buffer).unwrap_or_default();
+                            w.attribute(name, ValueRef::Str(text));
                         }
                     }
                 }
             }
         }
-        // Parsers and earlier stages may have set the severity without a level field.
-        if !level_set && record.severity_number > 0 {
-            let text = level::from_otel(record.severity_number).map_or("", |l| l.text);
-            if record.severity_text.is_empty() {
-                record.severity_text = text.into();
+        for rest in &self.rest {
+            match *rest {
+                Rest::Keep(index) => w.attribute(attrs[index].key, attrs[index].value),
+                Rest::Unknown(index) => {
+                    let AttributeRef { key, value } = attrs[index];
+                    if self.labels && !key.starts_with("labels.") {
+                        w.attribute_with_prefix("labels.", key, value);
+                    } else {
+                        w.attribute(key, value);
+                    }
+                }
             }
-            attrs.insert(
-                0,
-                Attribute {
-                    key: "log.level".into(),
-                    value: Value::from(record.severity_text.as_str()),
-                },
-            );
         }
-        attrs.append(&mut self.rest);
-        record.attributes = attrs;
         outcome
     }
 
-    /// Set the severity from a level field; false when the level is not recognised
-    /// (the lowercased text is still kept as `log.level`).
-    fn level(
-        &mut self,
-        record: &mut Record,
-        rule: Rule,
-        a: Attribute,
-        out: &mut Vec<Attribute>,
-    ) -> bool {
-        match level::from_value(&a.value, rule.otel) {
-            Some(l) => {
-                record.severity_number = l.number;
-                l.text.clone_into(&mut record.severity_text);
-                out.push(rename(a, "log.level", Value::from(l.text)));
-                true
-            }
-            None => match a.value {
-                Value::Str(ref s) if !s.trim().is_empty() => {
-                    let text = s.trim().to_ascii_lowercase();
-                    record.severity_text.clone_from(&text);
-                    out.push(rename(a, "log.level", Value::Str(text)));
-                    false
-                }
-                _ => {
-                    self.unknown(a);
-                    false
-                }
-            },
-        }
-    }
-
     /// `url.path` (+ `url.query`, and `url.full` for absolute URLs) from a path or URL.
-    fn url(&mut self, a: Attribute, out: &mut Vec<Attribute>) {
-        let Some(text) = a.value.as_str() else {
-            return self.unknown(a);
+    fn url(&mut self, value: ValueRef<'_>, index: usize, w: &mut RecordWriter<'_>) {
+        let Some(text) = value.as_str() else {
+            return self.rest.push(Rest::Unknown(index));
         };
         let absolute = text.split_once("://").filter(|(scheme, _)| {
             !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphabetic())
@@ -198,58 +214,34 @@ impl Mapper {
         };
         let target = target.split('#').next().unwrap_or(target);
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let mut extra = Vec::new();
+        w.attribute("url.path", ValueRef::Str(path));
         if absolute.is_some() {
-            extra.push(Attribute {
-                key: "url.full".into(),
-                value: Value::from(text),
-            });
+            w.attribute("url.full", ValueRef::Str(text));
         }
         if !query.is_empty() {
-            extra.push(Attribute {
-                key: "url.query".into(),
-                value: Value::from(query),
-            });
+            w.attribute("url.query", ValueRef::Str(query));
         }
-        if path.len() == text.len() {
-            out.push(rename_key(a.key, "url.path", a.value));
-        } else {
-            let path = Value::from(path);
-            out.push(rename_key(a.key, "url.path", path));
-        }
-        out.append(&mut extra);
     }
 }
 
-fn rename(a: Attribute, name: &str, value: Value) -> Attribute {
-    rename_key(a.key, name, value)
-}
-
-/// Reuse the key's buffer for the output name.
-fn rename_key(mut key: String, name: &str, value: Value) -> Attribute {
-    if key != name {
-        key.clear();
-        key.push_str(name);
-    }
-    Attribute { key, value }
-}
-
-fn into_text(value: Value) -> Option<String> {
-    match value {
-        Value::Str(s) => Some(s),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Float(f) => Some(f.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Null | Value::Bytes(_) => None,
-    }
+/// A value as text: text as it is, numbers and booleans formatted into `buffer`.
+fn text<'a>(value: ValueRef<'a>, buffer: &'a mut String) -> Option<&'a str> {
+    *buffer = match value {
+        ValueRef::Str(s) => return Some(s),
+        ValueRef::Int(i) => i.to_string(),
+        ValueRef::Float(f) => f.to_string(),
+        ValueRef::Bool(b) => b.to_string(),
+        ValueRef::Null | ValueRef::Bytes(_) => return None,
+    };
+    Some(buffer)
 }
 
 /// A timestamp attribute: epoch numbers (unit by magnitude) or text.
-pub fn timestamp(value: &Value, reference: i64) -> Option<i64> {
+pub fn timestamp(value: ValueRef<'_>, reference: i64) -> Option<i64> {
     match value {
-        Value::Int(i) => time::from_epoch_int(*i),
-        Value::Float(f) => time::from_epoch_float(*f),
-        Value::Str(s) => time::parse_text(s, reference),
+        ValueRef::Int(i) => time::from_epoch_int(i),
+        ValueRef::Float(f) => time::from_epoch_float(f),
+        ValueRef::Str(s) => time::parse_text(s, reference),
         _ => None,
     }
 }
