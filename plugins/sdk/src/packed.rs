@@ -21,7 +21,7 @@
 //! str       = len:u32 utf-8 bytes; bytes = len:u32 bytes
 //! ```
 
-use crate::{Attribute, Origin, Record, RecordHead, RouteRef, ValueRef};
+use crate::{Attribute, OriginRef, Record, RecordHead, RouteRef, ValueRef};
 
 /// Why a packed batch could not be read. Only a broken plugin (or SDK) produces one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,11 +146,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, PackedError> {
             severity_text: head.severity_text.to_owned(),
             body: head.body.to_owned(),
             attributes,
-            origin: Origin {
-                topic: head.topic.to_owned(),
-                partition: head.partition,
-                offset: head.offset,
-            },
+            origin: head.origin.to_origin(),
             route: head.route.to_route(),
         });
     }
@@ -185,8 +181,8 @@ pub fn scan<'a>(bytes: &'a [u8], mut each: impl FnMut(Summary<'a>)) -> Result<us
         each(Summary {
             span: start..r.at,
             timestamp: head.timestamp,
-            topic: head.topic,
-            partition: head.partition,
+            topic: head.origin.topic,
+            partition: head.origin.partition,
             cleaned: head.route == RouteRef::Cleaned,
         });
     }
@@ -202,19 +198,6 @@ pub fn select(batch: &[u8], spans: &[std::ops::Range<usize>], out: &mut Vec<u8>)
     for span in spans {
         out.extend_from_slice(&batch[span.clone()]);
     }
-}
-
-/// A record's fields before its attributes, borrowed from the batch.
-pub(crate) struct Head<'a> {
-    pub timestamp: i64,
-    pub observed_timestamp: i64,
-    pub severity_number: u8,
-    pub severity_text: &'a str,
-    pub body: &'a str,
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub route: RouteRef<'a>,
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
@@ -302,16 +285,18 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    pub fn head(&mut self) -> Result<Head<'a>, PackedError> {
-        Ok(Head {
+    pub fn head(&mut self) -> Result<RecordHead<'a>, PackedError> {
+        Ok(RecordHead {
             timestamp: self.i64()?,
             observed_timestamp: self.i64()?,
             severity_number: self.u8()?,
             severity_text: self.str()?,
             body: self.str()?,
-            topic: self.str()?,
-            partition: self.i32()?,
-            offset: self.i64()?,
+            origin: OriginRef {
+                topic: self.str()?,
+                partition: self.i32()?,
+                offset: self.i64()?,
+            },
             route: match self.u8()? {
                 0 => RouteRef::Cleaned,
                 1 => RouteRef::Metrics,
@@ -357,7 +342,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::{Route, Value};
+    use crate::{Origin, Route, Value};
 
     /// One record with every value type, and one on each other route.
     pub(crate) fn sample() -> Vec<Record> {

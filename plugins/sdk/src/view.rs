@@ -40,18 +40,6 @@ impl OriginRef<'_> {
 /// a record with. Take it from the input ([`RecordView::head`]) and change what differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHead<'a> {
-    pub timestamp: i64,
-    pub observed_timestamp: i64,
-    pub severity_number: u8,
-    pub severity_text: &'a str,
-    pub body: &'a str,
-    pub origin: OriginRef<'a>,
-    pub route: RouteRef<'a>,
-}
-
-/// A record read in place: the fields of [`Record`], borrowed from the batch.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
     /// Event time, ns since the Unix epoch; 0 when unknown.
     pub timestamp: i64,
     /// When the host first saw the record, ns since the Unix epoch.
@@ -60,25 +48,32 @@ pub struct RecordView<'a> {
     pub severity_number: u8,
     pub severity_text: &'a str,
     pub body: &'a str,
-    pub attributes: &'a [AttributeRef<'a>],
     pub origin: OriginRef<'a>,
     pub route: RouteRef<'a>,
+}
+
+/// A record read in place: the fields of [`Record`], borrowed from the batch. Its head's
+/// fields read as its own (`record.timestamp`).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    head: RecordHead<'a>,
+    pub attributes: &'a [AttributeRef<'a>],
     /// The record's own bytes in the batch, forwarded as they are by [`Output::keep`].
     raw: &'a [u8],
+}
+
+impl<'a> std::ops::Deref for RecordView<'a> {
+    type Target = RecordHead<'a>;
+
+    fn deref(&self) -> &RecordHead<'a> {
+        &self.head
+    }
 }
 
 impl<'a> RecordView<'a> {
     /// Every field but the attributes.
     pub fn head(&self) -> RecordHead<'a> {
-        RecordHead {
-            timestamp: self.timestamp,
-            observed_timestamp: self.observed_timestamp,
-            severity_number: self.severity_number,
-            severity_text: self.severity_text,
-            body: self.body,
-            origin: self.origin,
-            route: self.route,
-        }
+        self.head
     }
 
     /// The attribute `key`, if present.
@@ -136,7 +131,7 @@ pub struct BatchView<'a> {
 
 /// One record of a [`BatchView`]: everything but its attributes, and where they are.
 struct Entry<'a> {
-    head: crate::packed::Head<'a>,
+    head: RecordHead<'a>,
     attributes: Range<usize>,
     raw: &'a [u8],
 }
@@ -196,20 +191,9 @@ impl<'a> BatchView<'a> {
     }
 
     fn view(&self, entry: &Entry<'a>) -> RecordView<'_> {
-        let h = &entry.head;
         RecordView {
-            timestamp: h.timestamp,
-            observed_timestamp: h.observed_timestamp,
-            severity_number: h.severity_number,
-            severity_text: h.severity_text,
-            body: h.body,
+            head: entry.head,
             attributes: &self.attributes[entry.attributes.clone()],
-            origin: OriginRef {
-                topic: h.topic,
-                partition: h.partition,
-                offset: h.offset,
-            },
-            route: h.route,
             raw: entry.raw,
         }
     }
