@@ -65,7 +65,8 @@ impl PackedBatch {
     }
 
     fn decode(&self) -> Vec<Record> {
-        packed::decode(&self.bytes).expect("a scanned batch decodes")
+        // SAFETY: `new` accepted the bytes only after `packed::scan` checked every string.
+        unsafe { packed::decode_scanned(&self.bytes) }.expect("a scanned batch decodes")
     }
 
     /// A batch of the records at `indices`, copied by span.
@@ -104,7 +105,8 @@ impl Batch {
         }
     }
 
-    /// The packed bytes, encoded if these are records.
+    /// The packed bytes, encoded if these are records. Every string in them is UTF-8: they
+    /// were encoded from records, or passed `packed::scan` in [`PackedBatch::new`].
     pub fn packed(&self) -> Cow<'_, [u8]> {
         match self {
             Batch::Records(records) => {

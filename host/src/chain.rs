@@ -87,7 +87,9 @@ impl<P: sluice_plugin_sdk::PackedPlugin + Send> Stage for NativeStage<P> {
         &self.name
     }
     fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
-        let result = self.plugin.process_packed(&batch.packed());
+        // SAFETY: a batch holds records (Rust strings) or bytes that passed `packed::scan`
+        // (`PackedBatch::new`): every string in it is UTF-8.
+        let result = unsafe { self.plugin.process_from_host(&batch.packed()) };
         self.output(result)
     }
     fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure> {

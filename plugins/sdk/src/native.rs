@@ -54,9 +54,27 @@ impl<P: PackedPlugin> NativePlugin<P> {
 
     /// One call on a packed batch, as the host makes it.
     pub fn process_packed(&mut self, batch: &[u8]) -> Result<Vec<u8>, PluginError> {
-        let view = BatchView::new(batch)
-            .map_err(|e| PluginError::new(format!("malformed input batch: {e}")))?;
-        let mut out = Output::with_capacity(batch.len());
+        self.process_view(batch.len(), BatchView::new(batch))
+    }
+
+    /// [`NativePlugin::process_packed`] without checking the batch's strings for UTF-8
+    /// again, as the wasm layer reads the host's batches.
+    ///
+    /// # Safety
+    /// Every string in `batch` must be valid UTF-8: it was encoded from Rust strings, or
+    /// has passed [`packed::scan`].
+    pub unsafe fn process_from_host(&mut self, batch: &[u8]) -> Result<Vec<u8>, PluginError> {
+        // SAFETY: passed on from the caller.
+        self.process_view(batch.len(), unsafe { BatchView::from_host(batch) })
+    }
+
+    fn process_view(
+        &mut self,
+        size: usize,
+        view: Result<BatchView<'_>, packed::PackedError>,
+    ) -> Result<Vec<u8>, PluginError> {
+        let view = view.map_err(|e| PluginError::new(format!("malformed input batch: {e}")))?;
+        let mut out = Output::with_capacity(size);
         self.plugin.process(&view, &mut out)?;
         Ok(out.into_bytes())
     }

@@ -125,7 +125,21 @@ pub(crate) fn patch_u32(out: &mut [u8], at: usize, n: usize) {
 /// Read a packed batch. Every length and count is checked against the bytes present, so a
 /// hostile or broken encoder gets an error, never a panic or an outsized allocation.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, PackedError> {
-    let mut r = Reader::new(bytes);
+    decode_from(Reader::new(bytes))
+}
+
+/// [`decode`] for a batch that has passed [`scan`], without checking every string for
+/// UTF-8 a second time.
+///
+/// # Safety
+/// Every string in `bytes` must be valid UTF-8: `bytes` passed [`scan`] (or [`decode`]),
+/// or were written by [`encode`].
+pub unsafe fn decode_scanned(bytes: &[u8]) -> Result<Vec<Record>, PackedError> {
+    // SAFETY: passed on from the caller.
+    decode_from(unsafe { Reader::trusting_utf8(bytes) })
+}
+
+fn decode_from(mut r: Reader<'_>) -> Result<Vec<Record>, PackedError> {
     let count = r.count()?;
     let mut records = Vec::with_capacity(count);
     for _ in 0..count {
@@ -217,11 +231,31 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pub at: usize,
+    /// Whether strings are checked for UTF-8 (see [`Reader::trusting_utf8`]).
+    check_utf8: bool,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes, at: 0 }
+        Reader {
+            bytes,
+            at: 0,
+            check_utf8: true,
+        }
+    }
+
+    /// A reader that takes every string as UTF-8 without checking it; lengths, counts and
+    /// tags are still checked, so a bad batch is still an error, never a panic.
+    ///
+    /// # Safety
+    /// Every string in `bytes` must be valid UTF-8: the bytes were written by [`encode`]
+    /// or the SDK's `Output` from Rust strings, or have passed [`scan`].
+    pub unsafe fn trusting_utf8(bytes: &'a [u8]) -> Self {
+        Reader {
+            bytes,
+            at: 0,
+            check_utf8: false,
+        }
     }
 
     fn remaining(&self) -> usize {
@@ -271,6 +305,11 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<&'a str, PackedError> {
         let start = self.at;
         let bytes = self.slice()?;
+        if !self.check_utf8 {
+            // SAFETY: whoever built this reader with `trusting_utf8` vouched for every
+            // string in the batch.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
         std::str::from_utf8(bytes).map_err(|_| PackedError {
             at: start,
             what: "string is not valid UTF-8",
@@ -385,6 +424,8 @@ pub(crate) mod tests {
         let mut bytes = Vec::new();
         encode(&records, &mut bytes);
         assert_eq!(decode(&bytes).unwrap(), records);
+        // SAFETY: `encode` wrote every string from a Rust string.
+        assert_eq!(unsafe { decode_scanned(&bytes) }.unwrap(), records);
         let mut empty = Vec::new();
         encode(&[], &mut empty);
         assert_eq!(decode(&empty).unwrap(), Vec::<Record>::new());

@@ -32,7 +32,9 @@ pub fn process<P: PackedPlugin>(
 ) -> Result<Vec<u8>, b::PluginError> {
     let mut slot = slot.borrow_mut();
     let plugin = slot.as_mut().ok_or_else(not_initialised)?;
-    let view = BatchView::new(&batch).map_err(|e| b::PluginError {
+    // SAFETY: the host only sends batches it encoded from Rust strings or checked with
+    // `packed::scan`; the contract requires UTF-8.
+    let view = unsafe { BatchView::from_host(&batch) }.map_err(|e| b::PluginError {
         message: format!("the host sent a batch the SDK cannot read: {e}"),
     })?;
     // Most plugins emit about what they read.
