@@ -123,7 +123,7 @@ pub trait Plugin: Sized + 'static {
 /// borrowed from the batch the host sent, and writes to an [`Output`]: a record forwarded
 /// with [`Output::keep`] is copied as bytes, never decoded or encoded, and a rewritten one
 /// is written field by field from borrowed parts with [`Output::record`]. The bundled
-/// plugins run 1.5–2.0× faster in wasm this way than as [`Plugin`]s, which remains the
+/// plugins run 1.6–1.9× faster in wasm this way than as [`Plugin`]s, which remains the
 /// simpler choice when a plugin's own work dominates. Every [`Plugin`] is a
 /// `PackedPlugin`; [`export_plugin!`] takes either.
 ///
