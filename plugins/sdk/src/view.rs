@@ -1,10 +1,10 @@
-//! Reading a packed batch in place, and writing one: the fast path for plugins that read
-//! a few fields of each record and forward most records unchanged (see
-//! [`crate::PackedPlugin`]).
+//! Reading a packed batch in place, and writing one: the fast path of
+//! [`crate::PackedPlugin`].
 //!
 //! A [`BatchView`] checks the whole batch once and borrows every string from it; no string
 //! is copied. [`Output::keep`] forwards a record by copying its bytes as they are, so a
-//! record a plugin only reads is never decoded into a [`Record`] or encoded again.
+//! record a plugin only reads is never decoded into a [`Record`] or encoded again;
+//! [`Output::record`] writes a rewritten one from borrowed parts.
 
 use crate::packed::{PackedError, Reader, encode_record, patch_u32, put_attribute, put_head};
 use crate::{Attribute, Origin, Record, RouteRef, ValueRef, severity};
