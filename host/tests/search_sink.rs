@@ -50,17 +50,27 @@ fn es(method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
 
 /// Hits of `query` on `index`, after a refresh.
 fn count(index: &str, query: Value) -> u64 {
-    es("POST", &format!("/{index}/_refresh"), None);
-    let (status, body) = es(
-        "POST",
-        &format!("/{index}/_search"),
-        Some(json!({"query": query, "size": 0, "track_total_hits": true})),
-    );
-    if status == 404 {
-        return 0;
+    // A data stream's first backing index answers 503 (`no_shard_available_action_exception`)
+    // until its shard has started, which can take a few seconds on a busy machine.
+    let started = Instant::now();
+    loop {
+        es("POST", &format!("/{index}/_refresh"), None);
+        let (status, body) = es(
+            "POST",
+            &format!("/{index}/_search"),
+            Some(json!({"query": query, "size": 0, "track_total_hits": true})),
+        );
+        match status {
+            404 => return 0,
+            503 if started.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => {
+                assert_eq!(status, 200, "{body}");
+                return body["hits"]["total"]["value"].as_u64().unwrap();
+            }
+        }
     }
-    assert_eq!(status, 200, "{body}");
-    body["hits"]["total"]["value"].as_u64().unwrap()
 }
 
 fn total(index: &str) -> u64 {
