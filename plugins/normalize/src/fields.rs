@@ -5,8 +5,6 @@
 //! `app`). Looking a key up is one hash of the key as it is, with no string built.
 
 use crate::duration::{self, Unit};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// An output field of the normalized schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +55,10 @@ pub const SLOTS: [(Slot, &str); 17] = [
 pub const SLOT_COUNT: usize = SLOTS.len();
 
 impl Slot {
+    /// The slot's position in [`SLOTS`]; `Keep`, which has no position, is `SLOT_COUNT`.
     pub fn index(self) -> usize {
-        SLOTS
-            .iter()
-            .position(|(s, _)| *s == self)
-            .unwrap_or(SLOT_COUNT)
+        // The variants are declared in `SLOTS` order (checked by a test).
+        self as usize
     }
 
     /// The slot an output name (as used in the `aliases` config) stands for.
@@ -341,31 +338,9 @@ fn default_unit(key: &str, fallback: Unit) -> Unit {
     }
 }
 
-/// FNV-1a: fast for the short keys of a log line, and needs no random seed (there is
-/// no OS randomness in the plugin sandbox).
-#[derive(Default)]
-pub struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
 /// The alias table: input key → rule.
 pub struct FieldTable {
-    rules: HashMap<Box<str>, Rule, BuildHasherDefault<Fnv>>,
+    rules: KeyMap,
     /// Prefixes whose keys pass unchanged (`labels.`, `log.syslog.`).
     keep_prefixes: Vec<String>,
 }
@@ -375,7 +350,7 @@ impl FieldTable {
     /// right after the output name itself, ahead of the built-in aliases.
     pub fn new(extra: &[(Slot, Vec<String>)], keep: &[String], duration_unit: Unit) -> FieldTable {
         let mut t = FieldTable {
-            rules: HashMap::default(),
+            rules: KeyMap::default(),
             keep_prefixes: vec!["labels.".into(), "log.syslog.".into()],
         };
         for (slot, keys) in extra {
@@ -406,12 +381,12 @@ impl FieldTable {
             otel: matches!(key, "severity_number" | "severityNumber" | "SeverityNumber"),
         };
         // The first entry for a key wins: operator aliases are added before defaults.
-        self.rules.entry(key.into()).or_insert(rule);
+        self.rules.insert_first(key, rule);
     }
 
     pub fn lookup(&self, key: &str) -> Option<Rule> {
         if let Some(rule) = self.rules.get(key) {
-            return Some(*rule);
+            return Some(rule);
         }
         self.keep_prefixes
             .iter()
@@ -423,6 +398,112 @@ impl FieldTable {
                 otel: false,
             })
     }
+}
+
+/// A string-keyed map built for this table's lookups, which run for every attribute of
+/// every record: open addressing over a power-of-two table, keys hashed and compared eight
+/// bytes at a time. (A general-purpose map hashes byte by byte and compares with `memcmp`,
+/// both of which are slow loops inside the wasm sandbox.) No seed is needed: the keys come
+/// from the config, not from the records.
+#[derive(Default)]
+struct KeyMap {
+    entries: Vec<(Box<str>, Rule)>,
+    /// `(hash, entry index + 1)`, 0 for an empty bucket; never more than half full.
+    buckets: Vec<(u64, u32)>,
+}
+
+impl KeyMap {
+    /// Insert `key` unless it is already present.
+    fn insert_first(&mut self, key: &str, rule: Rule) {
+        if self.get(key).is_some() {
+            return;
+        }
+        self.entries.push((key.into(), rule));
+        if self.entries.len() * 2 > self.buckets.len() {
+            self.rebuild((self.entries.len() * 4).next_power_of_two());
+        } else {
+            self.place(self.entries.len() - 1);
+        }
+    }
+
+    fn rebuild(&mut self, size: usize) {
+        self.buckets = vec![(0, 0); size];
+        for entry in 0..self.entries.len() {
+            self.place(entry);
+        }
+    }
+
+    fn place(&mut self, entry: usize) {
+        let hash = key_hash(self.entries[entry].0.as_bytes());
+        let mask = self.buckets.len() - 1;
+        let mut at = hash as usize & mask;
+        while self.buckets[at].1 != 0 {
+            at = (at + 1) & mask;
+        }
+        self.buckets[at] = (hash, entry as u32 + 1);
+    }
+
+    fn get(&self, key: &str) -> Option<Rule> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let key = key.as_bytes();
+        let hash = key_hash(key);
+        let mask = self.buckets.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            let (bucket_hash, entry) = self.buckets[at];
+            if entry == 0 {
+                return None;
+            }
+            if bucket_hash == hash {
+                let (candidate, rule) = &self.entries[entry as usize - 1];
+                if same_bytes(candidate.as_bytes(), key) {
+                    return Some(*rule);
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
+
+/// Eight bytes of `b` from `at` (zero-padded past the end), little-endian.
+fn word(b: &[u8], at: usize) -> u64 {
+    if let Some(chunk) = b.get(at..at + 8) {
+        return u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+    }
+    // The tail, byte by byte: a variable-length copy would be a call to `memcpy`.
+    b[at..]
+        .iter()
+        .enumerate()
+        .fold(0, |w, (i, &byte)| w | u64::from(byte) << (8 * i))
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (key.len() as u64).wrapping_mul(K);
+    let mut at = 0;
+    while at < key.len() {
+        h = (h ^ word(key, at)).wrapping_mul(K).rotate_left(31);
+        at += 8;
+    }
+    h ^= h >> 29;
+    h = h.wrapping_mul(K);
+    h ^ (h >> 32)
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut at = 0;
+    while at < a.len() {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -447,5 +528,64 @@ mod tests {
         assert!(t.lookup("customer").is_none());
         assert_eq!(Slot::from_output_name("service.name"), Some(Slot::Service));
         assert_eq!(Slot::Duration.index(), SLOT_COUNT - 1);
+        assert_eq!(Slot::Keep.index(), SLOT_COUNT);
+        for (i, (slot, _)) in SLOTS.iter().enumerate() {
+            assert_eq!(slot.index(), i, "{slot:?} is declared out of SLOTS order");
+        }
+    }
+
+    #[test]
+    fn key_map_finds_every_key_and_nothing_else() {
+        let mut map = KeyMap::default();
+        let keys: Vec<String> = (0..500)
+            .map(|i| format!("key.{i}.{}", "x".repeat(i % 19)))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            let rule = Rule {
+                slot: Slot::Keep,
+                priority: i as u16,
+                unit: Unit::Ms,
+                otel: false,
+            };
+            map.insert_first(key, rule);
+        }
+        // The first insert of a key wins.
+        map.insert_first(
+            &keys[7],
+            Rule {
+                slot: Slot::Host,
+                priority: 9999,
+                unit: Unit::Ms,
+                otel: false,
+            },
+        );
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(map.get(key).map(|r| r.priority), Some(i as u16), "{key}");
+        }
+        for missing in [
+            "",
+            "key",
+            "key.1.",
+            "key.1.xx",
+            "key.499.xxxxxxxxxxxxxxxxxxx",
+            "key.7.xxxxxxx!",
+        ] {
+            assert!(map.get(missing).is_none(), "{missing}");
+        }
+        // Keys differing only past the first eight bytes, or only in length.
+        let mut map = KeyMap::default();
+        let rule = |priority| Rule {
+            slot: Slot::Keep,
+            priority,
+            unit: Unit::Ms,
+            otel: false,
+        };
+        map.insert_first("http.request.a", rule(1));
+        map.insert_first("http.request.b", rule(2));
+        map.insert_first("http.req", rule(3));
+        assert_eq!(map.get("http.request.b").map(|r| r.priority), Some(2));
+        assert_eq!(map.get("http.req").map(|r| r.priority), Some(3));
+        assert!(map.get("http.request.").is_none());
+        assert!(map.get("http.re").is_none());
     }
 }

@@ -205,21 +205,39 @@ impl Mapper {
         let Some(text) = value.as_str() else {
             return self.rest.push(Rest::Unknown(index));
         };
-        let absolute = text.split_once("://").filter(|(scheme, _)| {
-            !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphabetic())
-        });
+        let absolute = split_scheme(text);
         let target = match absolute {
-            Some((_, after)) => after.find('/').map_or("/", |i| &after[i..]),
+            Some(after) => after.find('/').map_or("/", |i| &after[i..]),
             None => text,
         };
-        let target = target.split('#').next().unwrap_or(target);
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let (path, query) = split_query(target);
         w.attribute("url.path", ValueRef::Str(path));
         if absolute.is_some() {
             w.attribute("url.full", ValueRef::Str(text));
         }
         if !query.is_empty() {
             w.attribute("url.query", ValueRef::Str(query));
+        }
+    }
+}
+
+/// What follows `scheme://` when `text` starts with an alphabetic scheme.
+fn split_scheme(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    let colon = b.iter().position(|&c| !c.is_ascii_alphabetic())?;
+    (colon > 0 && b[colon..].starts_with(b"://")).then(|| &text[colon + 3..])
+}
+
+/// A URL target's path and query, without the fragment, in one pass over the bytes.
+fn split_query(target: &str) -> (&str, &str) {
+    let b = target.as_bytes();
+    match b.iter().position(|&c| c == b'?' || c == b'#') {
+        None => (target, ""),
+        Some(at) if b[at] == b'#' => (&target[..at], ""),
+        Some(at) => {
+            let rest = &target[at + 1..];
+            let end = rest.bytes().position(|c| c == b'#').unwrap_or(rest.len());
+            (&target[..at], &rest[..end])
         }
     }
 }
@@ -243,5 +261,31 @@ pub fn timestamp(value: ValueRef<'_>, reference: i64) -> Option<i64> {
         ValueRef::Float(f) => time::from_epoch_float(f),
         ValueRef::Str(s) => time::parse_text(s, reference),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        assert_eq!(split_scheme("https://h.example/p"), Some("h.example/p"));
+        assert_eq!(split_scheme("HTTP://h"), Some("h"));
+        assert_eq!(split_scheme("/p?next=http://x"), None);
+        assert_eq!(split_scheme("://h/p"), None);
+        assert_eq!(split_scheme("h2c://h/p"), None);
+        assert_eq!(split_scheme("https:/h"), None);
+        assert_eq!(split_scheme("https"), None);
+    }
+
+    #[test]
+    fn queries_and_fragments() {
+        assert_eq!(split_query("/p"), ("/p", ""));
+        assert_eq!(split_query("/p?a=1&b=2"), ("/p", "a=1&b=2"));
+        assert_eq!(split_query("/p?a=1#top"), ("/p", "a=1"));
+        assert_eq!(split_query("/p#top?a=1"), ("/p", ""));
+        assert_eq!(split_query("/p?"), ("/p", ""));
+        assert_eq!(split_query("?a"), ("", "a"));
     }
 }

@@ -72,10 +72,16 @@ pub fn from_epoch_float(v: f64) -> Option<i64> {
 
 /// Numeric text (`"1732528800"`, `"1732528800.123"`): exact, without going through floats.
 fn from_epoch_text(s: &str) -> Option<i64> {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || int.len() > 19 {
+    // Digits, then optionally a dot and more digits. Dated text fails at its first `-`.
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 19 {
         return None;
     }
+    let (int, frac) = match s.as_bytes().get(digits) {
+        None => (s, ""),
+        Some(b'.') => (&s[..digits], &s[digits + 1..]),
+        Some(_) => return None,
+    };
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
