@@ -266,42 +266,50 @@ impl<'a> Reader<'a> {
         PackedError { at: self.at, what }
     }
 
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], PackedError> {
-        if n > self.remaining() {
+        // One bounds check; `get` cannot overflow as `at + n` is at most 2 × 4 GiB.
+        let Some(slice) = self.bytes.get(self.at..self.at + n) else {
             return Err(self.error("truncated"));
-        }
-        let slice = &self.bytes[self.at..self.at + n];
+        };
         self.at += n;
         Ok(slice)
     }
 
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], PackedError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
+    #[inline(always)]
     fn u8(&mut self) -> Result<u8, PackedError> {
         Ok(self.take(1)?[0])
     }
 
+    #[inline(always)]
     fn u32(&mut self) -> Result<u32, PackedError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    #[inline(always)]
     fn i32(&mut self) -> Result<i32, PackedError> {
         Ok(i32::from_le_bytes(self.array()?))
     }
 
+    #[inline(always)]
     fn i64(&mut self) -> Result<i64, PackedError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
+    #[inline(always)]
     fn slice(&mut self) -> Result<&'a [u8], PackedError> {
         let len = self.u32()? as usize;
         self.take(len)
     }
 
+    #[inline(always)]
     fn str(&mut self) -> Result<&'a str, PackedError> {
         let start = self.at;
         let bytes = self.slice()?;
@@ -330,6 +338,7 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
+    #[inline(always)]
     pub fn head(&mut self) -> Result<RecordHead<'a>, PackedError> {
         Ok(RecordHead {
             timestamp: self.i64()?,
@@ -353,6 +362,7 @@ impl<'a> Reader<'a> {
         })
     }
 
+    #[inline(always)]
     pub fn attribute_count(&mut self) -> Result<usize, PackedError> {
         let count = self.u32()? as usize;
         // An attribute is at least a key length and a value tag.
@@ -362,6 +372,7 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
+    #[inline(always)]
     pub fn attribute(&mut self) -> Result<(&'a str, ValueRef<'a>), PackedError> {
         let key = self.str()?;
         let value = match self.u8()? {
