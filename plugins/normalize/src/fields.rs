@@ -535,6 +535,21 @@ mod tests {
     }
 
     #[test]
+    fn same_bytes_sees_every_byte() {
+        // Lookups reach this only on equal hashes, so test it directly.
+        for len in 0..24usize {
+            let a: Vec<u8> = (0..len as u8).map(|i| b'a' + i).collect();
+            assert!(same_bytes(&a, &a.clone()), "{len}");
+            assert!(!same_bytes(&a, &a[..len.saturating_sub(1)]) || len == 0);
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same_bytes(&a, &b), "length {len}, byte {at}");
+            }
+        }
+    }
+
+    #[test]
     fn key_map_finds_every_key_and_nothing_else() {
         let mut map = KeyMap::default();
         let keys: Vec<String> = (0..500)
