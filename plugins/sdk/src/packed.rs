@@ -268,8 +268,9 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], PackedError> {
-        // One bounds check; `get` cannot overflow as `at + n` is at most 2 × 4 GiB.
-        let Some(slice) = self.bytes.get(self.at..self.at + n) else {
+        // `at + n` could overflow a 32-bit usize (wasm) for a hostile length; the rest of
+        // the bytes, cut at `n`, cannot.
+        let Some(slice) = self.bytes[self.at..].get(..n) else {
             return Err(self.error("truncated"));
         };
         self.at += n;
@@ -313,15 +314,11 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<&'a str, PackedError> {
         let start = self.at;
         let bytes = self.slice()?;
-        if !self.check_utf8 {
-            // SAFETY: whoever built this reader with `trusting_utf8` vouched for every
-            // string in the batch.
-            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
-        }
         // Log text is nearly all ASCII, which a word-at-a-time check clears faster than
         // full UTF-8 validation does for short strings.
-        if bytes.is_ascii() {
-            // SAFETY: ASCII is valid UTF-8.
+        if !self.check_utf8 || bytes.is_ascii() {
+            // SAFETY: whoever built this reader with `trusting_utf8` vouched for every
+            // string in the batch; otherwise these bytes are ASCII, which is UTF-8.
             return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
         }
         std::str::from_utf8(bytes).map_err(|_| PackedError {
