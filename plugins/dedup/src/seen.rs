@@ -68,24 +68,26 @@ impl Seen {
         }
     }
 
-    /// Event time of the oldest pair, stale or not.
-    fn oldest_time(&self) -> Option<i64> {
-        let queued = self.in_order.front().map(|&(t, _)| t);
-        let late = self.late.peek().map(|Reverse((t, _))| *t);
-        match (queued, late) {
-            (Some(q), Some(l)) => Some(q.min(l)),
-            (q, l) => q.or(l),
+    /// Whether the oldest pair, stale or not, is in `late` rather than `in_order`.
+    fn late_is_oldest(&self) -> bool {
+        match (self.in_order.front(), self.late.peek()) {
+            (Some(&(queued, _)), Some(Reverse((late, _)))) => *late < queued,
+            (queued, late) => queued.is_none() && late.is_some(),
+        }
+    }
+
+    /// The oldest pair, stale or not.
+    fn peek_pair(&self) -> Option<(i64, u64)> {
+        if self.late_is_oldest() {
+            self.late.peek().map(|Reverse(pair)| *pair)
+        } else {
+            self.in_order.front().copied()
         }
     }
 
     /// Take the oldest pair, stale or not.
     fn pop_pair(&mut self) -> Option<(i64, u64)> {
-        let late_first = match (self.in_order.front(), self.late.peek()) {
-            (Some(&(q, _)), Some(Reverse((l, _)))) => *l < q,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if late_first {
+        if self.late_is_oldest() {
             self.late.pop().map(|Reverse(pair)| pair)
         } else {
             self.in_order.pop_front()
@@ -114,7 +116,7 @@ impl Seen {
     /// Remove entries older than `cutoff`; returns how many.
     pub fn expire(&mut self, cutoff: i64) -> u64 {
         let mut n = 0;
-        while self.oldest_time().is_some_and(|t| t < cutoff) {
+        while self.peek_pair().is_some_and(|(time, _)| time < cutoff) {
             let pair = self.pop_pair().expect("a pair is queued");
             n += u64::from(self.remove_current(pair));
         }
