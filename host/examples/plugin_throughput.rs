@@ -19,7 +19,7 @@ use sluice::{Origin, Record};
 use std::sync::Arc;
 use std::time::Instant;
 
-// The daemon's allocator, so the numbers match what it does.
+// The daemon's allocator, set up as it does, so the numbers match what it does.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -27,6 +27,7 @@ const RECORDS: usize = 200_000;
 const BATCH: usize = 1_000;
 
 fn main() {
+    sluice::memory::configure_allocators();
     let start = sluice::generator::parse_start("2026-11-25T10:00:00Z").unwrap();
     let options = DecodeOptions {
         max_message_bytes: 1 << 20,
