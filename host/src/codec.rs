@@ -188,7 +188,7 @@ const RESERVED: &[&str] = &["@timestamp", "message", "log.level"];
 /// Encode a record as one JSON object (no trailing newline), appended to `out`.
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"@timestamp\":\"");
-    out.extend_from_slice(time::rfc3339_nanos(record.timestamp).as_bytes());
+    time::push_rfc3339_nanos(record.timestamp, out);
     out.push(b'"');
     let level = level_text(record);
     if !level.is_empty() {

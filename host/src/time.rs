@@ -57,8 +57,33 @@ pub fn rfc3339_millis(ns: i64) -> String {
 
 /// RFC 3339 with nanosecond precision in UTC.
 pub fn rfc3339_nanos(ns: i64) -> String {
+    let mut out = Vec::with_capacity(30);
+    push_rfc3339_nanos(ns, &mut out);
+    String::from_utf8(out).expect("ASCII digits and separators")
+}
+
+/// Append [`rfc3339_nanos`] of `ns` to `out`, digit by digit: every record the host
+/// encodes carries one, and `format!` was ~1 % of the host's CPU. Nanoseconds in an `i64`
+/// span the years 1677–2262, so the year always has four digits.
+pub fn push_rfc3339_nanos(ns: i64, out: &mut Vec<u8>) {
     let (y, mo, d, h, mi, s, nanos) = utc_parts(ns);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{nanos:09}Z")
+    let mut text = *b"0000-00-00T00:00:00.000000000Z";
+    put_digits(&mut text[0..4], y as u32);
+    put_digits(&mut text[5..7], mo);
+    put_digits(&mut text[8..10], d);
+    put_digits(&mut text[11..13], h);
+    put_digits(&mut text[14..16], mi);
+    put_digits(&mut text[17..19], s);
+    put_digits(&mut text[20..29], nanos);
+    out.extend_from_slice(&text);
+}
+
+/// Write the last `digits.len()` decimal digits of `n` into `digits`, zero-padded.
+fn put_digits(digits: &mut [u8], mut n: u32) {
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +110,27 @@ mod tests {
         // leap day
         let leap = days_from_civil(2024, 2, 29) * 86_400_000_000_000;
         assert_eq!(rfc3339_millis(leap), "2024-02-29T00:00:00.000Z");
+    }
+
+    /// The digit-by-digit writer against `format!`, over the whole range of an `i64`.
+    #[test]
+    fn nanos_match_the_formatted_text() {
+        let formatted = |ns: i64| {
+            let (y, mo, d, h, mi, s, nanos) = utc_parts(ns);
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{nanos:09}Z")
+        };
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut samples = vec![0, -1, 1, i64::MIN, i64::MAX];
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            samples.push(state as i64);
+            // And an instant in 1900–2100.
+            samples.push((state % 6_311_433_600_000_000_000) as i64 - 2_208_988_800_000_000_000);
+        }
+        for ns in samples {
+            assert_eq!(rfc3339_nanos(ns), formatted(ns), "{ns}");
+        }
     }
 }
