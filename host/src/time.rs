@@ -55,16 +55,9 @@ pub fn rfc3339_millis(ns: i64) -> String {
     )
 }
 
-/// RFC 3339 with nanosecond precision in UTC.
-pub fn rfc3339_nanos(ns: i64) -> String {
-    let mut out = Vec::with_capacity(30);
-    push_rfc3339_nanos(ns, &mut out);
-    String::from_utf8(out).expect("ASCII digits and separators")
-}
-
-/// Append [`rfc3339_nanos`] of `ns` to `out`, digit by digit: every record the host
-/// encodes carries one, and `format!` was ~1 % of the host's CPU. Nanoseconds in an `i64`
-/// span the years 1677–2262, so the year always has four digits.
+/// Append `ns` as RFC 3339 with nanosecond precision in UTC to `out`, digit by digit:
+/// every record the host encodes carries one, and `format!` was ~1 % of the host's CPU.
+/// Nanoseconds in an `i64` span the years 1677–2262, so the year always has four digits.
 pub fn push_rfc3339_nanos(ns: i64, out: &mut Vec<u8>) {
     let (y, mo, d, h, mi, s, nanos) = utc_parts(ns);
     let mut text = *b"0000-00-00T00:00:00.000000000Z";
@@ -89,6 +82,12 @@ fn put_digits(digits: &mut [u8], mut n: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rfc3339_nanos(ns: i64) -> String {
+        let mut out = Vec::new();
+        push_rfc3339_nanos(ns, &mut out);
+        String::from_utf8(out).unwrap()
+    }
 
     #[test]
     fn civil_round_trip_over_four_centuries() {
