@@ -6,6 +6,7 @@
 //! which rejects everything `decode` would) and hands the bytes on as they are.
 
 use crate::Record;
+use sluice_plugin_sdk::BatchView;
 use sluice_plugin_sdk::packed::{self, PackedError};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -13,6 +14,16 @@ use std::ops::Range;
 pub enum Batch {
     Records(Vec<Record>),
     Packed(PackedBatch),
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Batch::Records(_) => "Records",
+            Batch::Packed(_) => "Packed",
+        };
+        write!(f, "Batch::{kind}({} records)", self.len())
+    }
 }
 
 /// A checked packed batch and, per record, what the chain routes and keeps time by.
@@ -64,9 +75,15 @@ impl PackedBatch {
         &self.bytes
     }
 
-    fn decode(&self) -> Vec<Record> {
+    pub fn decode(&self) -> Vec<Record> {
         // SAFETY: `new` accepted the bytes only after `packed::scan` checked every string.
         unsafe { packed::decode_scanned(&self.bytes) }.expect("a scanned batch decodes")
+    }
+
+    /// The records read in place.
+    pub fn view(&self) -> BatchView<'_> {
+        // SAFETY: `new` accepted the bytes only after `packed::scan` checked every string.
+        unsafe { BatchView::trusting_utf8(&self.bytes) }.expect("a scanned batch reads")
     }
 
     /// A batch of the records at `indices`, copied by span.

@@ -101,14 +101,29 @@ impl<P: sluice_plugin_sdk::PackedPlugin + Send> Stage for NativeStage<P> {
 /// What came out of the chain for one batch (or tick).
 #[derive(Debug, Default)]
 pub struct ChainOutput {
-    /// Records for the sinks, each with its route (`dlq` excluded).
+    /// Records that left the chain on a route other than `cleaned` (`dlq` excluded).
     pub routed: Vec<Record>,
+    /// What came out of the last stage, all on the `cleaned` route: kept as the stages
+    /// passed it on, packed as a rule, so the sinks can read it in place.
+    pub cleaned: Vec<Batch>,
     /// Records to dead-letter, with the reason.
     pub dead: Vec<(Record, String)>,
     /// Stage failures, for health and counters.
     pub failures: Vec<CallFailure>,
     /// Stages that completed a call, for health.
     pub succeeded: Vec<String>,
+}
+
+impl ChainOutput {
+    /// Every record for the sinks, `cleaned` ones decoded: those that left the chain
+    /// early, then those that went through it.
+    pub fn records(&self) -> Vec<Record> {
+        let mut records = self.routed.clone();
+        for batch in &self.cleaned {
+            records.extend(batch.records().iter().cloned());
+        }
+        records
+    }
 }
 
 /// Event time as one stage has seen it, per source partition: partitions are consumed at
@@ -196,8 +211,8 @@ impl Chain {
     }
 
     /// Run a batch through every stage.
-    pub fn process(&mut self, batch: Vec<Record>, out: &mut ChainOutput) {
-        self.run_from(0, Batch::Records(batch), out);
+    pub fn process(&mut self, batch: Batch, out: &mut ChainOutput) {
+        self.run_from(0, batch, out);
     }
 
     /// Tell every stage how far event time has come; what a stage emits runs through the
@@ -257,7 +272,9 @@ impl Chain {
                 }
             }
         }
-        out.routed.append(&mut current.into_records());
+        if !current.is_empty() {
+            out.cleaned.push(current);
+        }
     }
 }
 

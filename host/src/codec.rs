@@ -9,6 +9,9 @@
 
 use crate::{Attribute, Origin, Record, Value, time};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use sluice_plugin_sdk::{
+    OriginRef, Output, RecordHead, RecordView, RecordWriter, RouteRef, ValueRef,
+};
 use std::fmt;
 
 /// What to do with a message that looks like JSON (starts with `{`) but does not parse.
@@ -37,6 +40,62 @@ pub fn decode(
     observed: i64,
     options: &DecodeOptions,
 ) -> Result<Record, String> {
+    let text = message_text(payload, options)?;
+    let mut record = Record::new(origin);
+    record.timestamp = timestamp;
+    record.observed_timestamp = observed;
+    if text.starts_with('{') {
+        match flatten_json(text, &mut record.attributes) {
+            Ok(()) => return Ok(record),
+            Err(e) if options.invalid_json == InvalidJson::Dlq => {
+                return Err(format!("invalid JSON: {e}"));
+            }
+            Err(_) => record.attributes.clear(),
+        }
+    }
+    record.body = text.to_owned();
+    Ok(record)
+}
+
+/// Decode one message straight into the packed batch `out`: the record [`decode`] makes,
+/// written without owning a string of it. On `Err` (the dead-letter reason) `out` is as
+/// it was.
+pub fn decode_packed(
+    payload: &[u8],
+    origin: OriginRef<'_>,
+    timestamp: i64,
+    observed: i64,
+    options: &DecodeOptions,
+    out: &mut Output,
+) -> Result<(), String> {
+    let text = message_text(payload, options)?;
+    let mut head = RecordHead {
+        timestamp,
+        observed_timestamp: observed,
+        severity_number: 0,
+        severity_text: "",
+        body: "",
+        origin,
+        route: RouteRef::Cleaned,
+    };
+    if text.starts_with('{') {
+        let mut writer = out.record(&head);
+        match flatten_json(text, &mut writer) {
+            Ok(()) => return Ok(()),
+            Err(e) if options.invalid_json == InvalidJson::Dlq => {
+                writer.discard();
+                return Err(format!("invalid JSON: {e}"));
+            }
+            Err(_) => writer.discard(),
+        }
+    }
+    head.body = text;
+    drop(out.record(&head));
+    Ok(())
+}
+
+/// The message as trimmed text, or why it cannot be a record.
+fn message_text<'a>(payload: &'a [u8], options: &DecodeOptions) -> Result<&'a str, String> {
     if payload.is_empty() {
         return Err("empty message".into());
     }
@@ -53,28 +112,35 @@ pub fn decode(
             e.valid_up_to()
         )
     })?;
-    let mut record = Record::new(origin);
-    record.timestamp = timestamp;
-    record.observed_timestamp = observed;
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err("message is only whitespace".into());
     }
-    if trimmed.starts_with('{') {
-        match flatten_json(trimmed, &mut record.attributes) {
-            Ok(()) => return Ok(record),
-            Err(e) if options.invalid_json == InvalidJson::Dlq => {
-                return Err(format!("invalid JSON: {e}"));
-            }
-            Err(_) => record.attributes.clear(),
-        }
-    }
-    record.body = trimmed.to_owned();
-    Ok(record)
+    Ok(trimmed)
 }
 
-/// Parse a JSON object, appending its fields flattened to dotted keys.
-pub fn flatten_json(text: &str, out: &mut Vec<Attribute>) -> Result<(), serde_json::Error> {
+/// Where flattened fields go: a record's attribute list, or a packed record being written.
+pub trait Fields {
+    fn field(&mut self, key: &str, value: ValueRef<'_>);
+}
+
+impl Fields for Vec<Attribute> {
+    fn field(&mut self, key: &str, value: ValueRef<'_>) {
+        self.push(Attribute {
+            key: key.to_owned(),
+            value: value.to_value(),
+        });
+    }
+}
+
+impl Fields for RecordWriter<'_> {
+    fn field(&mut self, key: &str, value: ValueRef<'_>) {
+        self.attribute(key, value);
+    }
+}
+
+/// Parse a JSON object, adding its fields flattened to dotted keys.
+pub fn flatten_json(text: &str, out: &mut impl Fields) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
     let mut prefix = String::new();
     de.deserialize_map(Flatten {
@@ -85,29 +151,26 @@ pub fn flatten_json(text: &str, out: &mut Vec<Attribute>) -> Result<(), serde_js
     de.end()
 }
 
-struct Flatten<'a> {
+struct Flatten<'a, F> {
     prefix: &'a mut String,
-    out: &'a mut Vec<Attribute>,
+    out: &'a mut F,
     top: bool,
 }
 
-impl Flatten<'_> {
-    fn push(self, value: Value) {
-        self.out.push(Attribute {
-            key: self.prefix.clone(),
-            value,
-        });
+impl<F: Fields> Flatten<'_, F> {
+    fn push(self, value: ValueRef<'_>) {
+        self.out.field(self.prefix, value);
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+impl<'de, F: Fields> DeserializeSeed<'de> for Flatten<'_, F> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Flatten<'_> {
+impl<'de, F: Fields> Visitor<'de> for Flatten<'_, F> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -119,31 +182,27 @@ impl<'de> Visitor<'de> for Flatten<'_> {
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.push(Value::Bool(v));
+        self.push(ValueRef::Bool(v));
         Ok(())
     }
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.push(Value::Int(v));
+        self.push(ValueRef::Int(v));
         Ok(())
     }
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.push(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int));
+        self.push(i64::try_from(v).map_or(ValueRef::Float(v as f64), ValueRef::Int));
         Ok(())
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.push(Value::Float(v));
+        self.push(ValueRef::Float(v));
         Ok(())
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.push(Value::Str(v.to_owned()));
-        Ok(())
-    }
-    fn visit_string<E>(self, v: String) -> Result<(), E> {
-        self.push(Value::Str(v));
+        self.push(ValueRef::Str(v));
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.push(Value::Null);
+        self.push(ValueRef::Null);
         Ok(())
     }
 
@@ -151,7 +210,7 @@ impl<'de> Visitor<'de> for Flatten<'_> {
         // Arrays have no natural flat form: keep them as JSON text.
         let array: serde_json::Value =
             serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-        self.push(Value::Str(array.to_string()));
+        self.push(ValueRef::Str(&array.to_string()));
         Ok(())
     }
 
@@ -172,10 +231,7 @@ impl<'de> Visitor<'de> for Flatten<'_> {
             self.prefix.truncate(base);
         }
         if empty && !self.top {
-            self.out.push(Attribute {
-                key: self.prefix.clone(),
-                value: Value::Str("{}".into()),
-            });
+            self.out.field(self.prefix, ValueRef::Str("{}"));
         }
         Ok(())
     }
@@ -187,36 +243,55 @@ const RESERVED: &[&str] = &["@timestamp", "message", "log.level"];
 
 /// Encode a record as one JSON object (no trailing newline), appended to `out`.
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
+    let attributes = record.attributes.iter().map(|a| (&*a.key, a.value.view()));
+    encode_parts(&record.head(), attributes, out);
+}
+
+/// [`encode_record`] for a record read in place from a packed batch: the same bytes.
+pub fn encode_view(record: &RecordView<'_>, out: &mut Vec<u8>) {
+    let attributes = record.attributes.iter().map(|a| (a.key, a.value));
+    encode_parts(&record.head(), attributes, out);
+}
+
+fn encode_parts<'a>(
+    head: &RecordHead<'_>,
+    attributes: impl Iterator<Item = (&'a str, ValueRef<'a>)>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"{\"@timestamp\":\"");
-    time::push_rfc3339_nanos(record.timestamp, out);
+    time::push_rfc3339_nanos(head.timestamp, out);
     out.push(b'"');
-    let level = level_text(record);
+    let level = level_name(head.severity_text, head.severity_number);
     if !level.is_empty() {
         out.extend_from_slice(b",\"log.level\":");
         write_str(out, level);
     }
-    if !record.body.is_empty() {
+    if !head.body.is_empty() {
         out.extend_from_slice(b",\"message\":");
-        write_str(out, &record.body);
+        write_str(out, head.body);
     }
-    for attr in &record.attributes {
-        if RESERVED.contains(&attr.key.as_str()) {
+    for (key, value) in attributes {
+        if RESERVED.contains(&key) {
             continue;
         }
         out.push(b',');
-        write_str(out, &attr.key);
+        write_str(out, key);
         out.push(b':');
-        write_value(out, &attr.value);
+        write_value_ref(out, value);
     }
     out.push(b'}');
 }
 
 /// The level text of a record: its severity text, else one derived from the number.
 pub fn level_text(record: &Record) -> &str {
-    if !record.severity_text.is_empty() {
-        return &record.severity_text;
+    level_name(&record.severity_text, record.severity_number)
+}
+
+fn level_name(severity_text: &str, severity_number: u8) -> &str {
+    if !severity_text.is_empty() {
+        return severity_text;
     }
-    match record.severity_number {
+    match severity_number {
         0 => "",
         1..=4 => "trace",
         5..=8 => "debug",
@@ -235,17 +310,21 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Append a JSON value.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    write_value_ref(out, value.view());
+}
+
+fn write_value_ref(out: &mut Vec<u8>, value: ValueRef<'_>) {
     match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
-        Value::Float(f) if f.is_finite() => {
-            out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
+        ValueRef::Null => out.extend_from_slice(b"null"),
+        ValueRef::Bool(true) => out.extend_from_slice(b"true"),
+        ValueRef::Bool(false) => out.extend_from_slice(b"false"),
+        ValueRef::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+        ValueRef::Float(f) if f.is_finite() => {
+            out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes())
         }
-        Value::Float(_) => out.extend_from_slice(b"null"),
-        Value::Str(s) => write_str(out, s),
-        Value::Bytes(b) => {
+        ValueRef::Float(_) => out.extend_from_slice(b"null"),
+        ValueRef::Str(s) => write_str(out, s),
+        ValueRef::Bytes(b) => {
             // Bytes are rare in logs; hex keeps them readable and lossless.
             out.push(b'"');
             for byte in b {
@@ -266,6 +345,7 @@ pub fn record_to_json(record: &Record) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_plugin_sdk::BatchView;
 
     const OPTS: DecodeOptions = DecodeOptions {
         max_message_bytes: 1024,
@@ -347,5 +427,85 @@ mod tests {
         assert_eq!(back["http.response.status_code"], 502);
         assert_eq!(back["latency_ms"], 12.5);
         assert_eq!(back.as_object().unwrap().len(), 6);
+    }
+
+    /// Messages of every shape decoding meets.
+    const CORPUS: &[&[u8]] = &[
+        br#"{"msg":"hi","http":{"status":500,"req":{"method":"GET"}},"tags":["a",1],"ok":true,"n":null,"big":18446744073709551615,"neg":-7,"lat":1.5,"e":{}}"#,
+        br#"  {"message":"quote \" and \\ and \u00e9 and \n","log":{"level":"WARN"}}  "#,
+        "{\"service.name\":\"caf\u{e9}\",\"emoji\":\"\u{1f600}\"}".as_bytes(),
+        b"{}",
+        b"level=info msg=started\n",
+        b"{not json at all",
+        br#"{"a": 1} trailing"#,
+        br#"{"a": {"b": [1, {"c": 2}]}, "d": "#,
+        b"",
+        b"   \n\t ",
+        b"\xff\xfe oops",
+    ];
+
+    #[test]
+    fn packed_decoding_writes_the_record_decode_makes() {
+        let long = vec![b'a'; 2000];
+        let as_text = DecodeOptions {
+            invalid_json: InvalidJson::AsText,
+            ..OPTS
+        };
+        let mut before = Record::new(origin());
+        before.body = "already in the batch".into();
+        let origin = origin();
+        for options in [OPTS, as_text] {
+            for payload in CORPUS.iter().copied().chain([&long[..]]) {
+                let expected = decode(payload, origin.clone(), 7, 8, &options);
+                let mut out = Output::new();
+                out.push(&before);
+                let got = decode_packed(payload, origin.view(), 7, 8, &options, &mut out);
+                let records = sluice_plugin_sdk::packed::decode(&out.into_bytes()).unwrap();
+                let shown = String::from_utf8_lossy(payload);
+                match expected {
+                    Ok(record) => {
+                        assert_eq!(got, Ok(()), "{shown}");
+                        assert_eq!(records, vec![before.clone(), record], "{shown}");
+                    }
+                    Err(reason) => {
+                        assert_eq!(got, Err(reason), "{shown}");
+                        assert_eq!(records, vec![before.clone()], "{shown}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_read_in_place_encodes_as_the_record_does() {
+        let mut records: Vec<Record> = CORPUS
+            .iter()
+            .filter_map(|p| decode(p, origin(), 1_764_064_800_123_000_000, 0, &OPTS).ok())
+            .collect();
+        let mut r = Record::new(origin());
+        r.timestamp = -1;
+        r.severity_number = 18;
+        r.body = "payment \"failed\"\n".into();
+        r.set("message", "shadowed");
+        r.set("log.level", "shadowed too");
+        r.set("bytes", Value::Bytes(vec![0, 15, 255]));
+        r.set("nan", f64::NAN);
+        r.set("inf", f64::INFINITY);
+        r.set("tiny", 5e-324);
+        r.set("min", i64::MIN);
+        records.push(r.clone());
+        r.severity_text = "notice".into();
+        records.push(r);
+        assert!(records.len() >= 7);
+
+        let mut bytes = Vec::new();
+        sluice_plugin_sdk::packed::encode(&records, &mut bytes);
+        let view = BatchView::new(&bytes).unwrap();
+        for (record, viewed) in records.iter().zip(view.iter()) {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            encode_record(record, &mut a);
+            encode_view(&viewed, &mut b);
+            assert_eq!(String::from_utf8(b).unwrap(), String::from_utf8(a).unwrap());
+        }
     }
 }

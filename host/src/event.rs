@@ -2,8 +2,9 @@
 //! shared between the sinks that take the route, with the acknowledgement it owes.
 
 use crate::ack::AckHandle;
+use crate::batch::{Batch, PackedBatch};
 use crate::{Origin, Record};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A source message as it arrived, before any decoding: what the `raw` route carries.
 #[derive(Debug, Clone)]
@@ -30,9 +31,66 @@ pub struct DeadLetter {
 /// One route's share of a pipeline batch.
 #[derive(Debug)]
 pub enum Events {
-    Logs(Vec<Record>),
+    Logs(Logs),
     Raw(Vec<RawMessage>),
     DeadLetters(Vec<DeadLetter>),
+}
+
+/// Log records: the chain's packed output as it came, or owned records. A sink that writes
+/// JSON reads packed records in place ([`Logs::packed`]); the others read [`Logs::records`],
+/// decoded on first use, once for every sink of the route.
+pub struct Logs {
+    batch: Batch,
+    decoded: OnceLock<Vec<Record>>,
+}
+
+impl Logs {
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    pub fn records(&self) -> &[Record] {
+        match &self.batch {
+            Batch::Records(records) => records,
+            Batch::Packed(packed) => self.decoded.get_or_init(|| packed.decode()),
+        }
+    }
+
+    /// The records still packed, when they are.
+    pub fn packed(&self) -> Option<&PackedBatch> {
+        match &self.batch {
+            Batch::Packed(packed) => Some(packed),
+            Batch::Records(_) => None,
+        }
+    }
+}
+
+impl From<Batch> for Logs {
+    fn from(batch: Batch) -> Logs {
+        Logs {
+            batch,
+            decoded: OnceLock::new(),
+        }
+    }
+}
+
+impl From<Vec<Record>> for Logs {
+    fn from(records: Vec<Record>) -> Logs {
+        Batch::Records(records).into()
+    }
+}
+
+impl std::fmt::Debug for Logs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logs")
+            .field("len", &self.len())
+            .field("packed", &self.packed().is_some())
+            .finish()
+    }
 }
 
 impl Events {

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use sluice::batch::Batch;
 use sluice::chain::{Chain, ChainOutput, Stage};
 use sluice::codec::{self, DecodeOptions, InvalidJson};
 use sluice::config::{Config, PluginConfig};
@@ -487,7 +488,7 @@ fn plugin_test(
         for failure in &output.failures {
             eprintln!("plugin failure: {failure}");
         }
-        for record in &output.routed {
+        for record in &output.records() {
             let mut line = Vec::new();
             codec::encode_record(record, &mut line);
             writeln!(
@@ -525,12 +526,14 @@ fn plugin_test(
         }
         if batch.len() >= 1000 {
             let mut output = ChainOutput::default();
-            chain.process(std::mem::take(&mut batch), &mut output);
+            chain.process(Batch::Records(std::mem::take(&mut batch)), &mut output);
             emit(output, &mut out)?;
         }
     }
     let mut output = ChainOutput::default();
-    chain.process(batch, &mut output);
+    chain.process(Batch::Records(batch), &mut output);
+    emit(output, &mut out)?;
+    let mut output = ChainOutput::default();
     chain.tick(true, &mut output);
     emit(output, &mut out)?;
     Ok(())

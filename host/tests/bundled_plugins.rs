@@ -3,6 +3,7 @@
 
 mod common;
 
+use sluice::batch::Batch;
 use sluice::chain::{Chain, ChainOutput, NativeStage, Stage};
 use sluice::codec::{self, DecodeOptions, InvalidJson};
 use sluice::config::PluginConfig;
@@ -66,12 +67,12 @@ fn run(chain: &mut Chain, lines: &[String], observed: i64) -> Vec<(String, Strin
         .collect();
     let mut out = ChainOutput::default();
     for batch in records.chunks(500) {
-        chain.process(batch.to_vec(), &mut out);
+        chain.process(Batch::Records(batch.to_vec()), &mut out);
     }
     chain.tick(true, &mut out);
     assert!(out.failures.is_empty(), "{:?}", out.failures);
     let mut result: Vec<(String, String)> = out
-        .routed
+        .records()
         .iter()
         .map(|r| {
             (

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{Host, consume, create_topic, kafka_config, plugin, produce, unique};
+use common::{
+    Host, consume, create_topic, kafka_config, kafka_sink_toml, kafka_source_toml, plugin, produce,
+    unique,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -155,4 +158,61 @@ fn sigkill_mid_stream_loses_nothing() {
         n - seen.len()
     );
     assert!(out.len() >= n);
+}
+
+#[test]
+fn a_record_the_producer_refuses_is_dead_lettered_and_the_rest_delivered() {
+    let (source, cleaned, dlq) = (unique("raw"), unique("cleaned"), unique("dlq"));
+    create_topic(&source, 2);
+    create_topic(&cleaned, 2);
+    create_topic(&dlq, 1);
+
+    // Three records whose JSON exceeds the cleaned sink's message size, among 600.
+    let n = 600;
+    let wide = [100, 301, 599];
+    let mut messages = numbered(n);
+    for &i in &wide {
+        let line = format!(
+            r#"{{"seq":{i},"service":"wide","msg":"{}"}}"#,
+            "w".repeat(3_000)
+        );
+        messages[i] = (Some("wide".into()), line.into_bytes());
+    }
+    produce(&source, &messages);
+
+    let mut config = kafka_source_toml(&source, &unique("sluice-test"), "");
+    config.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
+    config.push_str("[sinks.cleaned.options]\n\"message.max.bytes\" = \"2000\"\n");
+    config.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+    let mut host = Host::start(&config);
+    let out = consume(
+        &cleaned,
+        n - wide.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
+    let dead = consume(
+        &dlq,
+        wide.len(),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    assert!(host.is_running(), "host died:\n{}", host.log());
+    let status = host.terminate();
+    assert!(status.success(), "exit {status:?}:\n{}", host.log());
+
+    let delivered: HashSet<i64> = out.iter().map(seq_of).collect();
+    assert_eq!(out.len(), n - wide.len(), "{}", host.log());
+    assert!(wide.iter().all(|i| !delivered.contains(&(*i as i64))));
+    let mut refused: Vec<i64> = dead.iter().map(seq_of).collect();
+    refused.sort_unstable();
+    assert_eq!(refused, wide.map(|i| i as i64), "{}", host.log());
+    for m in &dead {
+        let reason = m.header("sluice.dlq.reason").expect("reason header");
+        assert!(reason.contains("sink `cleaned` rejected it"), "{reason}");
+        assert_eq!(m.header("sluice.origin.topic"), Some(source.as_str()));
+        // The dead letter is the record as the sink would have written it.
+        assert_eq!(m.json()["service"], "wide");
+        assert!(m.json()["@timestamp"].is_string());
+    }
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use sluice::batch::Batch;
 use sluice::chain::{Chain, ChainOutput, Stage};
 use sluice::config::PluginConfig;
 use sluice::plugin::{CallFailure, PluginRuntime, WasmStage, World};
@@ -28,7 +29,7 @@ fn stage(runtime: &PluginRuntime, name: &str) -> WasmStage {
 fn run_chain(stages: Vec<Box<dyn Stage>>, input: Vec<Record>) -> ChainOutput {
     let mut chain = Chain::new(stages, Duration::from_secs(10));
     let mut out = ChainOutput::default();
-    chain.process(input, &mut out);
+    chain.process(Batch::Records(input), &mut out);
     out
 }
 
@@ -87,7 +88,7 @@ fn a_typed_world_plugin_runs_with_the_same_meaning() {
 
     // In a chain, its dead letter is routed like any other plugin's.
     let out = run_chain(vec![Box::new(typed)], batch());
-    assert_eq!(out.routed.len(), 2);
+    assert_eq!(out.records().len(), 2);
     assert_eq!(out.dead.len(), 1);
     assert_eq!(
         out.dead[0].1, "plugin `typed`: asked to dead-letter",
@@ -143,7 +144,7 @@ fn a_malformed_packed_batch_fails_the_call_with_where_and_keeps_the_host() {
 
     // In a chain, the whole input is dead-lettered with that reason.
     let out = run_chain(vec![Box::new(malformed)], batch());
-    assert!(out.routed.is_empty());
+    assert!(out.records().is_empty());
     assert_eq!(out.dead.len(), 3);
     assert!(
         out.dead[0].1.contains("record count exceeds"),
@@ -174,8 +175,8 @@ fn batches_pass_between_plugins_of_either_world_unchanged() {
             .unwrap()
             .into_iter()
             .partition(|r| matches!(r.route, Route::Dlq(_)));
-    assert_eq!(out.routed, expected_routed);
-    assert_eq!(out.routed.len(), 2);
+    assert_eq!(out.records(), expected_routed);
+    assert_eq!(out.records().len(), 2);
     assert_eq!(out.dead.len(), 1);
     assert_eq!(out.dead[0].0.body, expected_dead[0].body);
     assert_eq!(out.dead[0].1, "plugin `typed`: asked to dead-letter");

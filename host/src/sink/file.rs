@@ -106,8 +106,8 @@ fn encode(batch: &SinkBatch, include_route: bool, buf: &mut Vec<u8>) {
         }
     };
     match &*batch.events {
-        Events::Logs(records) => {
-            for record in records {
+        Events::Logs(logs) => {
+            for record in logs.records() {
                 let start = buf.len();
                 codec::encode_record(record, buf);
                 if include_route {

@@ -20,6 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Deserialize;
+use sluice_plugin_sdk::OriginRef;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,28 +169,35 @@ async fn enqueue(
         }
     };
     match &*batch.events {
-        Events::Logs(records) => {
-            for r in records {
-                buf.clear();
-                codec::encode_record(r, &mut buf);
-                let key = match r.get_str(key_field) {
-                    Some(key) => key.as_bytes(),
-                    None => {
-                        origin_key.clear();
-                        origin_key.push_str(&r.origin().topic);
-                        origin_key.push('/');
-                        origin_key.push_str(itoa::Buffer::new().format(r.origin().partition));
-                        origin_key.as_bytes()
-                    }
-                };
-                let out = Outgoing {
-                    key: Some(key),
-                    payload: &buf,
-                    headers: None,
-                };
-                deliveries.push(send(out).await);
+        Events::Logs(logs) => match logs.packed() {
+            // The chain's output, read in place: no record is decoded to be encoded.
+            Some(packed) => {
+                for r in packed.view().iter() {
+                    buf.clear();
+                    codec::encode_view(&r, &mut buf);
+                    let key = message_key(r.get_str(key_field), r.origin, &mut origin_key);
+                    let out = Outgoing {
+                        key: Some(key),
+                        payload: &buf,
+                        headers: None,
+                    };
+                    deliveries.push(send(out).await);
+                }
             }
-        }
+            None => {
+                for r in logs.records() {
+                    buf.clear();
+                    codec::encode_record(r, &mut buf);
+                    let key = message_key(r.get_str(key_field), r.origin().view(), &mut origin_key);
+                    let out = Outgoing {
+                        key: Some(key),
+                        payload: &buf,
+                        headers: None,
+                    };
+                    deliveries.push(send(out).await);
+                }
+            }
+        },
         Events::Raw(messages) => {
             for m in messages {
                 deliveries.push(
@@ -216,6 +224,23 @@ async fn enqueue(
         }
     }
     deliveries
+}
+
+/// A log record's key: its `key_field` value, else its source topic and partition, written
+/// into `scratch`.
+fn message_key<'a>(
+    field: Option<&'a str>,
+    origin: OriginRef<'_>,
+    scratch: &'a mut String,
+) -> &'a [u8] {
+    if let Some(key) = field {
+        return key.as_bytes();
+    }
+    scratch.clear();
+    scratch.push_str(origin.topic);
+    scratch.push('/');
+    scratch.push_str(itoa::Buffer::new().format(origin.partition));
+    scratch.as_bytes()
 }
 
 fn dlq_headers(d: &DeadLetter) -> OwnedHeaders {
@@ -292,10 +317,10 @@ fn dead_letter(sink: &str, batch: &SinkBatch, index: usize, error: &str) -> Dead
     let reason = format!("sink `{sink}` rejected it: {error}");
     let timestamp = crate::time::now_ns();
     match &*batch.events {
-        Events::Logs(records) => DeadLetter {
-            origin: records[index].origin().clone(),
+        Events::Logs(logs) => DeadLetter {
+            origin: logs.records()[index].origin().clone(),
             reason,
-            payload: codec::record_to_json(&records[index]),
+            payload: codec::record_to_json(&logs.records()[index]),
             timestamp,
         },
         Events::Raw(messages) => DeadLetter {

@@ -65,7 +65,7 @@ impl<P: PackedPlugin> NativePlugin<P> {
     /// has passed [`packed::scan`].
     pub unsafe fn process_from_host(&mut self, batch: &[u8]) -> Result<Vec<u8>, PluginError> {
         // SAFETY: passed on from the caller.
-        self.process_view(batch.len(), unsafe { BatchView::from_host(batch) })
+        self.process_view(batch.len(), unsafe { BatchView::trusting_utf8(batch) })
     }
 
     fn process_view(

@@ -165,6 +165,17 @@ pub struct Origin {
     pub offset: i64,
 }
 
+impl Origin {
+    /// Borrowed, as a packed record holds it.
+    pub fn view(&self) -> OriginRef<'_> {
+        OriginRef {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
 /// Where an emitted record goes. Only `Cleaned` records continue down the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
@@ -300,11 +311,7 @@ impl Record {
             severity_number: self.severity_number,
             severity_text: &self.severity_text,
             body: &self.body,
-            origin: OriginRef {
-                topic: &self.origin.topic,
-                partition: self.origin.partition,
-                offset: self.origin.offset,
-            },
+            origin: self.origin.view(),
             route: self.route.view(),
         }
     }

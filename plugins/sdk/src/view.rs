@@ -142,15 +142,15 @@ impl<'a> BatchView<'a> {
         Self::index(bytes, Reader::new(bytes))
     }
 
-    /// [`BatchView::new`] for a batch from the host, without checking every string for
-    /// UTF-8 again: in wasm, that check is a fifth to a quarter of what a plugin that reads
+    /// [`BatchView::new`] for a batch whose strings are known to be UTF-8, without checking
+    /// them again: in wasm, that check is a fifth to a quarter of what a plugin that reads
     /// in place spends per record. Lengths, counts and tags are still checked.
     ///
     /// # Safety
     /// Every string in `bytes` must be valid UTF-8. A batch the host sends is: it encodes
     /// it from Rust strings, or has checked it with [`crate::packed::scan`], and the
     /// contract (`wit/README.md`) requires it.
-    pub(crate) unsafe fn from_host(bytes: &'a [u8]) -> Result<Self, PackedError> {
+    pub unsafe fn trusting_utf8(bytes: &'a [u8]) -> Result<Self, PackedError> {
         // SAFETY: passed on from the caller.
         Self::index(bytes, unsafe { Reader::trusting_utf8(bytes) })
     }
@@ -259,12 +259,14 @@ impl Output {
     /// returned writer, with nothing owned in between. For a plugin that rewrites records
     /// from borrowed parts (renamed keys, values kept as they came).
     pub fn record(&mut self, head: &RecordHead<'_>) -> RecordWriter<'_> {
+        let start = self.bytes.len();
         put_head(&mut self.bytes, head);
         let count_at = self.bytes.len();
         self.bytes.extend_from_slice(&[0; 4]);
         self.count += 1;
         RecordWriter {
-            bytes: &mut self.bytes,
+            output: self,
+            start,
             count_at,
             attributes: 0,
         }
@@ -289,7 +291,9 @@ impl Output {
 /// The attributes of a record being emitted by [`Output::record`]. The record is complete
 /// when the writer is dropped.
 pub struct RecordWriter<'o> {
-    bytes: &'o mut Vec<u8>,
+    output: &'o mut Output,
+    /// Where the record begins, to take it back out.
+    start: usize,
     /// Where the attribute count goes, patched in on drop.
     count_at: usize,
     attributes: usize,
@@ -304,14 +308,23 @@ impl RecordWriter<'_> {
     /// Add the attribute whose key is `prefix` followed by `key` (say `labels.` and an
     /// input key), without building the key as a string.
     pub fn attribute_with_prefix(&mut self, prefix: &str, key: &str, value: ValueRef<'_>) {
-        put_attribute(self.bytes, prefix, key, value);
+        put_attribute(&mut self.output.bytes, prefix, key, value);
         self.attributes += 1;
+    }
+
+    /// Take the record back out of the output, as if it had never been begun: for input
+    /// found to be malformed halfway through writing it.
+    pub fn discard(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        let start = this.start;
+        this.output.bytes.truncate(start);
+        this.output.count -= 1;
     }
 }
 
 impl Drop for RecordWriter<'_> {
     fn drop(&mut self) {
-        patch_u32(self.bytes, self.count_at, self.attributes);
+        patch_u32(&mut self.output.bytes, self.count_at, self.attributes);
     }
 }
 
@@ -401,16 +414,40 @@ mod tests {
     }
 
     #[test]
+    fn a_discarded_record_leaves_no_trace_in_the_output() {
+        let records = sample();
+        let mut out = Output::new();
+        out.push(&records[0]);
+        let before = out.len();
+        {
+            let mut w = out.record(&records[1].head());
+            w.attribute("half", ValueRef::Str("written"));
+            w.discard();
+        }
+        assert_eq!(out.len(), before);
+        drop(out.record(&records[2].head()));
+
+        let mut bare = records[2].clone();
+        bare.attributes.clear();
+        let mut expected = Output::new();
+        expected.push(&records[0]);
+        drop(expected.record(&bare.head()));
+        let bytes = out.into_bytes();
+        assert_eq!(bytes, expected.into_bytes());
+        assert_eq!(decode(&bytes).unwrap(), vec![records[0].clone(), bare]);
+    }
+
+    #[test]
     fn a_batch_from_the_host_reads_the_same_and_still_has_its_lengths_checked() {
         let records = sample();
         let bytes = packed(&records);
         // SAFETY: `encode` wrote every string from a Rust string.
-        let view = unsafe { BatchView::from_host(&bytes) }.unwrap();
+        let view = unsafe { BatchView::trusting_utf8(&bytes) }.unwrap();
         assert_eq!(view.to_records(), records);
         for len in 0..bytes.len() {
             // SAFETY: a prefix of valid strings, cut anywhere, is caught as truncated
             // before any string is taken.
-            let trusted = unsafe { BatchView::from_host(&bytes[..len]) };
+            let trusted = unsafe { BatchView::trusting_utf8(&bytes[..len]) };
             assert_eq!(
                 trusted.err(),
                 decode(&bytes[..len]).err(),

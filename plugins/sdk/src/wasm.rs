@@ -34,7 +34,7 @@ pub fn process<P: PackedPlugin>(
     let plugin = slot.as_mut().ok_or_else(not_initialised)?;
     // SAFETY: the host only sends batches it encoded from Rust strings or checked with
     // `packed::scan`; the contract requires UTF-8.
-    let view = unsafe { BatchView::from_host(&batch) }.map_err(|e| b::PluginError {
+    let view = unsafe { BatchView::trusting_utf8(&batch) }.map_err(|e| b::PluginError {
         message: format!("the host sent a batch the SDK cannot read: {e}"),
     })?;
     // Most plugins emit about what they read.

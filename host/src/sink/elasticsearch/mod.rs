@@ -205,7 +205,7 @@ impl Writer {
             route: &batch.route,
         };
         let items = match &*batch.events {
-            Events::Logs(records) => encoder.logs(records),
+            Events::Logs(logs) => encoder.logs(logs.records()),
             Events::Raw(messages) => encoder.raw(messages),
             Events::DeadLetters(letters) => encoder.dead_letters(letters),
         };
@@ -347,7 +347,7 @@ impl Writer {
 
 fn origin_of(events: &Events, index: usize) -> crate::Origin {
     match events {
-        Events::Logs(records) => records[index].origin().clone(),
+        Events::Logs(logs) => logs.records()[index].origin().clone(),
         Events::Raw(messages) => messages[index].origin.clone(),
         Events::DeadLetters(letters) => letters[index].origin.clone(),
     }

@@ -41,7 +41,7 @@ pub struct Item {
 impl Item {
     pub fn record(&self) -> Option<&Record> {
         match &*self.events {
-            Events::Logs(r) => r.get(self.index),
+            Events::Logs(logs) => logs.records().get(self.index),
             _ => None,
         }
     }
@@ -56,7 +56,7 @@ impl Item {
     /// (offset, lake time, size estimate).
     pub fn facts(&self) -> Option<(i64, i64, usize)> {
         match &*self.events {
-            Events::Logs(r) => r.get(self.index).map(|r| {
+            Events::Logs(logs) => logs.records().get(self.index).map(|r| {
                 (
                     r.origin().offset,
                     columns::event_time(r),
@@ -163,7 +163,8 @@ mod tests {
                     r.timestamp = *t;
                     r
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         ))
     }
 

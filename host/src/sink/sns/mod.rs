@@ -166,11 +166,11 @@ impl SnsTask {
         self.current_output = Some(seq);
         self.batches += 1;
         let mut letters = Vec::new();
-        if let Events::Logs(records) = &*batch.events {
+        if let Events::Logs(logs) = &*batch.events {
             let now = time::now_ns();
             match &*batch.route {
                 "alerts" => {
-                    for r in records {
+                    for r in logs.records() {
                         match input::alert(r) {
                             Ok(alert) => {
                                 let had_queue = self.policy.has_queued();
@@ -189,7 +189,7 @@ impl SnsTask {
                     }
                 }
                 "metrics" => {
-                    for r in records {
+                    for r in logs.records() {
                         if let Some(window) = input::window(r) {
                             self.policy.on_window(window);
                         }
