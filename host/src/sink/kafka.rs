@@ -15,16 +15,17 @@ use super::{Router, SinkContext, SinkError, SinkInput, SinkStats};
 use crate::codec;
 use crate::event::{DeadLetter, Events, SinkBatch};
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 use sluice_plugin_sdk::OriginRef;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,12 +93,12 @@ pub async fn start(
                             let _ = done.send(());
                         }
                         SinkInput::Batch(batch) => {
-                            let deliveries = enqueue(&producer, &topic, &key_field, &batch).await;
-                            SinkStats::add(&stats.sent, deliveries.len() as u64);
+                            let answers = enqueue(&producer, &topic, &key_field, &batch).await;
+                            SinkStats::add(&stats.sent, batch.events.len() as u64);
                             in_flight.push(settle(
                                 name.clone(),
                                 batch,
-                                deliveries,
+                                answers,
                                 router.clone(),
                                 stats.clone(),
                             ));
@@ -110,7 +111,78 @@ pub async fn start(
     }))
 }
 
-fn producer(name: &str, config: &KafkaSinkConfig) -> Result<FutureProducer, SinkError> {
+/// The messages of a batch refused or rejected for good: (place in the batch, why).
+type Rejections = Vec<(usize, String)>;
+
+/// The broker's answers for one batch, gathered by the producer's delivery callback: one
+/// count and one signal per batch rather than a future per message.
+struct Answers {
+    /// Messages not answered yet.
+    pending: AtomicUsize,
+    rejected: Mutex<Rejections>,
+    /// Gets `rejected` once every message is answered. Dropped unsent if the producer
+    /// drops messages without answering, which fails the batch.
+    done: Mutex<Option<oneshot::Sender<Rejections>>>,
+}
+
+impl Answers {
+    fn new(count: usize) -> (Arc<Answers>, oneshot::Receiver<Rejections>) {
+        let (tx, rx) = oneshot::channel();
+        let answers = Arc::new(Answers {
+            pending: AtomicUsize::new(count),
+            rejected: Mutex::new(Vec::new()),
+            done: Mutex::new(Some(tx)),
+        });
+        if count == 0 {
+            answers.finish();
+        }
+        (answers, rx)
+    }
+
+    /// Message `index` was delivered (`None`) or failed for good.
+    fn answer(&self, index: usize, error: Option<String>) {
+        if let Some(error) = error {
+            lock(&self.rejected).push((index, error));
+        }
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(done) = lock(&self.done).take() {
+            let _ = done.send(std::mem::take(&mut *lock(&self.rejected)));
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What travels with each message through librdkafka: its batch's answers and its place.
+struct InFlight {
+    answers: Arc<Answers>,
+    index: usize,
+}
+
+/// Hands each delivery report to the batch its message belongs to.
+struct Delivery;
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = Box<InFlight>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, message: Box<InFlight>) {
+        let error = result.as_ref().err().map(|(error, _)| error.to_string());
+        message.answers.answer(message.index, error);
+    }
+}
+
+type Producer = ThreadedProducer<Delivery>;
+
+fn producer(name: &str, config: &KafkaSinkConfig) -> Result<Producer, SinkError> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -124,10 +196,14 @@ fn producer(name: &str, config: &KafkaSinkConfig) -> Result<FutureProducer, Sink
     for (key, value) in &config.options {
         client.set(key, value);
     }
-    client.create().map_err(|e| SinkError::Start {
-        sink: name.to_owned(),
-        message: format!("cannot create the Kafka producer: {e}. Check `brokers` and `options`."),
-    })
+    client
+        .create_with_context(Delivery)
+        .map_err(|e| SinkError::Start {
+            sink: name.to_owned(),
+            message: format!(
+                "cannot create the Kafka producer: {e}. Check `brokers` and `options`."
+            ),
+        })
 }
 
 /// One message to produce.
@@ -137,19 +213,27 @@ struct Outgoing<'a> {
     headers: Option<OwnedHeaders>,
 }
 
-/// Hand every event of the batch to the producer, waiting while its queue is full.
-/// A message the client refuses outright (too large, say) is `Err` with the reason.
+/// Hand every event of the batch to the producer, waiting while its queue is full. The
+/// receiver gets the messages the client refused outright (too large, say) or the broker
+/// rejected for good, once all are answered.
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     key_field: &str,
     batch: &SinkBatch,
-) -> Vec<Result<DeliveryFuture, String>> {
-    let mut deliveries = Vec::with_capacity(batch.events.len());
+) -> oneshot::Receiver<Rejections> {
+    let (answers, done) = Answers::new(batch.events.len());
+    let mut index = 0;
     let mut buf = Vec::with_capacity(512);
     let mut origin_key = String::new();
-    let send = async |out: Outgoing<'_>| {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(out.payload);
+    let mut send = async |out: Outgoing<'_>| {
+        let message = Box::new(InFlight {
+            answers: answers.clone(),
+            index,
+        });
+        index += 1;
+        let mut record =
+            BaseRecord::<[u8], [u8], _>::with_opaque_to(topic, message).payload(out.payload);
         if let Some(key) = out.key {
             record = record.key(key);
         }
@@ -157,14 +241,20 @@ async fn enqueue(
             record = record.headers(headers);
         }
         loop {
-            match producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
+            match producer.send(record) {
+                Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 // Refused before it reached the queue: retrying cannot help.
-                Err((error, _)) => return Err(error.to_string()),
+                Err((error, back)) => {
+                    let message = back.delivery_opaque;
+                    message
+                        .answers
+                        .answer(message.index, Some(error.to_string()));
+                    return;
+                }
             }
         }
     };
@@ -181,7 +271,7 @@ async fn enqueue(
                         payload: &buf,
                         headers: None,
                     };
-                    deliveries.push(send(out).await);
+                    send(out).await;
                 }
             }
             None => {
@@ -194,36 +284,32 @@ async fn enqueue(
                         payload: &buf,
                         headers: None,
                     };
-                    deliveries.push(send(out).await);
+                    send(out).await;
                 }
             }
         },
         Events::Raw(messages) => {
             for m in messages {
-                deliveries.push(
-                    send(Outgoing {
-                        key: m.key.as_deref(),
-                        payload: &m.payload,
-                        headers: None,
-                    })
-                    .await,
-                );
+                send(Outgoing {
+                    key: m.key.as_deref(),
+                    payload: &m.payload,
+                    headers: None,
+                })
+                .await;
             }
         }
         Events::DeadLetters(letters) => {
             for d in letters {
-                deliveries.push(
-                    send(Outgoing {
-                        key: None,
-                        payload: &d.payload,
-                        headers: Some(dlq_headers(d)),
-                    })
-                    .await,
-                );
+                send(Outgoing {
+                    key: None,
+                    payload: &d.payload,
+                    headers: Some(dlq_headers(d)),
+                })
+                .await;
             }
         }
     }
-    deliveries
+    done
 }
 
 /// A log record's key: its `key_field` value, else its source topic and partition, written
@@ -269,28 +355,16 @@ fn dlq_headers(d: &DeadLetter) -> OwnedHeaders {
 async fn settle(
     name: String,
     batch: SinkBatch,
-    deliveries: Vec<Result<DeliveryFuture, String>>,
+    answers: oneshot::Receiver<Rejections>,
     router: Arc<Router>,
     stats: Arc<SinkStats>,
 ) {
-    let mut rejected = Vec::new();
-    for (index, delivery) in deliveries.into_iter().enumerate() {
-        let delivery = match delivery {
-            Ok(delivery) => delivery,
-            Err(error) => {
-                rejected.push((index, error));
-                continue;
-            }
-        };
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => rejected.push((index, error.to_string())),
-            Err(_cancelled) => {
-                tracing::error!(sink = %name, "producer went away before delivering; batch fails");
-                return;
-            }
-        }
-    }
+    let Ok(mut rejected) = answers.await else {
+        tracing::error!(sink = %name, "producer went away before delivering; batch fails");
+        return;
+    };
+    // Answers arrive in any order across partitions; dead letters keep the batch's order.
+    rejected.sort_unstable_by_key(|&(index, _)| index);
     let delivered = batch.events.len() - rejected.len();
     SinkStats::add(&stats.acknowledged, delivered as u64);
     if rejected.is_empty() {
@@ -330,5 +404,41 @@ fn dead_letter(sink: &str, batch: &SinkBatch, index: usize, error: &str) -> Dead
             timestamp,
         },
         Events::DeadLetters(letters) => letters[index].clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_settles_once_every_message_is_answered() {
+        let (answers, mut done) = Answers::new(3);
+        answers.answer(2, None);
+        answers.answer(0, Some("too large".into()));
+        assert!(
+            done.try_recv().is_err(),
+            "settled with a message unanswered"
+        );
+        answers.answer(1, None);
+        assert_eq!(done.try_recv().unwrap(), vec![(0, "too large".to_owned())]);
+    }
+
+    #[test]
+    fn an_empty_batch_settles_at_once() {
+        let (_answers, mut done) = Answers::new(0);
+        assert_eq!(done.try_recv().unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn messages_dropped_unanswered_fail_the_batch() {
+        let (answers, done) = Answers::new(2);
+        let in_flight = InFlight {
+            answers: answers.clone(),
+            index: 0,
+        };
+        in_flight.answers.answer(in_flight.index, None);
+        drop((answers, in_flight));
+        assert!(done.blocking_recv().is_err());
     }
 }
