@@ -1,9 +1,10 @@
-//! A batch between chain stages: records, or a plugin's packed output kept packed.
+//! A batch between chain stages: packed, or records.
 //!
-//! A packed-world plugin returns its batch as one byte string. When the next stage takes
-//! packed input too, decoding that string into records and encoding them again would cost
-//! more than most plugins' own work; instead the host checks it once ([`packed::scan`],
-//! which rejects everything `decode` would) and hands the bytes on as they are.
+//! The pipeline decodes messages straight into a packed batch, and a packed-world plugin
+//! returns its batch as one byte string. Decoding that string into records and encoding
+//! them again for the next stage would cost more than most plugins' own work; instead the
+//! host checks it once ([`packed::scan`], which rejects everything `decode` would) and
+//! hands the bytes on as they are, to the next stage and in the end to the sinks.
 
 use crate::Record;
 use sluice_plugin_sdk::BatchView;

@@ -1,5 +1,7 @@
-//! Decoding source messages into records (once, on the fast path) and encoding records as
-//! JSON lines for sinks.
+//! Decoding source messages into records and encoding records as JSON lines for sinks.
+//! On the fast path a message is decoded straight into a packed batch
+//! ([`decode_packed`]) and encoded from it read in place ([`encode_view`]); [`decode`] and
+//! [`encode_record`] make and take the same records as owned `Record`s.
 //!
 //! A JSON object becomes a record whose attributes are its fields flattened to dotted keys
 //! (`{"http":{"status":500}}` → `http.status` = 500); arrays are kept as JSON text. Any other
