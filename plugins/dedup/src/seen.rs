@@ -1,6 +1,7 @@
 //! The bounded set of recently seen keys, ordered by event time for expiry and eviction.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -94,13 +95,16 @@ impl Seen {
         }
     }
 
-    /// Remove the pair's key if the pair is current; whether it was.
+    /// Remove the pair's key if the pair is current; whether it was. One lookup: the key
+    /// of the oldest pair is rarely in cache.
     fn remove_current(&mut self, (time, key): (i64, u64)) -> bool {
-        let current = self.times.get(&key) == Some(&time);
-        if current {
-            self.times.remove(&key);
+        match self.times.entry(key) {
+            Entry::Occupied(entry) if *entry.get() == time => {
+                entry.remove();
+                true
+            }
+            _ => false,
         }
-        current
     }
 
     /// Remove the entry with the oldest event time; false when empty.
