@@ -324,6 +324,7 @@ async fn start_pipeline(config: &Config) -> Result<Started, runner::RunError> {
                 SinkHandle {
                     name: name.clone(),
                     routes: routes.clone(),
+                    reads_packed: false,
                     tx,
                     task,
                     stats,

@@ -239,7 +239,12 @@ impl Pipeline {
             self.route(&route, records.into(), ack);
         }
         for batch in out.cleaned {
-            self.route("cleaned", batch.into(), ack);
+            let logs = if self.router.reads_packed("cleaned") {
+                batch.into()
+            } else {
+                batch.into_records().into()
+            };
+            self.route("cleaned", logs, ack);
         }
         if !dead.is_empty() {
             // Config validation guarantees a sink takes `dlq`.

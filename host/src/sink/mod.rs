@@ -21,7 +21,7 @@ pub mod sns;
 use crate::ack::AckHandle;
 use crate::event::{DeadLetter, Events, SinkBatch};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
@@ -118,6 +118,9 @@ pub struct SinkContext {
 pub struct SinkHandle {
     pub name: String,
     pub routes: Vec<String>,
+    /// Whether the sink writes log records from the packed batch read in place (the Kafka
+    /// sink), rather than from owned records.
+    pub reads_packed: bool,
     pub tx: mpsc::Sender<SinkInput>,
     pub task: tokio::task::JoinHandle<()>,
     pub stats: Arc<SinkStats>,
@@ -150,6 +153,7 @@ pub async fn start(
     Ok(SinkHandle {
         name: name.to_owned(),
         routes: config.routes().to_vec(),
+        reads_packed: matches!(config, SinkConfig::Kafka(_)),
         tx,
         task,
         stats,
@@ -164,6 +168,8 @@ type RouteTable = HashMap<String, Vec<(String, mpsc::Sender<SinkInput>)>>;
 #[derive(Default)]
 pub struct Router {
     routes: OnceLock<RouteTable>,
+    /// Routes whose every sink reads packed log records.
+    packed_routes: OnceLock<HashSet<String>>,
 }
 
 impl Router {
@@ -174,15 +180,30 @@ impl Router {
     /// Install the sinks. Called once.
     pub fn install(&self, sinks: &[SinkHandle]) {
         let mut routes = RouteTable::new();
+        let mut packed: HashSet<String> = sinks.iter().flat_map(|s| s.routes.clone()).collect();
         for sink in sinks {
             for route in &sink.routes {
                 routes
                     .entry(route.clone())
                     .or_default()
                     .push((sink.name.clone(), sink.tx.clone()));
+                if !sink.reads_packed {
+                    packed.remove(route);
+                }
             }
         }
         let _ = self.routes.set(routes);
+        let _ = self.packed_routes.set(packed);
+    }
+
+    /// Whether every sink taking `route` reads log records packed. When one does not, the
+    /// pipeline hands the route owned records instead: a batch would otherwise be held in
+    /// both forms for as long as any sink keeps it (an S3 sink keeps its batches until the
+    /// object is written).
+    pub fn reads_packed(&self, route: &str) -> bool {
+        self.packed_routes
+            .get()
+            .is_some_and(|routes| routes.contains(route))
     }
 
     /// Whether some sink takes `route`.
@@ -281,4 +302,35 @@ pub fn backoff(
     let ceiling = exp.min(cap);
     let millis = ceiling.as_millis().max(1) as u64;
     std::time::Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(name: &str, routes: &[&str], reads_packed: bool) -> SinkHandle {
+        let (tx, _rx) = mpsc::channel(1);
+        SinkHandle {
+            name: name.into(),
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            reads_packed,
+            tx,
+            task: tokio::spawn(async {}),
+            stats: Arc::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_is_read_packed_only_when_every_sink_on_it_reads_packed() {
+        let router = Router::new();
+        router.install(&[
+            handle("kafka", &["cleaned", "metrics"], true),
+            handle("lake", &["metrics"], false),
+            handle("dlq", &["dlq"], true),
+        ]);
+        assert!(router.reads_packed("cleaned"));
+        assert!(!router.reads_packed("metrics"));
+        assert!(router.reads_packed("dlq"));
+        assert!(!router.reads_packed("alerts"), "no sink takes it");
+    }
 }
