@@ -36,9 +36,9 @@ pub enum Events {
     DeadLetters(Vec<DeadLetter>),
 }
 
-/// Log records: the chain's packed output as it came, or owned records. A sink that writes
-/// JSON reads packed records in place ([`Logs::packed`]); the others read [`Logs::records`],
-/// decoded on first use, once for every sink of the route.
+/// Log records: the chain's packed output as it came, or owned records. The pipeline sends
+/// packed ones only on routes whose sinks all read them in place ([`Logs::packed`]); any
+/// sink may still read [`Logs::records`], decoded on first use, once for the route.
 pub struct Logs {
     batch: Batch,
     decoded: OnceLock<Vec<Record>>,
