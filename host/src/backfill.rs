@@ -15,8 +15,7 @@
 //! `S3MissingFile`, is counted, and the backfill goes on with the others.
 
 use crate::ack::{AckIssuer, BatchOffsets};
-use crate::chain::{Chain, Stage};
-use crate::codec::DecodeOptions;
+use crate::chain::Stage;
 use crate::config::Config;
 use crate::health::{self, FailState};
 use crate::lake::layout::parse_s3_url;
@@ -340,20 +339,7 @@ async fn start_pipeline(config: &Config) -> Result<Started, runner::RunError> {
         .into_iter()
         .map(|s| Box::new(s) as Box<dyn Stage>)
         .collect();
-    let chain = Chain::new(
-        stages,
-        Duration::from_millis(config.pipeline.idle_watermark_ms),
-    );
-    let decoding = config.source.decoding();
-    let pipeline = Pipeline::new(
-        chain,
-        router.clone(),
-        DecodeOptions {
-            max_message_bytes: decoding.max_message_bytes,
-            invalid_json: decoding.invalid_json,
-        },
-        Duration::from_millis(config.pipeline.tick_interval_ms),
-    );
+    let pipeline = Pipeline::new(stages, router.clone(), config);
     Ok((runtime, sinks, router, pipeline))
 }
 

@@ -6,8 +6,9 @@
 
 use crate::ack::{AckHandle, AckIssuer, BatchOffsets, Completion};
 use crate::batch::{Batch, PackedBatch};
-use crate::chain::{Chain, ChainOutput};
+use crate::chain::{Chain, ChainOutput, Stage};
 use crate::codec::{self, DecodeOptions};
+use crate::config::Config;
 use crate::event::{DeadLetter, Events, Logs, RawMessage};
 use crate::health::{self, FailState};
 use crate::reload::Reload;
@@ -61,18 +62,22 @@ fn generates_metrics(plugin: &str) -> bool {
 }
 
 impl Pipeline {
-    pub fn new(
-        chain: Chain,
-        router: Arc<Router>,
-        decode: DecodeOptions,
-        tick_interval: Duration,
-    ) -> Pipeline {
+    /// The pipeline `config` describes, running `stages` in order and sending to `router`.
+    pub fn new(stages: Vec<Box<dyn Stage>>, router: Arc<Router>, config: &Config) -> Pipeline {
+        let chain = Chain::new(
+            stages,
+            Duration::from_millis(config.pipeline.idle_watermark_ms),
+        );
+        let decoding = config.source.decoding();
         let (tick_acks, tick_completions) = AckIssuer::new();
         Pipeline {
             chain,
             router,
-            decode,
-            tick_interval,
+            decode: DecodeOptions {
+                max_message_bytes: decoding.max_message_bytes,
+                invalid_json: decoding.invalid_json,
+            },
+            tick_interval: Duration::from_millis(config.pipeline.tick_interval_ms),
             tick_acks,
             tick_completions,
             warned_unrouted: HashSet::new(),

@@ -2,8 +2,7 @@
 //! shut down in order on SIGTERM/SIGINT — stop consuming, drain, flush, commit, exit.
 
 use crate::admin::{self, AdminError, AdminState};
-use crate::chain::{Chain, Stage};
-use crate::codec::DecodeOptions;
+use crate::chain::Stage;
 use crate::config::Config;
 use crate::health;
 use crate::pipeline::Pipeline;
@@ -155,20 +154,7 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     router.install(&sinks);
 
     let plugin_stats_for_reload = plugin_stats.iter().map(|(_, s)| s.clone()).collect();
-    let chain = Chain::new(
-        stages,
-        Duration::from_millis(config.pipeline.idle_watermark_ms),
-    );
-    let decoding = config.source.decoding();
-    let pipeline = Pipeline::new(
-        chain,
-        router.clone(),
-        DecodeOptions {
-            max_message_bytes: decoding.max_message_bytes,
-            invalid_json: decoding.invalid_json,
-        },
-        Duration::from_millis(config.pipeline.tick_interval_ms),
-    );
+    let pipeline = Pipeline::new(stages, router.clone(), &config);
     let source_stats = Arc::new(SourceStats::default());
     if !config.admin.listen.trim().is_empty() {
         let state = Arc::new(AdminState {
