@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    Host, consume, create_topic, kafka_config, kafka_sink_toml, kafka_source_toml, plugin, produce,
-    unique,
+    Host, consume, create_topic, create_topic_with, kafka_config, kafka_sink_toml,
+    kafka_source_toml, plugin, produce, unique,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -160,18 +160,22 @@ fn sigkill_mid_stream_loses_nothing() {
     assert!(out.len() >= n);
 }
 
-#[test]
-fn a_record_the_producer_refuses_is_dead_lettered_and_the_rest_delivered() {
+/// Three records among 600 whose JSON is far wider than the others.
+const WIDE: [usize; 3] = [100, 301, 599];
+
+/// Run 600 records, `WIDE` among them, into a cleaned topic created with
+/// `topic_settings` through a sink with `sink_options` (TOML lines). Check that every
+/// other record arrived exactly once, and the wide ones went to the dead-letter topic with
+/// the sink's reason.
+fn run_wide_records(topic_settings: &[(&str, &str)], sink_options: &str) {
     let (source, cleaned, dlq) = (unique("raw"), unique("cleaned"), unique("dlq"));
     create_topic(&source, 2);
-    create_topic(&cleaned, 2);
+    create_topic_with(&cleaned, 2, topic_settings);
     create_topic(&dlq, 1);
 
-    // Three records whose JSON exceeds the cleaned sink's message size, among 600.
     let n = 600;
-    let wide = [100, 301, 599];
     let mut messages = numbered(n);
-    for &i in &wide {
+    for &i in &WIDE {
         let line = format!(
             r#"{{"seq":{i},"service":"wide","msg":"{}"}}"#,
             "w".repeat(3_000)
@@ -182,18 +186,18 @@ fn a_record_the_producer_refuses_is_dead_lettered_and_the_rest_delivered() {
 
     let mut config = kafka_source_toml(&source, &unique("sluice-test"), "");
     config.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
-    config.push_str("[sinks.cleaned.options]\n\"message.max.bytes\" = \"2000\"\n");
+    config.push_str(&format!("[sinks.cleaned.options]\n{sink_options}\n"));
     config.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
     let mut host = Host::start(&config);
     let out = consume(
         &cleaned,
-        n - wide.len(),
+        n - WIDE.len(),
         Duration::from_secs(60),
         Duration::from_secs(2),
     );
     let dead = consume(
         &dlq,
-        wide.len(),
+        WIDE.len(),
         Duration::from_secs(30),
         Duration::from_secs(1),
     );
@@ -202,11 +206,12 @@ fn a_record_the_producer_refuses_is_dead_lettered_and_the_rest_delivered() {
     assert!(status.success(), "exit {status:?}:\n{}", host.log());
 
     let delivered: HashSet<i64> = out.iter().map(seq_of).collect();
-    assert_eq!(out.len(), n - wide.len(), "{}", host.log());
-    assert!(wide.iter().all(|i| !delivered.contains(&(*i as i64))));
+    assert_eq!(out.len(), n - WIDE.len(), "{}", host.log());
+    assert_eq!(delivered.len(), out.len(), "each record once");
+    assert!(WIDE.iter().all(|i| !delivered.contains(&(*i as i64))));
     let mut refused: Vec<i64> = dead.iter().map(seq_of).collect();
     refused.sort_unstable();
-    assert_eq!(refused, wide.map(|i| i as i64), "{}", host.log());
+    assert_eq!(refused, WIDE.map(|i| i as i64), "{}", host.log());
     for m in &dead {
         let reason = m.header("sluice.dlq.reason").expect("reason header");
         assert!(reason.contains("sink `cleaned` rejected it"), "{reason}");
@@ -215,4 +220,24 @@ fn a_record_the_producer_refuses_is_dead_lettered_and_the_rest_delivered() {
         assert_eq!(m.json()["service"], "wide");
         assert!(m.json()["@timestamp"].is_string());
     }
+}
+
+/// The client refuses the wide records before sending them: they exceed the producer's
+/// own `message.max.bytes`.
+#[test]
+fn a_record_the_producer_refuses_is_dead_lettered_and_the_rest_delivered() {
+    run_wide_records(&[], r#""message.max.bytes" = "2000""#);
+}
+
+/// The broker, not the client, refuses the wide records: the cleaned topic takes messages
+/// of at most 2,000 bytes while the producer would send up to its default 1 MB. The
+/// refusal comes back in a delivery report, after the records left the host.
+#[test]
+fn a_record_the_broker_refuses_is_dead_lettered_and_the_rest_delivered() {
+    // The broker checks sizes per batch as sent: uncompressed batches of one message each
+    // make it refuse exactly the wide records.
+    run_wide_records(
+        &[("max.message.bytes", "2000")],
+        "\"compression.type\" = \"none\"\n\"batch.num.messages\" = \"1\"",
+    );
 }

@@ -52,6 +52,15 @@ pub fn plugin(name: &str) -> PathBuf {
 }
 
 pub fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]);
+}
+
+/// Create a topic with topic-level settings (`max.message.bytes`, say).
+pub fn create_topic_with(name: &str, partitions: i32, settings: &[(&str, &str)]) {
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in settings {
+        topic = topic.set(key, value);
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
@@ -62,7 +71,7 @@ pub fn create_topic(name: &str, partitions: i32) {
         .unwrap();
     let results = rt
         .block_on(admin.create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &[topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         ))
         .expect("Kafka is not reachable: start it with dev/stack up");
