@@ -255,6 +255,7 @@ fn feed(
             .send(PipelineInput::Batch(SourceBatch {
                 messages: batch,
                 ack,
+                progress: None,
             }))
             .is_err()
         {
@@ -269,6 +270,7 @@ fn feed(
         .send(PipelineInput::Batch(SourceBatch {
             messages: Vec::new(),
             ack: barrier,
+            progress: None,
         }))
         .is_err()
     {

@@ -6,7 +6,8 @@ use crate::Route;
 use crate::batch::{Batch, PackedBatch};
 use crate::config::OnFailure;
 use crate::plugin::{CallFailure, WasmStage};
-use std::time::{Duration, Instant};
+use crate::source::PartitionProgress;
+use std::time::Duration;
 
 /// One step of the chain. Implemented by wasm plugins and, for tests and benchmarks, by
 /// plugin logic compiled natively.
@@ -126,56 +127,150 @@ impl ChainOutput {
     }
 }
 
+/// Records further ahead of the wall clock than this do not move event time: one line
+/// from a host with a broken clock must not close every window.
+const MAX_FUTURE_NS: i64 = 300 * 1_000_000_000;
+
 /// Event time as one stage has seen it, per source partition: partitions are consumed at
-/// different speeds, so event time has reached only the *least* advanced of them. A
-/// partition quiet for `idle_after` no longer holds the others back (Flink's idle sources).
+/// different speeds, so event time has reached only the *least* advanced of them.
+///
+/// A partition stops holding the others back only when it is idle: caught up with its log
+/// (as the source reports, see [`PartitionProgress`]) and quiet while the pipeline waited
+/// for input for `idle_after` (Flink's idle sources). Quiet time is counted in *starved*
+/// time — time the pipeline spent waiting for input — never in wall time: while a slow
+/// sink blocks the pipeline every partition looks quiet, yet none is idle.
 #[derive(Debug, Clone, Default)]
 struct Clock {
-    /// (topic, partition, highest event time, when it last had input)
-    partitions: Vec<(String, i32, i64, Instant)>,
+    partitions: Vec<PartitionClock>,
+}
+
+#[derive(Debug, Clone)]
+struct PartitionClock {
+    topic: String,
+    partition: i32,
+    /// Highest event time this stage saw from the partition; `None` while the partition's
+    /// records have all been dropped or dead-lettered before this stage.
+    highest: Option<i64>,
+    /// The pipeline's starved time when the partition last had input (or was assigned).
+    last_input: Duration,
+    /// Whether a source batch has held messages of it (else it is only assigned).
+    had_input: bool,
 }
 
 impl Clock {
-    fn observe(&mut self, batch: &Batch, now: Instant) {
+    fn entry(&mut self, topic: &str, partition: i32, starved: Duration) -> &mut PartitionClock {
+        let index = match self
+            .partitions
+            .iter()
+            .position(|c| c.partition == partition && c.topic == topic)
+        {
+            Some(index) => index,
+            None => {
+                self.partitions.push(PartitionClock {
+                    topic: topic.to_owned(),
+                    partition,
+                    highest: None,
+                    last_input: starved,
+                    had_input: false,
+                });
+                self.partitions.len() - 1
+            }
+        };
+        &mut self.partitions[index]
+    }
+
+    /// The partitions of a source batch had input, whether or not their records reach
+    /// this stage.
+    fn had_input(&mut self, partitions: &[(String, i32)], starved: Duration) {
+        for (topic, partition) in partitions {
+            let entry = self.entry(topic, *partition, starved);
+            entry.last_input = starved;
+            entry.had_input = true;
+        }
+    }
+
+    fn observe(&mut self, batch: &Batch, starved: Duration, now_ns: i64) {
+        let horizon = now_ns.saturating_add(MAX_FUTURE_NS);
         batch.for_each_origin(|topic, partition, timestamp| {
-            match self
-                .partitions
-                .iter_mut()
-                .find(|(t, p, _, _)| *p == partition && t == topic)
-            {
-                Some(entry) => {
-                    entry.2 = entry.2.max(timestamp);
-                    entry.3 = now;
-                }
-                None => self
-                    .partitions
-                    .push((topic.to_owned(), partition, timestamp, now)),
+            let entry = self.entry(topic, partition, starved);
+            entry.last_input = starved;
+            entry.had_input = true;
+            if timestamp > 0 && timestamp <= horizon {
+                entry.highest = Some(entry.highest.map_or(timestamp, |h| h.max(timestamp)));
             }
         });
     }
 
-    /// The watermark to tick with, or `None` before any input.
-    fn watermark(&self, idle_after: Duration, now: Instant) -> Option<i64> {
-        let active = self
-            .partitions
-            .iter()
-            .filter(|(_, _, _, seen)| now.duration_since(*seen) < idle_after)
-            .map(|&(_, _, t, _)| t)
-            .min();
-        if active.is_some() {
-            return active;
+    /// Follow the source's partitions: forget revoked ones, start tracking assigned ones.
+    fn follow(&mut self, source: &SourcePartitions, starved: Duration) {
+        let Some(owned) = &source.owned else { return };
+        self.partitions.retain(|c| {
+            owned
+                .iter()
+                .any(|p| p.partition == c.partition && p.topic == c.topic)
+        });
+        for p in owned {
+            self.entry(&p.topic, p.partition, starved);
         }
-        // Every partition is quiet: let event time follow the wall clock so windows close.
-        let (max, last_seen) = self
+    }
+
+    /// The watermark to tick with, or `None` while event time cannot be known (before any
+    /// input, or while an owned partition that is behind has not been read yet).
+    fn watermark(
+        &self,
+        source: &SourcePartitions,
+        idle_after: Duration,
+        starved: Duration,
+    ) -> Option<i64> {
+        let mut least: Option<i64> = None;
+        for c in &self.partitions {
+            let quiet = starved.saturating_sub(c.last_input) >= idle_after;
+            let behind = !source.caught_up(&c.topic, c.partition);
+            match c.highest {
+                Some(highest) if behind || !quiet => {
+                    least = Some(least.map_or(highest, |l| l.min(highest)));
+                }
+                // Assigned with messages waiting, none read yet: they may be the oldest.
+                // Waiting is bounded by `idle_after` of starved time, as for a quiet one.
+                None if behind && !quiet && !c.had_input => return None,
+                _ => {}
+            }
+        }
+        if least.is_some() {
+            return least;
+        }
+        // Every partition is caught up and quiet: event time follows the time the pipeline
+        // has waited since the newest record, so windows close on a quiet stream.
+        let newest = self
             .partitions
             .iter()
-            .map(|&(_, _, t, seen)| (t, seen))
-            .max_by_key(|&(t, _)| t)?;
-        let idle = now
-            .duration_since(last_seen)
+            .filter_map(|c| c.highest.map(|h| (h, c.last_input)))
+            .max_by_key(|&(h, _)| h)?;
+        let idle = starved
+            .saturating_sub(newest.1)
             .as_nanos()
             .min(i64::MAX as u128) as i64;
-        Some(max.saturating_add(idle))
+        Some(newest.0.saturating_add(idle))
+    }
+}
+
+/// What the source has said about its partitions.
+#[derive(Debug, Default)]
+struct SourcePartitions {
+    /// The partitions it owns, once it has reported them; `None` for sources that do not
+    /// track partitions (every partition they deliver counts as caught up).
+    owned: Option<Vec<PartitionProgress>>,
+}
+
+impl SourcePartitions {
+    fn caught_up(&self, topic: &str, partition: i32) -> bool {
+        match &self.owned {
+            None => true,
+            Some(owned) => owned
+                .iter()
+                .find(|p| p.partition == partition && p.topic == topic)
+                .is_none_or(|p| p.caught_up),
+        }
     }
 }
 
@@ -183,6 +278,9 @@ pub struct Chain {
     stages: Vec<Box<dyn Stage>>,
     clocks: Vec<Clock>,
     idle_after: Duration,
+    source: SourcePartitions,
+    /// How long, in all, the pipeline has waited for input (see [`Clock`]).
+    starved: Duration,
 }
 
 impl Chain {
@@ -192,6 +290,28 @@ impl Chain {
             stages,
             clocks,
             idle_after,
+            source: SourcePartitions::default(),
+            starved: Duration::ZERO,
+        }
+    }
+
+    /// The pipeline waited `waited` for input.
+    pub fn starved_for(&mut self, waited: Duration) {
+        self.starved += waited;
+    }
+
+    /// The source's report on its partitions (see [`PartitionProgress`]).
+    pub fn set_progress(&mut self, progress: Vec<PartitionProgress>) {
+        self.source.owned = Some(progress);
+        for clock in &mut self.clocks {
+            clock.follow(&self.source, self.starved);
+        }
+    }
+
+    /// These source partitions had input (a source batch held messages of them).
+    pub fn had_input(&mut self, partitions: &[(String, i32)]) {
+        for clock in &mut self.clocks {
+            clock.had_input(partitions, self.starved);
         }
     }
 
@@ -223,7 +343,7 @@ impl Chain {
             let watermark = if end_of_input {
                 i64::MAX
             } else {
-                match self.clocks[index].watermark(self.idle_after, Instant::now()) {
+                match self.clocks[index].watermark(&self.source, self.idle_after, self.starved) {
                     Some(watermark) => watermark,
                     None => continue,
                 }
@@ -244,7 +364,7 @@ impl Chain {
             if current.is_empty() {
                 return;
             }
-            self.clocks[index].observe(&current, Instant::now());
+            self.clocks[index].observe(&current, self.starved, crate::time::now_ns());
             let stage = &mut self.stages[index];
             match stage.process(&current) {
                 Ok(emitted) => {
@@ -308,28 +428,138 @@ mod tests {
         r
     }
 
+    const NOW: i64 = 1_800_000_000_000_000_000;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn owned(parts: &[(i32, bool)]) -> SourcePartitions {
+        SourcePartitions {
+            owned: Some(
+                parts
+                    .iter()
+                    .map(|&(partition, caught_up)| PartitionProgress {
+                        topic: "t".into(),
+                        partition,
+                        caught_up,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     #[test]
-    fn watermark_is_the_least_advanced_active_partition() {
-        let idle = Duration::from_secs(10);
-        let t0 = Instant::now();
+    fn watermark_is_the_least_advanced_partition_until_one_is_idle() {
+        let idle = secs(10);
+        let untracked = SourcePartitions::default();
         let mut clock = Clock::default();
-        assert_eq!(clock.watermark(idle, t0), None);
+        assert_eq!(clock.watermark(&untracked, idle, secs(0)), None);
         clock.observe(
             &Batch::Records(vec![at(0, 5_000), at(1, 100), at(0, 7_000)]),
-            t0,
+            secs(0),
+            NOW,
         );
-        assert_eq!(clock.watermark(idle, t0), Some(100));
-        // Partition 1 goes quiet; partition 0 keeps going and no longer waits for it.
+        assert_eq!(clock.watermark(&untracked, idle, secs(0)), Some(100));
+        // Partition 1 goes quiet while the pipeline waits for input; partition 0 keeps
+        // going and no longer waits for it.
+        clock.observe(&Batch::Records(vec![at(0, 9_000)]), secs(11), NOW);
+        assert_eq!(clock.watermark(&untracked, idle, secs(12)), Some(9_000));
+        // Everything quiet: event time follows the time spent waiting for input.
+        assert_eq!(
+            clock.watermark(&untracked, idle, secs(30)),
+            Some(9_000 + 19_000_000_000)
+        );
+    }
+
+    #[test]
+    fn a_partition_behind_its_log_is_never_idle() {
+        let idle = secs(10);
+        let mut clock = Clock::default();
         clock.observe(
-            &Batch::Records(vec![at(0, 9_000)]),
-            t0 + Duration::from_secs(11),
+            &Batch::Records(vec![at(0, 9_000), at(1, 100)]),
+            secs(0),
+            NOW,
+        );
+        // Partition 1 still has messages in the log (its consumer is paused by a slow
+        // sink): however long it is quiet, event time waits for it.
+        let source = owned(&[(0, true), (1, false)]);
+        assert_eq!(clock.watermark(&source, idle, secs(100)), Some(100));
+        // Caught up and quiet: it no longer holds partition 0 back.
+        let source = owned(&[(0, false), (1, true)]);
+        assert_eq!(clock.watermark(&source, idle, secs(100)), Some(9_000));
+    }
+
+    #[test]
+    fn an_assigned_partition_behind_and_not_yet_read_holds_event_time() {
+        let idle = secs(10);
+        let mut clock = Clock::default();
+        let source = owned(&[(0, false), (2, false)]);
+        clock.follow(&source, secs(0));
+        clock.observe(&Batch::Records(vec![at(0, 9_000)]), secs(0), NOW);
+        assert_eq!(
+            clock.watermark(&source, idle, secs(1)),
+            None,
+            "partition 2's first fetch has not been answered"
+        );
+        // An empty (caught-up) partition does not hold it.
+        let source = owned(&[(0, false), (2, true)]);
+        assert_eq!(clock.watermark(&source, idle, secs(1)), Some(9_000));
+        // Nor one whose records never reach this stage (all dropped before it).
+        let source = owned(&[(0, false), (2, false)]);
+        clock.had_input(&[("t".into(), 2)], secs(1));
+        assert_eq!(clock.watermark(&source, idle, secs(1)), Some(9_000));
+    }
+
+    #[test]
+    fn waiting_for_an_unread_partition_is_bounded_by_starved_time() {
+        let mut clock = Clock::default();
+        let source = owned(&[(0, false), (2, false)]);
+        clock.follow(&source, secs(0));
+        clock.observe(&Batch::Records(vec![at(0, 9_000)]), secs(0), NOW);
+        assert_eq!(clock.watermark(&source, secs(10), secs(9)), None);
+        assert_eq!(clock.watermark(&source, secs(10), secs(10)), Some(9_000));
+    }
+
+    #[test]
+    fn a_slow_pipeline_is_not_an_idle_input() {
+        let idle = secs(10);
+        let source = owned(&[(0, true), (1, true)]);
+        let mut clock = Clock::default();
+        clock.observe(
+            &Batch::Records(vec![at(0, 9_000), at(1, 100)]),
+            secs(5),
+            NOW,
+        );
+        // However long the pipeline was blocked on sinks, starved time did not move.
+        assert_eq!(clock.watermark(&source, idle, secs(5)), Some(100));
+    }
+
+    #[test]
+    fn a_record_from_a_broken_clock_does_not_move_event_time() {
+        let untracked = SourcePartitions::default();
+        let mut clock = Clock::default();
+        clock.observe(
+            &Batch::Records(vec![at(0, NOW - 1_000), at(0, NOW + 3_600_000_000_000)]),
+            secs(0),
+            NOW,
         );
         assert_eq!(
-            clock.watermark(idle, t0 + Duration::from_secs(12)),
-            Some(9_000)
+            clock.watermark(&untracked, secs(10), secs(0)),
+            Some(NOW - 1_000)
         );
-        // Everything quiet: event time follows the wall clock from the newest record.
-        let later = t0 + Duration::from_secs(30);
-        assert_eq!(clock.watermark(idle, later), Some(9_000 + 19_000_000_000));
+    }
+
+    #[test]
+    fn revoked_partitions_are_forgotten() {
+        let mut clock = Clock::default();
+        clock.observe(
+            &Batch::Records(vec![at(0, 9_000), at(1, 100)]),
+            secs(0),
+            NOW,
+        );
+        let source = owned(&[(0, false)]);
+        clock.follow(&source, secs(0));
+        assert_eq!(clock.watermark(&source, secs(10), secs(0)), Some(9_000));
     }
 }

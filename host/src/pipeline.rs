@@ -97,8 +97,12 @@ impl Pipeline {
                 }
             }
             let wait = self.tick_interval.saturating_sub(last_tick.elapsed());
-            match input.recv_timeout(wait) {
+            let waiting = Instant::now();
+            let received = input.recv_timeout(wait);
+            self.chain.starved_for(waiting.elapsed());
+            match received {
                 Ok(PipelineInput::Batch(batch)) => self.process(batch),
+                Ok(PipelineInput::Progress(progress)) => self.chain.set_progress(progress),
                 Ok(PipelineInput::End { complete }) => {
                     if complete {
                         self.tick(true);
@@ -138,7 +142,12 @@ impl Pipeline {
     }
 
     fn process(&mut self, batch: SourceBatch) {
-        let SourceBatch { messages, ack } = batch;
+        let SourceBatch {
+            messages,
+            ack,
+            progress,
+        } = batch;
+        self.chain.had_input(&partitions_of(&messages));
         let observed = time::now_ns();
         let stats = &self.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +195,9 @@ impl Pipeline {
         let mut out = ChainOutput::default();
         self.chain.process(Batch::Packed(records), &mut out);
         self.deliver(out, dead, &messages, &ack);
+        if let Some(progress) = progress {
+            self.chain.set_progress(progress);
+        }
         if self.router.takes("raw") {
             self.router
                 .send_blocking("raw", Events::Raw(messages), &ack);
@@ -314,6 +326,21 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The source partitions a batch holds messages of, each once.
+fn partitions_of(messages: &[RawMessage]) -> Vec<(String, i32)> {
+    let mut partitions: Vec<(String, i32)> = Vec::new();
+    for m in messages {
+        let (topic, partition) = (&m.origin.topic, m.origin.partition);
+        if !partitions
+            .iter()
+            .any(|(t, p)| *p == partition && t == topic)
+        {
+            partitions.push((topic.clone(), partition));
+        }
+    }
+    partitions
 }
 
 /// Remove metric records that downstream tables cannot hold (no service, no time).

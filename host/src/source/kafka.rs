@@ -11,7 +11,9 @@
 //! revoked partitions — bounded by `rebalance_drain_timeout_ms` — and commits synchronously
 //! before letting them go. On shutdown it does the same for every partition.
 
-use super::{DecodingConfig, PipelineInput, SourceBatch, SourceError, SourceStats};
+use super::{
+    DecodingConfig, PartitionProgress, PipelineInput, SourceBatch, SourceError, SourceStats,
+};
 use crate::health::{self, FailState};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -324,6 +326,7 @@ pub fn run(
     // A batch the pipeline had no room for, with its offsets and since when it waits.
     let mut held: Option<(SourceBatch, BatchOffsets, Instant)> = None;
     let ctx = consumer.context();
+    let mut progress = ProgressReport::default();
 
     let result = loop {
         if !ctx.pump(&consumer) {
@@ -369,6 +372,15 @@ pub fn run(
                 Err(_) => break Ok(()),
             }
         }
+        if messages.is_empty() {
+            // Nothing to carry it: tell the pipeline of partitions assigned, revoked or
+            // caught up on their own.
+            if let Some(report) = progress.due(&consumer)
+                && tx.try_send(PipelineInput::Progress(report.clone())).is_ok()
+            {
+                progress.sent(report);
+            }
+        }
         let wait = if messages.is_empty() {
             Duration::from_millis(100)
         } else {
@@ -391,9 +403,11 @@ pub fn run(
         let due = !messages.is_empty() && batch_started.elapsed() >= max_wait;
         if full || due {
             let batch_offsets = std::mem::take(&mut offsets);
+            let report = progress.changed(&consumer);
             let batch = SourceBatch {
                 messages: std::mem::replace(&mut messages, Vec::with_capacity(max_records)),
                 ack: issuer.issue(batch_offsets.clone()),
+                progress: report,
             };
             let seq = batch.ack.seq();
             match tx.try_send(PipelineInput::Batch(batch)) {
@@ -474,6 +488,105 @@ impl Availability {
             health::global().clear(FailState::KafkaUnavailable, &self.subject);
         }
     }
+}
+
+/// What the pipeline was last told about the partitions (see [`PartitionProgress`]).
+#[derive(Default)]
+struct ProgressReport {
+    last: Option<Vec<PartitionProgress>>,
+    checked: Option<Instant>,
+}
+
+/// How often an idle source looks whether its partitions changed.
+const PROGRESS_CHECK: Duration = Duration::from_millis(500);
+
+impl ProgressReport {
+    /// The partitions now, if that differs from the last report; assumed sent.
+    fn changed(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+    ) -> Option<Vec<PartitionProgress>> {
+        self.checked = Some(Instant::now());
+        let now = partition_progress(consumer)?;
+        if self.last.as_ref() == Some(&now) {
+            return None;
+        }
+        self.last = Some(now.clone());
+        Some(now)
+    }
+
+    /// Like [`ProgressReport::changed`], at most every [`PROGRESS_CHECK`]; not assumed sent.
+    fn due(&mut self, consumer: &BaseConsumer<SourceContext>) -> Option<Vec<PartitionProgress>> {
+        if self.checked.is_some_and(|t| t.elapsed() < PROGRESS_CHECK) {
+            return None;
+        }
+        self.checked = Some(Instant::now());
+        let now = partition_progress(consumer)?;
+        (self.last.as_ref() != Some(&now)).then_some(now)
+    }
+
+    fn sent(&mut self, report: Vec<PartitionProgress>) {
+        self.last = Some(report);
+    }
+}
+
+/// For every assigned partition, whether the consumer has read all it holds: its position
+/// (librdkafka's, which steps over transaction markers) at the high watermark of the last
+/// fetch. Before anything is read from a partition, the group's lag from the statistics
+/// decides. `None` when librdkafka cannot say.
+fn partition_progress(consumer: &BaseConsumer<SourceContext>) -> Option<Vec<PartitionProgress>> {
+    let positions = consumer.position().ok()?;
+    let lag = consumer
+        .context()
+        .stats
+        .lag
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let progress = positions
+        .elements()
+        .iter()
+        .map(|e| {
+            let (topic, partition) = (e.topic(), e.partition());
+            let no_lag = || lag.get(&(topic.to_owned(), partition)) == Some(&0);
+            let caught_up = match e.offset() {
+                Offset::Offset(next) => match high_watermark(consumer, topic, partition) {
+                    Some(high) => next >= high,
+                    None => no_lag(),
+                },
+                _ => no_lag(),
+            };
+            PartitionProgress {
+                topic: topic.to_owned(),
+                partition,
+                caught_up,
+            }
+        })
+        .collect();
+    Some(progress)
+}
+
+/// The partition's high watermark as of the consumer's last fetch (no request is made).
+fn high_watermark(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle lives as long as `consumer`; librdkafka reads the
+    // NUL-terminated topic name and writes the two offsets, from its cache, under its own
+    // locks. rust-rdkafka offers only the variant that asks the broker.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 /// Add a consumed message to the batch being cut.

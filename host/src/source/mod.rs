@@ -90,12 +90,31 @@ impl Default for DecodingConfig {
 pub struct SourceBatch {
     pub messages: Vec<RawMessage>,
     pub ack: AckHandle,
+    /// The source's partitions as they stand after this batch, when that changed since the
+    /// last report (see [`PartitionProgress`]). Sources that do not track partitions
+    /// (stdin, a lake backfill) never report; each partition they deliver counts as caught
+    /// up.
+    pub progress: Option<Vec<PartitionProgress>>,
+}
+
+/// One partition the source owns, and whether it has read everything the partition held
+/// when it last looked. Event time may move on without a partition only while it is caught
+/// up and the pipeline waits for input: a partition that is merely behind (its messages
+/// still in the log, the consumer paused by a slow sink, its fetch not yet answered) holds
+/// event time back, so its records are not counted late.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub topic: String,
+    pub partition: i32,
+    pub caught_up: bool,
 }
 
 /// What the pipeline receives from the source.
 #[derive(Debug)]
 pub enum PipelineInput {
     Batch(SourceBatch),
+    /// The partitions changed (assigned, revoked, caught up) with no batch to carry the news.
+    Progress(Vec<PartitionProgress>),
     /// No more input. `complete` is true when the input really ended (end of a file), so
     /// open windows should be closed; false on shutdown of an endless source.
     End {

@@ -53,6 +53,7 @@ pub fn run(
         let batch = SourceBatch {
             messages: std::mem::take(messages),
             ack,
+            progress: None,
         };
         tx.send(PipelineInput::Batch(batch)).is_ok()
     };

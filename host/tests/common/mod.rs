@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lake;
+pub mod proxy;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -26,11 +26,8 @@ const NS_PER_SEC: i64 = 1_000_000_000;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub window_seconds: u64,
-    /// How far behind the newest event time a record may be and still count.
+    /// How far behind the host's event time a record may be and still count.
     pub allowed_lateness_seconds: u64,
-    /// Records further ahead of their read time than this count but do not advance
-    /// the watermark (a broken clock must not close every window).
-    pub max_future_seconds: u64,
     /// The latency sketch's relative accuracy.
     pub relative_accuracy: f64,
     pub max_sketch_bins: usize,
@@ -44,7 +41,6 @@ impl Default for Config {
         Config {
             window_seconds: 60,
             allowed_lateness_seconds: 30,
-            max_future_seconds: 300,
             relative_accuracy: 0.01,
             max_sketch_bins: 2048,
             max_services: 10_000,
@@ -57,13 +53,10 @@ pub struct Metrics {
     cfg: Config,
     windows: Windows,
     lateness: i64,
-    max_future: i64,
-    /// Per source (topic, partition), the highest trusted event time seen. Event time has
-    /// reached the *smallest* of these: partitions are consumed at different speeds, and
-    /// a partition that is behind must not find its windows already closed.
-    partition_max: Vec<(String, i32, i64)>,
-    /// Highest event time reported by the host's `tick` (the host's own view of event
-    /// time, including wall-clock advance on a quiet input; `i64::MAX` at end of input).
+    /// Highest event time reported by the host's `tick`: the least advanced of the
+    /// source partitions it owns, where a partition that is behind its log holds event
+    /// time back (`i64::MAX` at end of input). The plugin cannot judge this from the
+    /// records alone — it never sees a partition whose messages are still in the log.
     ticked: i64,
     detectors: FnvMap<String, ServiceDetector>,
 }
@@ -113,40 +106,16 @@ impl Metrics {
                 cfg.max_services.max(1),
             ),
             lateness: secs(cfg.allowed_lateness_seconds),
-            max_future: secs(cfg.max_future_seconds),
-            partition_max: Vec::new(),
             ticked: i64::MIN,
             detectors: FnvMap::default(),
             cfg,
         })
     }
 
-    /// Windows ending at or before the watermark are complete. The allowed lateness
-    /// applies to the host's tick as to our own event times: the host reports how far
-    /// event time has come, lateness is this plugin's business.
+    /// Windows ending at or before the watermark are complete: the host's event time
+    /// less the allowed lateness.
     pub fn watermark(&self) -> i64 {
-        let event_time = self
-            .partition_max
-            .iter()
-            .map(|&(_, _, t)| t)
-            .min()
-            .unwrap_or(i64::MIN);
-        event_time.max(self.ticked).saturating_sub(self.lateness)
-    }
-
-    fn advance(&mut self, record: &RecordView<'_>) {
-        let origin = record.origin;
-        let t = record.timestamp;
-        match self
-            .partition_max
-            .iter_mut()
-            .find(|(topic, partition, _)| *partition == origin.partition && *topic == origin.topic)
-        {
-            Some(entry) => entry.2 = entry.2.max(t),
-            None => self
-                .partition_max
-                .push((origin.topic.to_owned(), origin.partition, t)),
-        }
+        self.ticked.saturating_sub(self.lateness)
     }
 
     pub fn open_windows(&self) -> usize {
@@ -159,11 +128,6 @@ impl Metrics {
         if t <= 0 {
             counts.no_timestamp += 1;
             return;
-        }
-        let trusted = record.observed_timestamp == 0
-            || t <= record.observed_timestamp.saturating_add(self.max_future);
-        if trusted {
-            self.advance(record);
         }
         let start = self.windows.start_of(t);
         if start.saturating_add(self.windows.size) <= self.watermark() {

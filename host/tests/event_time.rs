@@ -1,0 +1,216 @@
+//! Event time under backpressure: the metrics (and the alerts that hang on them) must not
+//! depend on how fast the sinks are. A slow sink beside Kafka makes the pipeline block, the
+//! source pause and partitions arrive unevenly; none of that may make records count as late.
+
+mod common;
+
+use common::proxy::DelayProxy;
+use common::{brokers, consume, create_topic, kafka_sink_toml, plugin, unique};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::ToSocketAddrs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WINDOW_NS: i64 = 60_000_000_000;
+
+fn search_addr() -> std::net::SocketAddr {
+    let url = std::env::var("SLUICE_SEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into());
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    hostport.to_socket_addrs().unwrap().next().unwrap()
+}
+
+/// `sluice gen` straight into `topic` (keyed by service, so spread over its partitions).
+fn generate(topic: &str, args: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["gen", "--brokers", &brokers(), "--topic", topic])
+        .args(["--start", "2026-11-25T10:00:00Z", "--log-level", "warn"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Per (service, window start), how many cleaned records fall in the window.
+fn cleaned_per_window(cleaned: &[common::Consumed]) -> BTreeMap<(String, i64), u64> {
+    let mut out = BTreeMap::new();
+    for m in cleaned {
+        let v = m.json();
+        let service = v["service.name"].as_str().unwrap_or("unknown").to_owned();
+        let ts = v["@timestamp"]
+            .as_str()
+            .expect("cleaned record has @timestamp");
+        let ns = parse_rfc3339_ns(ts);
+        *out.entry((service, ns - ns.rem_euclid(WINDOW_NS)))
+            .or_default() += 1;
+    }
+    out
+}
+
+/// `2026-11-25T10:00:00.010000000Z` → ns since the epoch (UTC, the day is enough here).
+fn parse_rfc3339_ns(ts: &str) -> i64 {
+    let (date, time) = ts.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let frac_ns: i64 = format!("{frac:0<9}")[..9].parse().unwrap();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000_000) + frac_ns
+}
+
+/// The documented chain (normalize → dedup → metrics) from a 3-partition topic to Kafka
+/// topics, plus a search sink on `cleaned` behind `search_url`.
+fn fan_out_config(source: &str, topics: &Topics, search_url: &str, namespace: &str) -> String {
+    let mut c = common::kafka_source_toml(source, &unique("event-time"), "");
+    for name in ["normalize", "dedup", "metrics"] {
+        c.push_str(&format!(
+            "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
+            plugin(name).display()
+        ));
+    }
+    c.push_str("on_failure = \"pass_through\"\n");
+    c.push_str(&kafka_sink_toml("cleaned", &topics.cleaned, "cleaned"));
+    c.push_str(&kafka_sink_toml("metrics", &topics.metrics, "metrics"));
+    c.push_str(&kafka_sink_toml("alerts", &topics.alerts, "alerts"));
+    c.push_str(&kafka_sink_toml("dlq", &topics.dlq, "dlq"));
+    c.push_str(&format!(
+        r#"
+[sinks.search]
+type = "elasticsearch"
+routes = ["cleaned"]
+url = "{search_url}"
+index = {{ mode = "data_stream", dataset = "sluice", namespace = "{namespace}" }}
+"#
+    ));
+    c
+}
+
+struct Topics {
+    cleaned: String,
+    metrics: String,
+    alerts: String,
+    dlq: String,
+}
+
+#[test]
+fn a_slow_search_sink_changes_no_metric_and_silences_no_alert() {
+    let source = unique("et-raw");
+    create_topic(&source, 3);
+    let topics = Topics {
+        cleaned: unique("et-cleaned"),
+        metrics: unique("et-metrics"),
+        alerts: unique("et-alerts"),
+        dlq: unique("et-dlq"),
+    };
+    for t in [
+        &topics.cleaned,
+        &topics.metrics,
+        &topics.alerts,
+        &topics.dlq,
+    ] {
+        create_topic(t, 1);
+    }
+    // 10,000 lines at 9 per second of event time: ~18 one-minute windows, an error burst
+    // in checkout from minute 10 to 13 after the detector's warm-up.
+    generate(
+        &source,
+        &[
+            "--seed",
+            "11",
+            "--count",
+            "10000",
+            "--events-per-second",
+            "9",
+            "--duplicates",
+            "0.02",
+            "--burst",
+            "checkout@600+180:0.6",
+        ],
+    );
+    // Every request to the search engine waits 0.3 s: the engine is busy.
+    let proxy = DelayProxy::start(search_addr(), Duration::from_millis(300));
+    let namespace = unique("et").replace('-', "");
+    let mut host = common::Host::start(&fan_out_config(&source, &topics, &proxy.url(), &namespace));
+
+    let cleaned = consume(
+        &topics.cleaned,
+        9_000,
+        Duration::from_secs(400),
+        Duration::from_secs(10),
+    );
+    assert!(host.is_running(), "host stopped:\n{}", host.log());
+    assert!(
+        cleaned.len() >= 9_000,
+        "only {} cleaned records",
+        cleaned.len()
+    );
+    let truth = cleaned_per_window(&cleaned);
+    let last_window = truth.keys().map(|&(_, w)| w).max().unwrap();
+
+    // Windows two minutes before the end are closed by event time alone (lateness 30 s).
+    let complete_before = last_window - 2 * WINDOW_NS;
+    let started = Instant::now();
+    let (counted, expected, metrics) = loop {
+        let metrics = consume(
+            &topics.metrics,
+            1,
+            Duration::from_secs(20),
+            Duration::from_secs(2),
+        );
+        let mut counted = 0u64;
+        let mut windows = 0usize;
+        for m in &metrics {
+            let v: Value = m.json();
+            let start = v["metric.window.start"].as_i64().unwrap();
+            if start < complete_before {
+                counted += v["count"].as_u64().unwrap();
+                windows += 1;
+            }
+        }
+        let expected: u64 = truth
+            .iter()
+            .filter(|((_, w), _)| *w < complete_before)
+            .map(|(_, n)| n)
+            .sum();
+        let want_windows = truth.keys().filter(|(_, w)| *w < complete_before).count();
+        if windows >= want_windows || started.elapsed() > Duration::from_secs(120) {
+            break (counted, expected, metrics);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    // Every cleaned record of a closed window is counted, up to the few the generator
+    // really writes late (out of order by more than the allowed lateness: none here).
+    assert!(
+        counted as f64 >= expected as f64 * 0.99,
+        "metrics counted {counted} of {expected} records in closed windows ({} metric records)\n{}",
+        metrics.len(),
+        host.log()
+    );
+    let alerts = consume(
+        &topics.alerts,
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    );
+    let checkout: Vec<Value> = alerts
+        .iter()
+        .map(common::Consumed::json)
+        .filter(|a| a["service.name"] == "checkout")
+        .collect();
+    assert!(
+        !checkout.is_empty(),
+        "the checkout error burst raised no alert ({} alerts in all)",
+        alerts.len()
+    );
+    assert!(host.terminate().success(), "{}", host.log());
+}
