@@ -300,12 +300,26 @@ impl Chain {
         self.starved += waited;
     }
 
-    /// The source's report on its partitions (see [`PartitionProgress`]).
-    pub fn set_progress(&mut self, progress: Vec<PartitionProgress>) {
+    /// The source's report on its partitions (see [`PartitionProgress`]). Returns the
+    /// partitions it no longer owns.
+    pub fn set_progress(&mut self, progress: Vec<PartitionProgress>) -> Vec<(String, i32)> {
+        let revoked = match &self.source.owned {
+            Some(before) => before
+                .iter()
+                .filter(|b| {
+                    !progress
+                        .iter()
+                        .any(|p| p.partition == b.partition && p.topic == b.topic)
+                })
+                .map(|b| (b.topic.clone(), b.partition))
+                .collect(),
+            None => Vec::new(),
+        };
         self.source.owned = Some(progress);
         for clock in &mut self.clocks {
             clock.follow(&self.source, self.starved);
         }
+        revoked
     }
 
     /// These source partitions had input (a source batch held messages of them).

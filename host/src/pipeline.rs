@@ -102,7 +102,7 @@ impl Pipeline {
             self.chain.starved_for(waiting.elapsed());
             match received {
                 Ok(PipelineInput::Batch(batch)) => self.process(batch),
-                Ok(PipelineInput::Progress(progress)) => self.chain.set_progress(progress),
+                Ok(PipelineInput::Progress(progress)) => self.follow(progress),
                 Ok(PipelineInput::End { complete }) => {
                     if complete {
                         self.tick(true);
@@ -196,13 +196,22 @@ impl Pipeline {
         self.chain.process(Batch::Packed(records), &mut out);
         self.deliver(out, dead, &messages, &ack);
         if let Some(progress) = progress {
-            self.chain.set_progress(progress);
+            self.follow(progress);
         }
         if self.router.takes("raw") {
             self.router
                 .send_blocking("raw", Events::Raw(messages), &ack);
         }
         ack.ack();
+    }
+
+    /// Take the source's report on its partitions; tell the sinks of revoked ones, after
+    /// everything routed from them.
+    fn follow(&mut self, progress: Vec<crate::source::PartitionProgress>) {
+        let revoked = self.chain.set_progress(progress);
+        if !revoked.is_empty() {
+            self.router.revoked_blocking(&revoked);
+        }
     }
 
     fn tick(&mut self, end_of_input: bool) {

@@ -73,6 +73,8 @@ pub async fn start(
                     let _ = out.flush();
                     let _ = done.send(());
                 }
+                // Each batch is written as it comes: nothing held per partition.
+                SinkInput::Revoked(_) => {}
                 SinkInput::Batch(batch) => {
                     buf.clear();
                     encode(&batch, config.include_route, &mut buf);

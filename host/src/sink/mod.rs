@@ -79,6 +79,12 @@ pub enum SinkInput {
     Batch(SinkBatch),
     /// Write out anything buffered, then answer.
     Flush(oneshot::Sender<()>),
+    /// The source gave these partitions up (a rebalance): every batch of them routed
+    /// before this message has been sent, none after it until they are assigned again. A
+    /// sink holding their records writes them out now, while the source waits to commit,
+    /// and must never write them later: the partitions' new owner replays from the last
+    /// commit and writes the same objects (see `sink::s3`).
+    Revoked(Arc<[(String, i32)]>),
 }
 
 /// Counters every sink keeps (exported on `/metrics`).
@@ -269,19 +275,33 @@ impl Router {
         self.send("dlq", Events::DeadLetters(letters), ack).await
     }
 
+    /// Tell every sink that the source gave `partitions` up, after what was routed before.
+    pub fn revoked_blocking(&self, partitions: &[(String, i32)]) {
+        let partitions: Arc<[(String, i32)]> = partitions.into();
+        for (_, tx) in self.sinks() {
+            let _ = tx.blocking_send(SinkInput::Revoked(partitions.clone()));
+        }
+    }
+
+    /// Every sink's channel, once.
+    fn sinks(&self) -> Vec<(&String, &mpsc::Sender<SinkInput>)> {
+        let mut seen = HashSet::new();
+        self.routes
+            .get()
+            .into_iter()
+            .flat_map(|routes| routes.values().flatten())
+            .filter(|(name, _)| seen.insert(name.clone()))
+            .map(|(name, tx)| (name, tx))
+            .collect()
+    }
+
     /// Ask every sink to write out what it buffers, and wait until all have.
     pub fn flush_all_blocking(&self) {
-        let Some(routes) = self.routes.get() else {
-            return;
-        };
-        let mut seen = std::collections::HashSet::new();
         let mut waits = Vec::new();
-        for (name, tx) in routes.values().flatten() {
-            if seen.insert(name.clone()) {
-                let (done, wait) = oneshot::channel();
-                if tx.blocking_send(SinkInput::Flush(done)).is_ok() {
-                    waits.push(wait);
-                }
+        for (_, tx) in self.sinks() {
+            let (done, wait) = oneshot::channel();
+            if tx.blocking_send(SinkInput::Flush(done)).is_ok() {
+                waits.push(wait);
             }
         }
         for wait in waits {

@@ -145,6 +145,8 @@ struct SourceContext {
     stored: Mutex<HashMap<(String, i32), i64>>,
     paused: AtomicBool,
     drain_timeout: Duration,
+    /// The pipeline's input, for reports during a rebalance.
+    pipeline: SyncSender<PipelineInput>,
     /// Since when every broker has been unreachable, as librdkafka reports it.
     brokers_down_since: Mutex<Option<Instant>>,
     stats: Arc<SourceStats>,
@@ -184,9 +186,16 @@ impl ConsumerContext for SourceContext {
                 .iter()
                 .map(|e| (e.topic().to_owned(), e.partition()))
                 .collect();
-            tracing::info!(partitions = ?parts, "partitions revoked; draining in-flight batches");
-            self.drain(consumer, Some(&parts));
-            self.commit(consumer, Some(&parts));
+            if consumer.assignment_lost() {
+                // The group moved on without us (session timeout): another member may
+                // already have committed further. Committing now could move its offsets back.
+                tracing::warn!(partitions = ?parts, "partitions lost; their uncommitted batches will be replayed by the new owner");
+            } else {
+                tracing::info!(partitions = ?parts, "partitions revoked; draining in-flight batches");
+                self.report_revoke(consumer, &parts);
+                self.drain(consumer, Some(&parts));
+                self.commit(consumer, Some(&parts));
+            }
             let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
             let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
             for (topic, partition) in &parts {
@@ -213,6 +222,33 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Tell the pipeline, behind the batches already sent, which partitions remain; it
+    /// tells the sinks, so those holding records of `revoked` write them out for the
+    /// commit below. Waits no longer than the drain timeout for room in the channel.
+    fn report_revoke(&self, consumer: &BaseConsumer<Self>, revoked: &[(String, i32)]) {
+        let Some(mut remaining) = partition_progress(consumer) else {
+            return;
+        };
+        remaining.retain(|p| {
+            !revoked
+                .iter()
+                .any(|(t, q)| *q == p.partition && *t == p.topic)
+        });
+        let deadline = Instant::now() + self.drain_timeout;
+        let mut report = PipelineInput::Progress(remaining);
+        loop {
+            match self.pipeline.try_send(report) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    report = back;
+                    self.pump(consumer);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Apply completed batches: store the offsets that became committable.
     fn pump(&self, consumer: &BaseConsumer<Self>) -> bool {
         let mut completions = self.completions.lock().unwrap_or_else(|e| e.into_inner());
@@ -296,6 +332,7 @@ pub fn run(
         stored: Mutex::new(HashMap::new()),
         paused: AtomicBool::new(false),
         drain_timeout: Duration::from_millis(config.rebalance_drain_timeout_ms),
+        pipeline: tx.clone(),
         brokers_down_since: Mutex::new(None),
         stats,
     };

@@ -116,6 +116,16 @@ impl Writer {
                 input = rx.recv() => match input {
                     None => break,
                     Some(SinkInput::Batch(batch)) => self.accept(batch).await,
+                    // Write the partitions' records now, so the source can commit them
+                    // before their new owner starts from the last commit.
+                    Some(SinkInput::Revoked(partitions)) => {
+                        self.flush(|s| {
+                            partitions
+                                .iter()
+                                .any(|(t, p)| *p == s.partition && *t == s.topic)
+                        })
+                        .await;
+                    }
                     Some(SinkInput::Flush(done)) => {
                         self.flush(|_| true).await;
                         let _ = done.send(());
