@@ -27,6 +27,15 @@ pub enum ConfigError {
     },
     #[error("config {path}, line {line}: unterminated `${{` (write `$$` for a literal `$`)")]
     BadInterpolation { path: PathBuf, line: usize },
+    #[error(
+        "config {path}, line {line}: environment variable `{var}` holds {quote}, which a single-quoted TOML string cannot hold. Put ${{{var}}} in double quotes instead."
+    )]
+    Unquotable {
+        path: PathBuf,
+        line: usize,
+        var: String,
+        quote: &'static str,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path}: `{key}`: {message}")]
@@ -285,70 +294,132 @@ impl PluginConfig {
     }
 }
 
+/// Where in the TOML text a `${…}` stands; its value is escaped for that place, so a
+/// secret holding `"` or `\` cannot break the file or change its meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Outside strings: the value is TOML itself (a number, `true`).
+    Bare,
+    /// `"…"` and `"""…"""`: escaped as a basic string's content.
+    Basic,
+    Multiline,
+    /// `'…'` and `'''…'''`: no escapes exist; a value that cannot be held is an error.
+    Literal,
+    MultilineLiteral,
+    /// `# …`: left alone, so examples in comments need no escaping.
+    Comment,
+}
+
 /// Replace `${VAR}` and `${VAR:-default}` with values from `lookup`; `$$` is a literal `$`.
-/// Comment lines are left alone, so examples in comments need no escaping.
+/// Comments are left alone. Inside a quoted string the value is escaped as that string
+/// needs.
 pub fn interpolate(
     text: &str,
     path: &Path,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_start().starts_with('#') {
-            out.push_str(line);
-        } else {
-            out.push_str(&interpolate_line(line, index + 1, path, &lookup)?);
+    let mut place = Place::Bare;
+    let mut line = 1;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '$' && place != Place::Comment {
+            let after = &rest[1..];
+            if let Some(stripped) = after.strip_prefix('$') {
+                out.push('$');
+                rest = stripped;
+            } else if let Some(body) = after.strip_prefix('{') {
+                let end = body
+                    .find(['}', '\n'])
+                    .filter(|&end| body[end..].starts_with('}'))
+                    .ok_or_else(|| ConfigError::BadInterpolation {
+                        path: path.to_owned(),
+                        line,
+                    })?;
+                let (name, default) = match body[..end].split_once(":-") {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (&body[..end], None),
+                };
+                let value = match (lookup(name).filter(|v| !v.is_empty()), default) {
+                    (Some(v), _) => v,
+                    (None, Some(d)) => d.to_owned(),
+                    (None, None) => {
+                        return Err(ConfigError::MissingEnv {
+                            path: path.to_owned(),
+                            line,
+                            var: name.to_owned(),
+                        });
+                    }
+                };
+                push_value(&mut out, &value, place).map_err(|quote| ConfigError::Unquotable {
+                    path: path.to_owned(),
+                    line,
+                    var: name.to_owned(),
+                    quote,
+                })?;
+                rest = &body[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+            continue;
         }
+        // Follow the TOML syntax far enough to know where the next `${` stands.
+        let (taken, next) = step(rest, place);
+        line += taken.matches('\n').count();
+        out.push_str(taken);
+        rest = &rest[taken.len()..];
+        place = next;
     }
     Ok(out)
 }
 
-fn interpolate_line(
-    text: &str,
-    line: usize,
-    path: &Path,
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(stripped) = after.strip_prefix('$') {
-            out.push('$');
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| ConfigError::BadInterpolation {
-                    path: path.to_owned(),
-                    line,
-                })?;
-            let expr = &body[..end];
-            let (name, default) = match expr.split_once(":-") {
-                Some((name, default)) => (name, Some(default)),
-                None => (expr, None),
-            };
-            let value = match (lookup(name).filter(|v| !v.is_empty()), default) {
-                (Some(v), _) => v,
-                (None, Some(d)) => d.to_owned(),
-                (None, None) => {
-                    return Err(ConfigError::MissingEnv {
-                        path: path.to_owned(),
-                        line,
-                        var: name.to_owned(),
-                    });
-                }
-            };
-            out.push_str(&value);
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
+/// The text at the start of `rest` that moves from `place` to the returned place.
+fn step(rest: &str, place: Place) -> (&str, Place) {
+    let c = rest.chars().next().map_or(0, char::len_utf8);
+    let one = &rest[..c];
+    match place {
+        Place::Bare if rest.starts_with("\"\"\"") => (&rest[..3], Place::Multiline),
+        Place::Bare if rest.starts_with("'''") => (&rest[..3], Place::MultilineLiteral),
+        Place::Bare if one == "\"" => (one, Place::Basic),
+        Place::Bare if one == "'" => (one, Place::Literal),
+        Place::Bare if one == "#" => (one, Place::Comment),
+        // An escape: the character after the backslash never ends the string.
+        Place::Basic | Place::Multiline if one == "\\" => {
+            let next = rest[1..].chars().next().map_or(0, char::len_utf8);
+            (&rest[..1 + next], place)
         }
+        Place::Basic if one == "\"" || one == "\n" => (one, Place::Bare),
+        Place::Multiline if rest.starts_with("\"\"\"") => (&rest[..3], Place::Bare),
+        Place::Literal if one == "'" || one == "\n" => (one, Place::Bare),
+        Place::MultilineLiteral if rest.starts_with("'''") => (&rest[..3], Place::Bare),
+        Place::Comment if one == "\n" => (one, Place::Bare),
+        _ => (one, place),
     }
-    out.push_str(rest);
-    Ok(out)
+}
+
+/// Append `value` as `place` needs it; `Err` names what a literal string cannot hold.
+fn push_value(out: &mut String, value: &str, place: Place) -> Result<(), &'static str> {
+    match place {
+        Place::Bare | Place::Comment => out.push_str(value),
+        Place::Basic | Place::Multiline => {
+            for c in value.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\t' => out.push_str("\\t"),
+                    '\r' => out.push_str("\\r"),
+                    c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+        }
+        Place::Literal if value.contains(['\'', '\n']) => return Err("a `'` or a line break"),
+        Place::MultilineLiteral if value.contains("'''") => return Err("`'''`"),
+        Place::Literal | Place::MultilineLiteral => out.push_str(value),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -374,6 +445,40 @@ mod tests {
         assert_eq!(
             interpolate("  # uses ${UNSET}\nx=${BROKERS}", p, env).unwrap(),
             "  # uses ${UNSET}\nx=k1:9092"
+        );
+    }
+
+    fn secret(name: &str) -> Option<String> {
+        match name {
+            "PASSWORD" => Some("p\"a\\ss\nword".into()),
+            "QUOTE" => Some("it's".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_value_is_escaped_for_the_string_it_stands_in() {
+        let p = Path::new("t.toml");
+        let toml_text = interpolate(
+            "a = \"${PASSWORD}\"\nb = \"\"\"\n${PASSWORD}\"\"\"\nc = 'x${NOPE:-1}'\n# ${UNSET} \"\nd = \"\\\"${PASSWORD}\" # ${UNSET}\n",
+            p,
+            secret,
+        )
+        .unwrap();
+        let parsed: toml::Table = toml::from_str(&toml_text).unwrap();
+        assert_eq!(parsed["a"].as_str(), Some("p\"a\\ss\nword"));
+        assert_eq!(parsed["b"].as_str(), Some("p\"a\\ss\nword"));
+        assert_eq!(parsed["c"].as_str(), Some("x1"));
+        assert_eq!(parsed["d"].as_str(), Some("\"p\"a\\ss\nword"));
+    }
+
+    #[test]
+    fn a_value_a_literal_string_cannot_hold_is_refused_by_name() {
+        let err = interpolate("a = '${QUOTE}'", Path::new("t.toml"), secret).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("QUOTE") && msg.contains("double quotes"),
+            "{msg}"
         );
     }
 
