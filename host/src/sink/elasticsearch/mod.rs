@@ -249,13 +249,13 @@ impl Writer {
     /// Send until every item is settled; returns the refused ones with the engine's error.
     async fn deliver(&self, items: &[BulkItem]) -> Vec<(usize, String)> {
         let mut pending: Vec<usize> = (0..items.len()).collect();
-        let mut rejected = Vec::new();
-        let mut max_bytes = self.batch_max_bytes;
+        let mut round = Round {
+            max_bytes: self.batch_max_bytes,
+            ..Round::default()
+        };
         let mut attempt = 0u32;
         while !pending.is_empty() {
-            let mut retry = Vec::new();
-            let mut last_error = String::new();
-            for (indices, body) in bulk::bodies(items, &pending, max_bytes) {
+            for (indices, body) in bulk::bodies(items, &pending, round.max_bytes) {
                 let response = self
                     .transport
                     .send(
@@ -265,67 +265,18 @@ impl Writer {
                         "application/x-ndjson",
                     )
                     .await;
-                let response = match response {
-                    Ok(r) => r,
-                    Err(e) => {
-                        last_error = e.to_string();
-                        retry.extend(indices);
-                        continue;
-                    }
-                };
-                match response.status {
-                    200 => {
-                        health::global().clear(FailState::SinkUnavailable, &self.name);
-                        match bulk::parse_response(&response.body, indices.len()) {
-                            Ok(outcomes) => {
-                                for (index, outcome) in indices.into_iter().zip(outcomes) {
-                                    match outcome {
-                                        ItemOutcome::Indexed | ItemOutcome::AlreadyThere => {}
-                                        ItemOutcome::Retry(e) => {
-                                            last_error = e;
-                                            retry.push(index);
-                                        }
-                                        ItemOutcome::Reject(e) => rejected.push((index, e)),
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                last_error = e;
-                                retry.extend(indices);
-                            }
-                        }
-                    }
-                    // Too large for the engine's http.max_content_length: send smaller
-                    // requests; a single document that is too large is refused for good.
-                    413 if indices.len() == 1 => rejected.push((
-                        indices[0],
-                        format!(
-                            "413: the document is larger than the engine accepts ({} bytes)",
-                            body.len()
-                        ),
-                    )),
-                    413 => {
-                        max_bytes = (body.len() / 2).max(1);
-                        last_error = "413: request too large; splitting".into();
-                        retry.extend(indices);
-                    }
-                    status => {
-                        // 429/5xx are transient by definition; other whole-request errors
-                        // (auth, proxy) are not the documents' fault, so they are retried
-                        // too — the sink stalls visibly rather than losing data.
-                        last_error = format!("{status}: {}", response.excerpt());
-                        retry.extend(indices);
-                    }
-                }
+                self.read_answer(indices, body.len(), response, &mut round);
             }
-            if retry.is_empty() {
+            if round.retry.is_empty() {
                 break;
             }
+            let mut retry = std::mem::take(&mut round.retry);
             retry.sort_unstable();
             attempt += 1;
             SinkStats::add(&self.stats.retried, retry.len() as u64);
+            let error = &round.last_error;
             if attempt == 1 || attempt.is_multiple_of(20) {
-                tracing::warn!(sink = %self.name, attempt, items = retry.len(), error = %last_error,
+                tracing::warn!(sink = %self.name, attempt, items = retry.len(), %error,
                     "search engine did not take every document; retrying");
             }
             if attempt >= ATTEMPTS_BEFORE_UNAVAILABLE {
@@ -333,7 +284,7 @@ impl Writer {
                     FailState::SinkUnavailable,
                     &self.name,
                     format!(
-                        "{} documents not accepted after {attempt} attempts: {last_error}. Check that the search engine is up and reachable.",
+                        "{} documents not accepted after {attempt} attempts: {error}. Check that the search engine is up, reachable and taking writes (index blocks, disk watermarks, privileges).",
                         retry.len()
                     ),
                 );
@@ -341,8 +292,85 @@ impl Writer {
             tokio::time::sleep(super::backoff(attempt, self.backoff_base, self.backoff_cap)).await;
             pending = retry;
         }
-        rejected
+        round.rejected
     }
+
+    /// Settle the items `indices` of one request from the engine's answer.
+    fn read_answer(
+        &self,
+        indices: Vec<usize>,
+        body_len: usize,
+        response: Result<bulk::HttpResponse, bulk::TransportError>,
+        round: &mut Round,
+    ) {
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                round.last_error = e.to_string();
+                round.retry.extend(indices);
+                return;
+            }
+        };
+        match response.status {
+            200 => match bulk::parse_response(&response.body, indices.len()) {
+                Ok(outcomes) => {
+                    let mut settled = false;
+                    for (index, outcome) in indices.into_iter().zip(outcomes) {
+                        match outcome {
+                            ItemOutcome::Indexed | ItemOutcome::AlreadyThere => settled = true,
+                            ItemOutcome::Retry(e) => {
+                                round.last_error = e;
+                                round.retry.push(index);
+                            }
+                            ItemOutcome::Reject(e) => {
+                                settled = true;
+                                round.rejected.push((index, e));
+                            }
+                        }
+                    }
+                    // Answers that settle nothing (every item blocked, say) are no recovery.
+                    if settled {
+                        health::global().clear(FailState::SinkUnavailable, &self.name);
+                    }
+                }
+                // Not an answer about these documents: none of them is settled.
+                Err(e) => {
+                    round.last_error = e;
+                    round.retry.extend(indices);
+                }
+            },
+            // Too large for the engine's http.max_content_length: send smaller requests; a
+            // single document that is too large is refused for good.
+            413 if indices.len() == 1 => round.rejected.push((
+                indices[0],
+                format!("413: the document is larger than the engine accepts ({body_len} bytes)"),
+            )),
+            413 => {
+                round.max_bytes = (body_len / 2).max(1);
+                round.last_error = "413: request too large; splitting".into();
+                round.retry.extend(indices);
+            }
+            status => {
+                // 429/5xx are transient by definition; other whole-request errors (auth,
+                // proxy) are not the documents' fault, so they are retried too — the sink
+                // stalls visibly rather than losing data.
+                round.last_error = format!("{status}: {}", response.excerpt());
+                round.retry.extend(indices);
+            }
+        }
+    }
+}
+
+/// The state of delivering one batch across its attempts.
+#[derive(Default)]
+struct Round {
+    /// Items to send again, and the last reason one was not taken.
+    retry: Vec<usize>,
+    last_error: String,
+    /// Items refused for good, with the engine's error.
+    rejected: Vec<(usize, String)>,
+    /// Largest request body; halved on `413`.
+    max_bytes: usize,
 }
 
 fn origin_of(events: &Events, index: usize) -> crate::Origin {
