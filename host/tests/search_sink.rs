@@ -674,6 +674,83 @@ fn wait_for_log(host: &Host, text: &str, timeout: Duration) -> bool {
     false
 }
 
+/// Records `0..n`, those in `bad` with a string where the template maps a long.
+fn lines_with_conflicts(n: usize, bad: &[usize]) -> Vec<(i64, String)> {
+    (0..n)
+        .map(|i| {
+            let (ts, line) = log_line(i);
+            if bad.contains(&i) {
+                let line = line.replace("\"status_code\":200", "\"status_code\":\"teapot\"");
+                assert!(line.contains("teapot"));
+                (ts, line)
+            } else {
+                (ts, line)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_search_sink_taking_dlq_writes_its_own_dead_letters_without_deadlocking() {
+    let (source, ns, group) = (unique("raw"), namespace(), unique("g"));
+    create_topic(&source, 1);
+    let n = 2_000;
+    let bad: Vec<usize> = (0..n).filter(|i| i % 37 == 5).collect();
+    produce_at(&source, &lines_with_conflicts(n, &bad));
+    // One batch in flight and room for one more in the channel: the sink's dead letters
+    // can only be written if the sink does not wait on its own full channel for them.
+    let config = kafka_source_toml(&source, &group, "")
+        .replace("[pipeline]\n", "[pipeline]\nchannel_capacity = 1\n")
+        + &format!(
+            r#"
+[[plugins]]
+name = "passthrough"
+path = "{plugin}"
+
+[sinks.search]
+type = "elasticsearch"
+routes = ["cleaned", "dlq"]
+url = "{url}"
+index = {{ mode = "data_stream", dataset = "sluice", namespace = "{ns}" }}
+max_in_flight_batches = 1
+retry_initial_backoff_ms = 50
+retry_max_backoff_ms = 1000
+"#,
+            plugin = plugin("fixtures/hostile").display(),
+            url = search_url(),
+        );
+    let mut host = Host::start(&config);
+    let (stream, dead) = (format!("logs-sluice-{ns}"), format!("logs-sluice.dlq-{ns}"));
+    let good = (n - bad.len()) as u64;
+    let indexed = wait_for_count(&stream, good, Duration::from_secs(60));
+    let lettered = wait_for_count(&dead, bad.len() as u64, Duration::from_secs(30));
+    assert_eq!(indexed, good, "{}", host.log());
+    assert_eq!(lettered, bad.len() as u64, "{}", host.log());
+    assert!(host.terminate().success(), "{}", host.log());
+    assert_eq!(committed(&group, &source), n as i64);
+    assert_eq!(total(&stream), good);
+    assert_eq!(distinct_seqs(&stream), good);
+
+    let (status, body) = es(
+        "POST",
+        &format!("/{dead}/_search"),
+        Some(json!({"size": 1000})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut offsets: Vec<usize> = Vec::new();
+    for hit in body["hits"]["hits"].as_array().unwrap() {
+        let s = &hit["_source"];
+        let reason = s["error.message"].as_str().unwrap();
+        assert!(reason.starts_with("sink `search`: "), "{reason}");
+        assert!(reason.contains("http.response.status_code"), "{reason}");
+        assert_eq!(s["labels.origin_topic"], source.as_str());
+        assert!(s["message"].as_str().unwrap().contains("teapot"), "{s}");
+        offsets.push(s["labels.origin_offset"].as_str().unwrap().parse().unwrap());
+    }
+    offsets.sort_unstable();
+    assert_eq!(offsets, bad);
+}
+
 /// An HTTP front for the engine that answers every `_bulk` with `{"took":1}` — a `200`
 /// without `errors` or `items`, as a misconfigured proxy or a truncated body would — while
 /// `lying` is set, and passes everything else through. One request per connection.

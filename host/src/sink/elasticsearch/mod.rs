@@ -17,15 +17,18 @@
 //!
 //! Delivery: every document is written with `create` and an `_id` derived from its origin,
 //! so a retry or a replay after a crash finds it already there (`409`, counted as
-//! delivered) instead of duplicating it. Items refused with `429` or `5xx`, and whole
-//! requests that fail (connection refused, timeout, `5xx`, auth), are retried with
-//! exponential backoff and jitter — only the items not yet settled, and without a deadline.
-//! While a batch retries the sink takes no more input, so backpressure pauses the Kafka
-//! consumer and memory stays bounded (`max_in_flight_batches` batches at most). After a few
-//! failed attempts `SinkUnavailable` is raised; the first success clears it. Any other item
-//! error (a mapping conflict, say) dead-letters that document with the engine's error while
-//! the rest of the batch lands. A batch is acknowledged once every item is indexed or
-//! dead-lettered.
+//! delivered) instead of duplicating it. A `_bulk` answer counts only with `errors` and one
+//! item per document sent; anything else is a failed request. Items the cluster cannot take
+//! now (`429`, `5xx`, a write block, a missing or closed index, …), and whole requests that
+//! fail (connection refused, timeout, `5xx`, auth, an answer that is not a `_bulk` one),
+//! are retried with exponential backoff and jitter — only the items not yet settled, and
+//! without a deadline. While a batch retries the sink takes no more input, so backpressure
+//! pauses the Kafka consumer and memory stays bounded (`max_in_flight_batches` batches at
+//! most). After a few failed attempts `SinkUnavailable` is raised; the first answer that
+//! settles a document clears it. Only errors in the document itself (`400` mapping, parsing
+//! or validation errors) dead-letter it, with the engine's error, while the rest of the
+//! batch lands; when this sink takes `dlq` too it writes those dead letters itself, within
+//! the batch. A batch is acknowledged once every item is indexed or dead-lettered.
 
 pub mod auth;
 pub mod bulk;
@@ -36,7 +39,7 @@ pub mod template;
 
 pub use config::ElasticsearchSinkConfig;
 
-use super::{Router, SinkContext, SinkError, SinkInput, SinkStats};
+use super::{DeadLettered, Router, SinkContext, SinkError, SinkInput, SinkStats};
 use crate::event::{DeadLetter, Events, SinkBatch};
 use crate::health::{self, FailState};
 use bulk::{ItemOutcome, Transport};
@@ -200,26 +203,7 @@ struct Writer {
 
 impl Writer {
     async fn write(self: Arc<Self>, batch: SinkBatch) {
-        let encoder = Encoder {
-            naming: &self.naming,
-            route: &batch.route,
-        };
-        let items = match &*batch.events {
-            Events::Logs(logs) => encoder.logs(logs.records()),
-            Events::Raw(messages) => encoder.raw(messages),
-            Events::DeadLetters(letters) => encoder.dead_letters(letters),
-        };
-        let bytes: u64 = items.iter().map(|i| i.lines.len() as u64).sum();
-        SinkStats::add(&self.stats.in_flight_bytes, bytes);
-        SinkStats::add(&self.stats.sent, items.len() as u64);
-        let rejected = self.deliver(&items).await;
-        self.stats
-            .in_flight_bytes
-            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
-        SinkStats::add(
-            &self.stats.acknowledged,
-            (items.len() - rejected.len()) as u64,
-        );
+        let (items, rejected) = self.index(&batch.route, &batch.events).await;
         if rejected.is_empty() {
             batch.ack.ack();
             return;
@@ -240,10 +224,55 @@ impl Writer {
                 timestamp: crate::time::now_ns(),
             })
             .collect();
+        drop(items);
         SinkStats::add(&self.stats.dead_lettered, letters.len() as u64);
-        if self.router.dead_letter(letters, &batch.ack).await {
+        let written = match self
+            .router
+            .dead_letter(&self.name, letters, &batch.ack)
+            .await
+        {
+            DeadLettered::Own(letters) => self.write_own_dead_letters(letters).await,
+            other => other.sent(&self.name),
+        };
+        if written {
             batch.ack.ack();
         }
+    }
+
+    /// This sink takes `dlq` too: write the dead letters of the batch now, within it.
+    async fn write_own_dead_letters(&self, letters: Vec<DeadLetter>) -> bool {
+        let (_, rejected) = self.index("dlq", &Events::DeadLetters(letters)).await;
+        if let Some((_, error)) = rejected.first() {
+            tracing::error!(sink = %self.name, count = rejected.len(), %error,
+                "the engine refused dead letters; the batch fails and will be replayed");
+            return false;
+        }
+        true
+    }
+
+    /// Encode `events` of `route` and deliver them: the items, and those refused for good.
+    async fn index(&self, route: &str, events: &Events) -> (Vec<BulkItem>, Vec<(usize, String)>) {
+        let encoder = Encoder {
+            naming: &self.naming,
+            route,
+        };
+        let items = match events {
+            Events::Logs(logs) => encoder.logs(logs.records()),
+            Events::Raw(messages) => encoder.raw(messages),
+            Events::DeadLetters(letters) => encoder.dead_letters(letters),
+        };
+        let bytes: u64 = items.iter().map(|i| i.lines.len() as u64).sum();
+        SinkStats::add(&self.stats.in_flight_bytes, bytes);
+        SinkStats::add(&self.stats.sent, items.len() as u64);
+        let rejected = self.deliver(&items).await;
+        self.stats
+            .in_flight_bytes
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+        SinkStats::add(
+            &self.stats.acknowledged,
+            (items.len() - rejected.len()) as u64,
+        );
+        (items, rejected)
     }
 
     /// Send until every item is settled; returns the refused ones with the engine's error.
