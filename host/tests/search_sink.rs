@@ -631,6 +631,370 @@ fn engine_outage_pauses_the_consumer_and_loses_nothing() {
     assert!(host.log().contains("fail state cleared"), "{}", host.log());
 }
 
+// ---- Dead letters written by the sink that takes `dlq`, strict `_bulk` replies, blocks ----
+
+/// Offsets committed by `group` on `topic`, summed over its partitions.
+fn committed(group: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        partitions.add_partition(topic, p.id());
+    }
+    let offsets = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    offsets
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Wait until the host's log contains `text`.
+fn wait_for_log(host: &Host, text: &str, timeout: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if host.log().contains(text) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Records `0..n`, those in `bad` with a string where the template maps a long.
+fn lines_with_conflicts(n: usize, bad: &[usize]) -> Vec<(i64, String)> {
+    (0..n)
+        .map(|i| {
+            let (ts, line) = log_line(i);
+            if bad.contains(&i) {
+                let line = line.replace("\"status_code\":200", "\"status_code\":\"teapot\"");
+                assert!(line.contains("teapot"));
+                (ts, line)
+            } else {
+                (ts, line)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_search_sink_taking_dlq_writes_its_own_dead_letters_without_deadlocking() {
+    let (source, ns, group) = (unique("raw"), namespace(), unique("g"));
+    create_topic(&source, 1);
+    let n = 2_000;
+    let bad: Vec<usize> = (0..n).filter(|i| i % 37 == 5).collect();
+    produce_at(&source, &lines_with_conflicts(n, &bad));
+    // One batch in flight and room for one more in the channel: the sink's dead letters
+    // can only be written if the sink does not wait on its own full channel for them.
+    let config = kafka_source_toml(&source, &group, "")
+        .replace("[pipeline]\n", "[pipeline]\nchannel_capacity = 1\n")
+        + &format!(
+            r#"
+[[plugins]]
+name = "passthrough"
+path = "{plugin}"
+
+[sinks.search]
+type = "elasticsearch"
+routes = ["cleaned", "dlq"]
+url = "{url}"
+index = {{ mode = "data_stream", dataset = "sluice", namespace = "{ns}" }}
+max_in_flight_batches = 1
+retry_initial_backoff_ms = 50
+retry_max_backoff_ms = 1000
+"#,
+            plugin = plugin("fixtures/hostile").display(),
+            url = search_url(),
+        );
+    let mut host = Host::start(&config);
+    let (stream, dead) = (format!("logs-sluice-{ns}"), format!("logs-sluice.dlq-{ns}"));
+    let good = (n - bad.len()) as u64;
+    let indexed = wait_for_count(&stream, good, Duration::from_secs(60));
+    let lettered = wait_for_count(&dead, bad.len() as u64, Duration::from_secs(30));
+    assert_eq!(indexed, good, "{}", host.log());
+    assert_eq!(lettered, bad.len() as u64, "{}", host.log());
+    assert!(host.terminate().success(), "{}", host.log());
+    assert_eq!(committed(&group, &source), n as i64);
+    assert_eq!(total(&stream), good);
+    assert_eq!(distinct_seqs(&stream), good);
+
+    let (status, body) = es(
+        "POST",
+        &format!("/{dead}/_search"),
+        Some(json!({"size": 1000})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut offsets: Vec<usize> = Vec::new();
+    for hit in body["hits"]["hits"].as_array().unwrap() {
+        let s = &hit["_source"];
+        let reason = s["error.message"].as_str().unwrap();
+        assert!(reason.starts_with("sink `search`: "), "{reason}");
+        assert!(reason.contains("http.response.status_code"), "{reason}");
+        assert_eq!(s["labels.origin_topic"], source.as_str());
+        assert!(s["message"].as_str().unwrap().contains("teapot"), "{s}");
+        offsets.push(s["labels.origin_offset"].as_str().unwrap().parse().unwrap());
+    }
+    offsets.sort_unstable();
+    assert_eq!(offsets, bad);
+}
+
+/// An HTTP front for the engine that answers every `_bulk` with `{"took":1}` — a `200`
+/// without `errors` or `items`, as a misconfigured proxy or a truncated body would — while
+/// `lying` is set, and passes everything else through. One request per connection.
+struct LyingFront {
+    port: u16,
+    lying: Arc<AtomicBool>,
+    lies: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LyingFront {
+    fn start(target: SocketAddr) -> LyingFront {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let front = LyingFront {
+            port: listener.local_addr().unwrap().port(),
+            lying: Arc::new(AtomicBool::new(true)),
+            lies: Arc::default(),
+        };
+        let (lying, lies) = (front.lying.clone(), front.lies.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let (lying, lies) = (lying.clone(), lies.clone());
+                std::thread::spawn(move || {
+                    let _ = Self::serve(client, target, &lying, &lies);
+                });
+            }
+        });
+        front
+    }
+
+    fn serve(
+        mut client: TcpStream,
+        target: SocketAddr,
+        lying: &AtomicBool,
+        lies: &std::sync::atomic::AtomicU64,
+    ) -> std::io::Result<()> {
+        let (head, body) = read_http(&mut client)?;
+        if head.starts_with("POST /_bulk") && lying.load(Ordering::SeqCst) {
+            lies.fetch_add(1, Ordering::SeqCst);
+            let lie = "{\"took\":1}";
+            return client.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{lie}",
+                    lie.len()
+                )
+                .as_bytes(),
+            );
+        }
+        let mut upstream = TcpStream::connect(target)?;
+        upstream.write_all(with_connection_close(&head).as_bytes())?;
+        upstream.write_all(&body)?;
+        let mut response = Vec::new();
+        upstream.read_to_end(&mut response)?;
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(response.len());
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        client.write_all(with_connection_close(&head).as_bytes())?;
+        client.write_all(&response[(split + 4).min(response.len())..])
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// An HTTP head (without its blank line) with `connection: close` in place of any
+/// connection header, followed by the blank line.
+fn with_connection_close(head: &str) -> String {
+    let mut out: String = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    out.push_str("connection: close\r\n\r\n");
+    out
+}
+
+/// One HTTP request: its head (without the blank line) and its body (by content-length).
+fn read_http(stream: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            let mut body = data[end + 4..].to_vec();
+            while body.len() < length {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&buf[..n]);
+            }
+            return Ok((head, body));
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_bulk_reply_without_errors_and_items_is_not_taken_for_success() {
+    let (source, dlq, ns, group) = (unique("raw"), unique("dlq"), namespace(), unique("g"));
+    create_topic(&source, 1);
+    create_topic(&dlq, 1);
+    let n = 500;
+    produce_at(&source, &(0..n).map(log_line).collect::<Vec<_>>());
+    let stream = format!("logs-sluice-{ns}");
+    let target: SocketAddr = search_url().trim_start_matches("http://").parse().unwrap();
+    let front = LyingFront::start(target);
+    let admin = admin_address();
+    let mut host = Host::start(&config_with_admin(
+        &source,
+        &dlq,
+        &group,
+        &front.url(),
+        &ns,
+        &admin,
+    ));
+
+    // Several `_bulk` requests answered with the lie, and time for commits (every second).
+    let started = Instant::now();
+    while front.lies.load(Ordering::SeqCst) < 2 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        front.lies.load(Ordering::SeqCst) >= 2,
+        "no _bulk request reached the front:\n{}",
+        host.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        metric(&admin, ACKNOWLEDGED),
+        0,
+        "documents counted as indexed on a reply without `errors`:\n{}",
+        host.log()
+    );
+    assert_eq!(committed(&group, &source), 0, "{}", host.log());
+    assert_eq!(total(&stream), 0);
+    assert!(host.log().contains("SinkUnavailable"), "{}", host.log());
+    assert!(
+        host.log().contains("{\"took\":1}"),
+        "the reply is not logged:\n{}",
+        host.log()
+    );
+
+    front.lying.store(false, Ordering::SeqCst);
+    let got = wait_for_count(&stream, n as u64, Duration::from_secs(60));
+    let acknowledged = wait_for_metric(&admin, ACKNOWLEDGED, n as u64, Duration::from_secs(30));
+    assert!(host.terminate().success(), "{}", host.log());
+    assert_eq!(got, n as u64, "{}", host.log());
+    assert_eq!(acknowledged, n as u64);
+    assert_eq!(distinct_seqs(&stream), n as u64);
+    assert_eq!(committed(&group, &source), n as i64);
+    assert!(consume(&dlq, 0, Duration::from_secs(3), Duration::from_secs(1)).is_empty());
+}
+
+#[test]
+fn a_write_blocked_index_is_retried_not_dead_lettered() {
+    let (source, dlq, group) = (unique("raw"), unique("dlq"), unique("g"));
+    create_topic(&source, 1);
+    create_topic(&dlq, 1);
+    // Daily indices, so the test can create the index (with the template the host
+    // installs) before any document and block it. Every record falls in one day.
+    let prefix = unique("blocked");
+    let index = sluice::sink::elasticsearch::document::IndexNaming::Daily {
+        prefix: prefix.clone(),
+    }
+    .index("cleaned", base_ms() * 1_000_000);
+    let admin = admin_address();
+    let config = config_with_admin(&source, &dlq, &group, &search_url(), "unused", &admin).replace(
+        "index = { mode = \"data_stream\", dataset = \"sluice\", namespace = \"unused\" }",
+        &format!("index = {{ mode = \"daily\", prefix = \"{prefix}\" }}"),
+    );
+    assert!(config.contains("mode = \"daily\""));
+    let mut host = Host::start(&config);
+    assert!(
+        wait_for_log(&host, "search sink ready", Duration::from_secs(60)),
+        "{}",
+        host.log()
+    );
+    let (status, body) = es("PUT", &format!("/{index}"), None);
+    assert_eq!(status, 200, "{body}");
+    let block = |on: bool| {
+        let (status, body) = es(
+            "PUT",
+            &format!("/{index}/_settings"),
+            Some(json!({"index.blocks.write": on})),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    block(true);
+    let n = 300;
+    produce_at(&source, &(0..n).map(log_line).collect::<Vec<_>>());
+
+    // Every item answers 403 cluster_block_exception while the block is on.
+    let retried = wait_for_metric(
+        &admin,
+        "sluice_sink_retried_total{sink=\"search\"}",
+        2 * n as u64,
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let dead_lettered = metric(&admin, "sluice_sink_dead_lettered_total{sink=\"search\"}");
+    let acknowledged = metric(&admin, ACKNOWLEDGED);
+    let committed_while_blocked = committed(&group, &source);
+    block(false);
+    assert_eq!(dead_lettered, 0, "{}", host.log());
+    assert_eq!(acknowledged, 0, "{}", host.log());
+    assert_eq!(committed_while_blocked, 0, "{}", host.log());
+    assert!(retried >= 2 * n as u64, "{}", host.log());
+    assert!(
+        host.log().contains("cluster_block_exception"),
+        "{}",
+        host.log()
+    );
+
+    let got = wait_for_count(&index, n as u64, Duration::from_secs(60));
+    let acknowledged = wait_for_metric(&admin, ACKNOWLEDGED, n as u64, Duration::from_secs(30));
+    assert!(host.terminate().success(), "{}", host.log());
+    assert_eq!(got, n as u64, "{}", host.log());
+    assert_eq!(acknowledged, n as u64);
+    assert_eq!(
+        total(&index),
+        n as u64,
+        "duplicates after the block was lifted"
+    );
+    assert_eq!(distinct_seqs(&index), n as u64);
+    assert_eq!(committed(&group, &source), n as i64);
+    assert!(consume(&dlq, 0, Duration::from_secs(3), Duration::from_secs(1)).is_empty());
+}
+
 // ---- Kibana saved objects ----
 
 fn saved_objects() -> (std::path::PathBuf, String) {

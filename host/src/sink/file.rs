@@ -1,5 +1,8 @@
 //! NDJSON to a file or stdout: for running the chain without Kafka
 //! (`cat app.log | sluice run --config …`), and for demos.
+//!
+//! It never dead-letters: a write that fails stops the sink and fails the batch. So it may
+//! take `dlq` along with other routes without ever waiting on its own channel.
 
 use super::{SinkContext, SinkError, SinkInput, SinkStats};
 use crate::codec;

@@ -423,7 +423,11 @@ async fn settle(
         .map(|(index, error)| dead_letter(&name, &batch, index, &error))
         .collect();
     SinkStats::add(&stats.dead_lettered, letters.len() as u64);
-    if router.dead_letter(letters, &batch.ack).await {
+    if router
+        .dead_letter(&name, letters, &batch.ack)
+        .await
+        .sent(&name)
+    {
         batch.ack.ack();
     }
 }

@@ -7,7 +7,9 @@
 //! A sink's contract is the [`crate::ack`] one: acknowledge a [`SinkBatch`] only once every
 //! event in it is durably written — or handed to the dead-letter route through the
 //! [`Router`] with a clone of the batch's handle. Sinks never dead-letter events of the
-//! `dlq` route itself; a dead letter that cannot be written fails the batch.
+//! `dlq` route itself; a dead letter that cannot be written fails the batch. A sink that
+//! takes `dlq` as well gets its own dead letters back from the router to write at once
+//! (never through its own channel, which it is not reading while it settles a batch).
 //!
 //! To add a sink: a module with its config struct (`deny_unknown_fields`, a `routes` list),
 //! a variant in [`SinkConfig`], and a `start` function returning a [`SinkHandle`].
@@ -198,6 +200,17 @@ impl Router {
                 }
             }
         }
+        let mixed: Vec<&str> = sinks
+            .iter()
+            .filter(|s| s.routes.len() > 1 && s.routes.iter().any(|r| r == "dlq"))
+            .map(|s| s.name.as_str())
+            .collect();
+        if mixed.len() > 1 {
+            // Each writes its own dead letters, but sends them to the others through their
+            // channels: two such sinks, both full, could each wait for the other.
+            tracing::warn!(sinks = ?mixed,
+                "more than one sink takes `dlq` along with other routes; under load they can wait on each other. Let one of them, or sinks taking only `dlq`, take it.");
+        }
         let _ = self.routes.set(routes);
         let _ = self.packed_routes.set(packed);
     }
@@ -267,12 +280,52 @@ impl Router {
         true
     }
 
-    /// Dead-letter `letters`, keeping `ack` pending until the dead-letter sinks have them.
-    pub async fn dead_letter(&self, letters: Vec<DeadLetter>, ack: &AckHandle) -> bool {
+    /// Dead-letter `letters` refused by the sink `from`, keeping `ack` pending until the
+    /// dead-letter sinks have written them.
+    ///
+    /// Every other sink taking `dlq` gets them through its channel. When `from` takes `dlq`
+    /// itself they come back as [`DeadLettered::Own`], for it to write at once as part of
+    /// the batch: sent into its own channel they would wait behind input the sink is not
+    /// reading while it settles this batch — a deadlock once the channel is full.
+    pub async fn dead_letter(
+        &self,
+        from: &str,
+        letters: Vec<DeadLetter>,
+        ack: &AckHandle,
+    ) -> DeadLettered {
         if letters.is_empty() {
-            return true;
+            return DeadLettered::Sent;
         }
-        self.send("dlq", Events::DeadLetters(letters), ack).await
+        let targets = self.targets("dlq");
+        let own = targets.iter().any(|(name, _)| name == from);
+        let others = targets.iter().filter(|(name, _)| name != from).count();
+        if others == 0 {
+            return if own {
+                DeadLettered::Own(letters)
+            } else {
+                DeadLettered::Nowhere
+            };
+        }
+        // A copy only when the caller keeps one too; dead letters are the rare path.
+        let (shared, kept) = if own {
+            (
+                Arc::new(Events::DeadLetters(letters.clone())),
+                Some(letters),
+            )
+        } else {
+            (Arc::new(Events::DeadLetters(letters)), None)
+        };
+        let route: Arc<str> = "dlq".into();
+        for (_, tx) in targets.iter().filter(|(name, _)| name != from) {
+            let batch = SinkBatch {
+                route: route.clone(),
+                events: shared.clone(),
+                ack: ack.clone(),
+            };
+            // A closed channel drops the handle unacknowledged: the batch fails.
+            let _ = tx.send(SinkInput::Batch(batch)).await;
+        }
+        kept.map_or(DeadLettered::Sent, DeadLettered::Own)
     }
 
     /// Tell every sink that the source gave `partitions` up, after what was routed before.
@@ -310,6 +363,44 @@ impl Router {
     }
 }
 
+/// What became of dead letters handed to [`Router::dead_letter`].
+#[must_use = "dead letters the caller must write, or a batch that must fail"]
+#[derive(Debug)]
+pub enum DeadLettered {
+    /// Every sink taking `dlq` has them, each with a clone of the batch's handle.
+    Sent,
+    /// The calling sink takes `dlq` itself: any other `dlq` sink has them; these the caller
+    /// writes now, before acknowledging the batch (and fails the batch if it cannot).
+    Own(Vec<DeadLetter>),
+    /// No sink takes `dlq`: nothing holds them, so the batch must fail.
+    Nowhere,
+}
+
+impl DeadLettered {
+    /// For sinks that do not write dead letters themselves: whether the batch may be
+    /// acknowledged. [`DeadLettered::Own`] fails the batch (it is replayed after a restart).
+    pub fn sent(self, sink: &str) -> bool {
+        match self {
+            DeadLettered::Sent => true,
+            DeadLettered::Own(letters) => {
+                tracing::error!(
+                    sink,
+                    count = letters.len(),
+                    "this sink takes `dlq` but cannot write its own dead letters; the batch fails and will be replayed. Send `dlq` to another sink."
+                );
+                false
+            }
+            DeadLettered::Nowhere => {
+                tracing::error!(
+                    sink,
+                    "no sink takes the `dlq` route; the batch fails and will be replayed"
+                );
+                false
+            }
+        }
+    }
+}
+
 /// Retry delays for transient sink failures: exponential from `base`, capped, with full
 /// jitter so many hosts do not retry in step.
 pub fn backoff(
@@ -329,15 +420,81 @@ mod tests {
     use super::*;
 
     fn handle(name: &str, routes: &[&str], reads_packed: bool) -> SinkHandle {
-        let (tx, _rx) = mpsc::channel(1);
-        SinkHandle {
+        handle_with_rx(name, routes, reads_packed).0
+    }
+
+    fn handle_with_rx(
+        name: &str,
+        routes: &[&str],
+        reads_packed: bool,
+    ) -> (SinkHandle, mpsc::Receiver<SinkInput>) {
+        let (tx, rx) = mpsc::channel(1);
+        let handle = SinkHandle {
             name: name.into(),
             routes: routes.iter().map(|r| r.to_string()).collect(),
             reads_packed,
             tx,
             task: tokio::spawn(async {}),
             stats: Arc::default(),
+        };
+        (handle, rx)
+    }
+
+    fn letter(offset: i64) -> DeadLetter {
+        DeadLetter {
+            origin: crate::Origin {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+            },
+            reason: "refused".into(),
+            payload: b"{}".to_vec(),
+            timestamp: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn a_sink_taking_dlq_gets_its_own_dead_letters_back_not_through_its_channel() {
+        let (search, mut search_rx) = handle_with_rx("search", &["cleaned", "dlq"], false);
+        let (archive, mut archive_rx) = handle_with_rx("archive", &["dlq"], false);
+        let router = Router::new();
+        router.install(&[search, archive]);
+        let (mut issuer, _done) = crate::ack::AckIssuer::new();
+        let ack = issuer.issue(Default::default());
+        // The sink's own channel is full, as when it is busy with this very batch.
+        let (_, own_tx) = router
+            .targets("dlq")
+            .iter()
+            .find(|(name, _)| name == "search")
+            .unwrap();
+        own_tx
+            .try_send(SinkInput::Flush(oneshot::channel().0))
+            .unwrap();
+
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            router.dead_letter("search", vec![letter(1), letter(2)], &ack),
+        )
+        .await
+        .expect("dead_letter waited on the caller's own full channel");
+        let DeadLettered::Own(own) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(own.len(), 2);
+        let Some(SinkInput::Batch(other)) = archive_rx.recv().await else {
+            panic!("the other dlq sink got nothing")
+        };
+        assert_eq!(&*other.route, "dlq");
+        assert_eq!(other.events.len(), 2);
+        assert!(matches!(search_rx.try_recv(), Ok(SinkInput::Flush(_))));
+        assert!(search_rx.try_recv().is_err(), "sent into its own channel");
+
+        // A sink not taking dlq: everything goes to the dlq sinks.
+        let out = router.dead_letter("kafka", vec![letter(3)], &ack).await;
+        assert!(matches!(out, DeadLettered::Sent));
+        assert!(matches!(search_rx.recv().await, Some(SinkInput::Batch(_))));
+        assert!(matches!(archive_rx.recv().await, Some(SinkInput::Batch(_))));
+        ack.ack();
     }
 
     #[tokio::test]

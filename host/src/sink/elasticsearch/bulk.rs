@@ -50,12 +50,7 @@ impl HttpResponse {
                 format!("{} (caused by {})", one(top), one(inner))
             };
         }
-        let text = String::from_utf8_lossy(&self.body);
-        let mut end = text.len().min(500);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text[..end].trim().to_owned()
+        body_excerpt(&self.body)
     }
 }
 
@@ -188,18 +183,33 @@ pub enum ItemOutcome {
     Indexed,
     /// `409` on `create`: a replay or retry of a document that is already there.
     AlreadyThere,
-    /// `429` or `5xx`: try again later.
+    /// The cluster cannot take it now (`429`, `5xx`, a write block, a missing index…): try
+    /// again later.
     Retry(String),
-    /// Refused for good (mapping conflict, …): the engine's error.
+    /// Refused for good (mapping conflict, parse error…): the engine's error.
     Reject(String),
 }
 
+/// Error types that say the cluster, not the document, is at fault, whatever the status:
+/// a write or disk flood-stage block (`403`/`429`), an index being created while
+/// auto-create is off (`404`), a closed index (`400`), full queues, unassigned shards.
+const TRANSIENT_TYPES: &[&str] = &[
+    "cluster_block_exception",
+    "index_not_found_exception",
+    "index_closed_exception",
+    "es_rejected_execution_exception",
+    "unavailable_shards_exception",
+    "no_shard_available_action_exception",
+    "circuit_breaking_exception",
+    "process_cluster_event_timeout_exception",
+];
+
+// Both fields are required: a `200` without them (a proxy, a truncated body, another
+// service on the port) says nothing about the documents.
 #[derive(Deserialize)]
 struct BulkResponse {
-    #[serde(default)]
-    errors: bool,
-    #[serde(default)]
-    items: Vec<HashMap<String, BulkItemResult>>,
+    errors: Option<bool>,
+    items: Option<Vec<HashMap<String, BulkItemResult>>>,
 }
 
 #[derive(Deserialize)]
@@ -209,36 +219,67 @@ struct BulkItemResult {
     error: Option<serde_json::Value>,
 }
 
-/// Read a `200` `_bulk` response for `count` items.
+/// Read a `200` `_bulk` response for `count` items, one outcome per item. A body that is
+/// not a `_bulk` answer for exactly those items is an error (the caller retries the whole
+/// request), quoting what came back.
 pub fn parse_response(body: &[u8], count: usize) -> Result<Vec<ItemOutcome>, String> {
-    let response: BulkResponse =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk response ({e})"))?;
-    if !response.errors {
-        return Ok(vec![ItemOutcome::Indexed; count]);
-    }
-    if response.items.len() != count {
+    let response: BulkResponse = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "unreadable _bulk response ({e}); it was: {}",
+            body_excerpt(body)
+        )
+    })?;
+    let (Some(_), Some(items)) = (response.errors, response.items) else {
         return Err(format!(
-            "_bulk response has {} items for {count} sent",
-            response.items.len()
+            "_bulk response without `errors` and `items` (is something other than the engine answering?); it was: {}",
+            body_excerpt(body)
+        ));
+    };
+    if items.len() != count {
+        return Err(format!(
+            "_bulk response has {} items for {count} sent; it was: {}",
+            items.len(),
+            body_excerpt(body)
         ));
     }
-    Ok(response
-        .items
+    // Every item is read even when `errors` is false: the items, not the flag, settle them.
+    Ok(items
         .into_iter()
-        .map(|item| {
-            let Some(result) = item.into_values().next() else {
-                return ItemOutcome::Retry("empty item in _bulk response".into());
-            };
-            match result.status {
-                200..=299 => ItemOutcome::Indexed,
-                409 => ItemOutcome::AlreadyThere,
-                429 | 500..=599 => {
-                    ItemOutcome::Retry(format!("{}: {}", result.status, describe(&result.error)))
-                }
-                _ => ItemOutcome::Reject(describe(&result.error)),
-            }
+        .map(|item| match item.into_values().next() {
+            Some(result) => item_outcome(result.status, &result.error),
+            None => ItemOutcome::Retry("empty item in _bulk response".into()),
         })
         .collect())
+}
+
+/// Only errors in the document itself (`400` mapping, parsing and validation errors, a
+/// single document too large) are permanent; everything else is the cluster's and retried.
+fn item_outcome(status: u16, error: &Option<serde_json::Value>) -> ItemOutcome {
+    let kind = error
+        .as_ref()
+        .and_then(|e| e["type"].as_str())
+        .unwrap_or("");
+    match status {
+        200..=299 => ItemOutcome::Indexed,
+        409 => ItemOutcome::AlreadyThere,
+        400 | 413 if !TRANSIENT_TYPES.contains(&kind) => ItemOutcome::Reject(describe(error)),
+        _ => ItemOutcome::Retry(format!("{status}: {}", describe(error))),
+    }
+}
+
+/// A response body for messages: at most 500 bytes of it as text.
+pub fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut end = text.len().min(500);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let excerpt = text[..end].trim();
+    if excerpt.is_empty() {
+        "(an empty body)".into()
+    } else {
+        excerpt.to_owned()
+    }
 }
 
 /// `type: reason (caused by type: reason)` from an engine error object.
@@ -288,13 +329,57 @@ mod tests {
     }
 
     #[test]
-    fn no_errors_means_every_item_indexed_and_mismatches_are_errors() {
+    fn a_reply_without_errors_and_items_for_each_action_is_an_error() {
+        let all_created =
+            br#"{"errors":false,"items":[{"create":{"status":201}},{"create":{"status":201}}]}"#;
         assert_eq!(
-            parse_response(br#"{"errors":false}"#, 3).unwrap(),
-            vec![ItemOutcome::Indexed; 3]
+            parse_response(all_created, 2).unwrap(),
+            vec![ItemOutcome::Indexed; 2]
         );
-        assert!(parse_response(br#"{"errors":true,"items":[]}"#, 2).is_err());
-        assert!(parse_response(b"<html>", 2).is_err());
+        for (body, count) in [
+            (&br#"{"took":1}"#[..], 2),
+            (br#"{"errors":false}"#, 3),
+            (br#"{"items":[{"create":{"status":201}}]}"#, 1),
+            (br#"{"errors":true,"items":[]}"#, 2),
+            (
+                br#"{"errors":false,"items":[{"create":{"status":201}}]}"#,
+                2,
+            ),
+            (b"<html>", 2),
+            (b"", 1),
+        ] {
+            let e = parse_response(body, count).unwrap_err();
+            assert!(
+                e.contains(String::from_utf8_lossy(body).trim()),
+                "the reply is quoted: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_errors_in_the_document_are_permanent() {
+        let body = br#"{"errors":true,"items":[
+            {"create":{"status":403,"error":{"type":"cluster_block_exception","reason":"index [x] blocked by: [FORBIDDEN/8/index write (api)];"}}},
+            {"create":{"status":429,"error":{"type":"cluster_block_exception","reason":"disk usage exceeded flood-stage watermark"}}},
+            {"create":{"status":404,"error":{"type":"index_not_found_exception","reason":"no such index [x]"}}},
+            {"create":{"status":400,"error":{"type":"index_closed_exception","reason":"closed"}}},
+            {"create":{"status":403,"error":{"type":"security_exception","reason":"action [indices:data/write/bulk[s]] is unauthorized"}}},
+            {"create":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse"}}},
+            {"create":{"status":400,"error":{"type":"illegal_argument_exception","reason":"bad value"}}},
+            {"create":{"status":201}}
+        ]}"#;
+        let out = parse_response(body, 8).unwrap();
+        for (i, o) in out[..5].iter().enumerate() {
+            assert!(matches!(o, ItemOutcome::Retry(_)), "item {i}: {o:?}");
+        }
+        assert!(
+            matches!(&out[0], ItemOutcome::Retry(e) if e.starts_with("403: cluster_block_exception"))
+        );
+        assert!(
+            matches!(&out[5], ItemOutcome::Reject(e) if e.starts_with("mapper_parsing_exception"))
+        );
+        assert!(matches!(&out[6], ItemOutcome::Reject(_)));
+        assert_eq!(out[7], ItemOutcome::Indexed);
     }
 
     #[test]

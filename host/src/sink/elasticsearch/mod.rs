@@ -17,15 +17,18 @@
 //!
 //! Delivery: every document is written with `create` and an `_id` derived from its origin,
 //! so a retry or a replay after a crash finds it already there (`409`, counted as
-//! delivered) instead of duplicating it. Items refused with `429` or `5xx`, and whole
-//! requests that fail (connection refused, timeout, `5xx`, auth), are retried with
-//! exponential backoff and jitter — only the items not yet settled, and without a deadline.
-//! While a batch retries the sink takes no more input, so backpressure pauses the Kafka
-//! consumer and memory stays bounded (`max_in_flight_batches` batches at most). After a few
-//! failed attempts `SinkUnavailable` is raised; the first success clears it. Any other item
-//! error (a mapping conflict, say) dead-letters that document with the engine's error while
-//! the rest of the batch lands. A batch is acknowledged once every item is indexed or
-//! dead-lettered.
+//! delivered) instead of duplicating it. A `_bulk` answer counts only with `errors` and one
+//! item per document sent; anything else is a failed request. Items the cluster cannot take
+//! now (`429`, `5xx`, a write block, a missing or closed index, …), and whole requests that
+//! fail (connection refused, timeout, `5xx`, auth, an answer that is not a `_bulk` one),
+//! are retried with exponential backoff and jitter — only the items not yet settled, and
+//! without a deadline. While a batch retries the sink takes no more input, so backpressure
+//! pauses the Kafka consumer and memory stays bounded (`max_in_flight_batches` batches at
+//! most). After a few failed attempts `SinkUnavailable` is raised; the first answer that
+//! settles a document clears it. Only errors in the document itself (`400` mapping, parsing
+//! or validation errors) dead-letter it, with the engine's error, while the rest of the
+//! batch lands; when this sink takes `dlq` too it writes those dead letters itself, within
+//! the batch. A batch is acknowledged once every item is indexed or dead-lettered.
 
 pub mod auth;
 pub mod bulk;
@@ -36,7 +39,7 @@ pub mod template;
 
 pub use config::ElasticsearchSinkConfig;
 
-use super::{Router, SinkContext, SinkError, SinkInput, SinkStats};
+use super::{DeadLettered, Router, SinkContext, SinkError, SinkInput, SinkStats};
 use crate::event::{DeadLetter, Events, SinkBatch};
 use crate::health::{self, FailState};
 use bulk::{ItemOutcome, Transport};
@@ -202,26 +205,7 @@ struct Writer {
 
 impl Writer {
     async fn write(self: Arc<Self>, batch: SinkBatch) {
-        let encoder = Encoder {
-            naming: &self.naming,
-            route: &batch.route,
-        };
-        let items = match &*batch.events {
-            Events::Logs(logs) => encoder.logs(logs.records()),
-            Events::Raw(messages) => encoder.raw(messages),
-            Events::DeadLetters(letters) => encoder.dead_letters(letters),
-        };
-        let bytes: u64 = items.iter().map(|i| i.lines.len() as u64).sum();
-        SinkStats::add(&self.stats.in_flight_bytes, bytes);
-        SinkStats::add(&self.stats.sent, items.len() as u64);
-        let rejected = self.deliver(&items).await;
-        self.stats
-            .in_flight_bytes
-            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
-        SinkStats::add(
-            &self.stats.acknowledged,
-            (items.len() - rejected.len()) as u64,
-        );
+        let (items, rejected) = self.index(&batch.route, &batch.events).await;
         if rejected.is_empty() {
             batch.ack.ack();
             return;
@@ -242,22 +226,67 @@ impl Writer {
                 timestamp: crate::time::now_ns(),
             })
             .collect();
+        drop(items);
         SinkStats::add(&self.stats.dead_lettered, letters.len() as u64);
-        if self.router.dead_letter(letters, &batch.ack).await {
+        let written = match self
+            .router
+            .dead_letter(&self.name, letters, &batch.ack)
+            .await
+        {
+            DeadLettered::Own(letters) => self.write_own_dead_letters(letters).await,
+            other => other.sent(&self.name),
+        };
+        if written {
             batch.ack.ack();
         }
+    }
+
+    /// This sink takes `dlq` too: write the dead letters of the batch now, within it.
+    async fn write_own_dead_letters(&self, letters: Vec<DeadLetter>) -> bool {
+        let (_, rejected) = self.index("dlq", &Events::DeadLetters(letters)).await;
+        if let Some((_, error)) = rejected.first() {
+            tracing::error!(sink = %self.name, count = rejected.len(), %error,
+                "the engine refused dead letters; the batch fails and will be replayed");
+            return false;
+        }
+        true
+    }
+
+    /// Encode `events` of `route` and deliver them: the items, and those refused for good.
+    async fn index(&self, route: &str, events: &Events) -> (Vec<BulkItem>, Vec<(usize, String)>) {
+        let encoder = Encoder {
+            naming: &self.naming,
+            route,
+        };
+        let items = match events {
+            Events::Logs(logs) => encoder.logs(logs.records()),
+            Events::Raw(messages) => encoder.raw(messages),
+            Events::DeadLetters(letters) => encoder.dead_letters(letters),
+        };
+        let bytes: u64 = items.iter().map(|i| i.lines.len() as u64).sum();
+        SinkStats::add(&self.stats.in_flight_bytes, bytes);
+        SinkStats::add(&self.stats.sent, items.len() as u64);
+        let rejected = self.deliver(&items).await;
+        self.stats
+            .in_flight_bytes
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+        SinkStats::add(
+            &self.stats.acknowledged,
+            (items.len() - rejected.len()) as u64,
+        );
+        (items, rejected)
     }
 
     /// Send until every item is settled; returns the refused ones with the engine's error.
     async fn deliver(&self, items: &[BulkItem]) -> Vec<(usize, String)> {
         let mut pending: Vec<usize> = (0..items.len()).collect();
-        let mut rejected = Vec::new();
-        let mut max_bytes = self.batch_max_bytes;
+        let mut round = Round {
+            max_bytes: self.batch_max_bytes,
+            ..Round::default()
+        };
         let mut attempt = 0u32;
         while !pending.is_empty() {
-            let mut retry = Vec::new();
-            let mut last_error = String::new();
-            for (indices, body) in bulk::bodies(items, &pending, max_bytes) {
+            for (indices, body) in bulk::bodies(items, &pending, round.max_bytes) {
                 let response = self
                     .transport
                     .send(
@@ -267,67 +296,18 @@ impl Writer {
                         "application/x-ndjson",
                     )
                     .await;
-                let response = match response {
-                    Ok(r) => r,
-                    Err(e) => {
-                        last_error = e.to_string();
-                        retry.extend(indices);
-                        continue;
-                    }
-                };
-                match response.status {
-                    200 => {
-                        health::global().clear(FailState::SinkUnavailable, &self.name);
-                        match bulk::parse_response(&response.body, indices.len()) {
-                            Ok(outcomes) => {
-                                for (index, outcome) in indices.into_iter().zip(outcomes) {
-                                    match outcome {
-                                        ItemOutcome::Indexed | ItemOutcome::AlreadyThere => {}
-                                        ItemOutcome::Retry(e) => {
-                                            last_error = e;
-                                            retry.push(index);
-                                        }
-                                        ItemOutcome::Reject(e) => rejected.push((index, e)),
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                last_error = e;
-                                retry.extend(indices);
-                            }
-                        }
-                    }
-                    // Too large for the engine's http.max_content_length: send smaller
-                    // requests; a single document that is too large is refused for good.
-                    413 if indices.len() == 1 => rejected.push((
-                        indices[0],
-                        format!(
-                            "413: the document is larger than the engine accepts ({} bytes)",
-                            body.len()
-                        ),
-                    )),
-                    413 => {
-                        max_bytes = (body.len() / 2).max(1);
-                        last_error = "413: request too large; splitting".into();
-                        retry.extend(indices);
-                    }
-                    status => {
-                        // 429/5xx are transient by definition; other whole-request errors
-                        // (auth, proxy) are not the documents' fault, so they are retried
-                        // too — the sink stalls visibly rather than losing data.
-                        last_error = format!("{status}: {}", response.excerpt());
-                        retry.extend(indices);
-                    }
-                }
+                self.read_answer(indices, body.len(), response, &mut round);
             }
-            if retry.is_empty() {
+            if round.retry.is_empty() {
                 break;
             }
+            let mut retry = std::mem::take(&mut round.retry);
             retry.sort_unstable();
             attempt += 1;
             SinkStats::add(&self.stats.retried, retry.len() as u64);
+            let error = &round.last_error;
             if attempt == 1 || attempt.is_multiple_of(20) {
-                tracing::warn!(sink = %self.name, attempt, items = retry.len(), error = %last_error,
+                tracing::warn!(sink = %self.name, attempt, items = retry.len(), %error,
                     "search engine did not take every document; retrying");
             }
             if attempt >= ATTEMPTS_BEFORE_UNAVAILABLE {
@@ -335,7 +315,7 @@ impl Writer {
                     FailState::SinkUnavailable,
                     &self.name,
                     format!(
-                        "{} documents not accepted after {attempt} attempts: {last_error}. Check that the search engine is up and reachable.",
+                        "{} documents not accepted after {attempt} attempts: {error}. Check that the search engine is up, reachable and taking writes (index blocks, disk watermarks, privileges).",
                         retry.len()
                     ),
                 );
@@ -343,8 +323,85 @@ impl Writer {
             tokio::time::sleep(super::backoff(attempt, self.backoff_base, self.backoff_cap)).await;
             pending = retry;
         }
-        rejected
+        round.rejected
     }
+
+    /// Settle the items `indices` of one request from the engine's answer.
+    fn read_answer(
+        &self,
+        indices: Vec<usize>,
+        body_len: usize,
+        response: Result<bulk::HttpResponse, bulk::TransportError>,
+        round: &mut Round,
+    ) {
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                round.last_error = e.to_string();
+                round.retry.extend(indices);
+                return;
+            }
+        };
+        match response.status {
+            200 => match bulk::parse_response(&response.body, indices.len()) {
+                Ok(outcomes) => {
+                    let mut settled = false;
+                    for (index, outcome) in indices.into_iter().zip(outcomes) {
+                        match outcome {
+                            ItemOutcome::Indexed | ItemOutcome::AlreadyThere => settled = true,
+                            ItemOutcome::Retry(e) => {
+                                round.last_error = e;
+                                round.retry.push(index);
+                            }
+                            ItemOutcome::Reject(e) => {
+                                settled = true;
+                                round.rejected.push((index, e));
+                            }
+                        }
+                    }
+                    // Answers that settle nothing (every item blocked, say) are no recovery.
+                    if settled {
+                        health::global().clear(FailState::SinkUnavailable, &self.name);
+                    }
+                }
+                // Not an answer about these documents: none of them is settled.
+                Err(e) => {
+                    round.last_error = e;
+                    round.retry.extend(indices);
+                }
+            },
+            // Too large for the engine's http.max_content_length: send smaller requests; a
+            // single document that is too large is refused for good.
+            413 if indices.len() == 1 => round.rejected.push((
+                indices[0],
+                format!("413: the document is larger than the engine accepts ({body_len} bytes)"),
+            )),
+            413 => {
+                round.max_bytes = (body_len / 2).max(1);
+                round.last_error = "413: request too large; splitting".into();
+                round.retry.extend(indices);
+            }
+            status => {
+                // 429/5xx are transient by definition; other whole-request errors (auth,
+                // proxy) are not the documents' fault, so they are retried too — the sink
+                // stalls visibly rather than losing data.
+                round.last_error = format!("{status}: {}", response.excerpt());
+                round.retry.extend(indices);
+            }
+        }
+    }
+}
+
+/// The state of delivering one batch across its attempts.
+#[derive(Default)]
+struct Round {
+    /// Items to send again, and the last reason one was not taken.
+    retry: Vec<usize>,
+    last_error: String,
+    /// Items refused for good, with the engine's error.
+    rejected: Vec<(usize, String)>,
+    /// Largest request body; halved on `413`.
+    max_bytes: usize,
 }
 
 fn origin_of(events: &Events, index: usize) -> crate::Origin {

@@ -202,7 +202,11 @@ impl SnsTask {
         }
         if !letters.is_empty() {
             SinkStats::add(&self.ctx.stats.dead_lettered, letters.len() as u64);
-            if !self.ctx.router.dead_letter(letters, &batch.ack).await {
+            let sent = self
+                .ctx
+                .router
+                .dead_letter(&self.ctx.name, letters, &batch.ack);
+            if !sent.await.sent(&self.ctx.name) {
                 return; // the handle is dropped: the batch fails
             }
         }
@@ -265,7 +269,8 @@ impl SnsTask {
         // have no batch, so they are only logged if nothing is held.
         if let Some((_, ack)) = self.held.first() {
             let ack = ack.clone();
-            if !self.ctx.router.dead_letter(letters, &ack).await {
+            let sent = self.ctx.router.dead_letter(&self.ctx.name, letters, &ack);
+            if !sent.await.sent(&self.ctx.name) {
                 drop(ack);
             } else {
                 ack.ack();
