@@ -49,8 +49,8 @@ pub async fn start(
     mut rx: mpsc::Receiver<SinkInput>,
 ) -> Result<tokio::task::JoinHandle<()>, SinkError> {
     let name = ctx.name.as_str();
-    let mut out: Box<dyn Write + Send> = if config.path.as_os_str() == "-" {
-        Box::new(std::io::stdout())
+    let mut out = if config.path.as_os_str() == "-" {
+        Output::Stdout(std::io::stdout())
     } else {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -63,7 +63,7 @@ pub async fn start(
                     config.path.display()
                 ),
             })?;
-        Box::new(file)
+        Output::File(file)
     };
     let name = name.to_owned();
     let config = config.clone();
@@ -81,7 +81,10 @@ pub async fn start(
                 SinkInput::Batch(batch) => {
                     buf.clear();
                     encode(&batch, config.include_route, &mut buf);
-                    let written = out.write_all(&buf).and_then(|()| out.flush());
+                    let written = out
+                        .write_all(&buf)
+                        .and_then(|()| out.flush())
+                        .and_then(|()| out.sync(config.fsync));
                     match written {
                         Ok(()) => {
                             let n = batch.events.len() as u64;
@@ -100,6 +103,38 @@ pub async fn start(
             }
         }
     }))
+}
+
+/// Where the lines go.
+enum Output {
+    Stdout(std::io::Stdout),
+    File(std::fs::File),
+}
+
+impl Output {
+    /// With `fsync`, wait until a file's data is on disk (a batch is acknowledged after).
+    fn sync(&self, fsync: bool) -> std::io::Result<()> {
+        match self {
+            Output::File(file) if fsync => file.sync_data(),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Output::Stdout(out) => out.write(buf),
+            Output::File(out) => out.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Stdout(out) => out.flush(),
+            Output::File(out) => out.flush(),
+        }
+    }
 }
 
 fn encode(batch: &SinkBatch, include_route: bool, buf: &mut Vec<u8>) {
