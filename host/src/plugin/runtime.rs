@@ -2,6 +2,7 @@
 
 use super::bindings::packed::TransformPackedPre;
 use super::bindings::{Transform, TransformPre};
+use super::clock::{self, WaitPastDeadline};
 use super::{CallFailure, LoadError, PluginStats};
 use crate::Record;
 use crate::batch::{Batch, PackedBatch};
@@ -31,6 +32,8 @@ pub struct StoreState {
     limits: MemoryLimiter,
     wasi: WasiCtx,
     table: ResourceTable,
+    /// When the current call must end: clock waits may not go past it.
+    pub(super) deadline: Instant,
 }
 
 impl WasiView for StoreState {
@@ -77,6 +80,7 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| clock::add_to_linker(&mut linker))
             .map_err(|e| LoadError::Runtime(e.to_string()))?;
         Transform::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Runtime(e.to_string()))?;
@@ -262,6 +266,7 @@ impl LoadedPlugin {
                 limits,
                 wasi,
                 table: ResourceTable::new(),
+                deadline: self.deadline(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -290,6 +295,7 @@ impl LoadedPlugin {
             stderr,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance.store.data_mut().deadline = self.deadline();
         // `init` has the same signature in both worlds.
         let result = init
             .typed::<(&str,), (Result<(), PluginError>,)>(&instance.store)
@@ -301,6 +307,12 @@ impl LoadedPlugin {
             message: e.message,
         })?;
         Ok(instance)
+    }
+
+    /// The deadline of a call starting now, for clock waits. The epoch deadline comes no
+    /// sooner: ticks are at least [`EPOCH_TICK`] apart.
+    fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.timeout_ms)
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -317,7 +329,15 @@ impl LoadedPlugin {
                 limit_mb: self.memory_limit_mb,
             };
         }
+        let waited_too_long = error.downcast_ref::<WaitPastDeadline>().is_some();
         match error.downcast_ref::<Trap>() {
+            _ if waited_too_long => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                return CallFailure::Timeout {
+                    plugin,
+                    timeout_ms: self.timeout_ms,
+                };
+            }
             Some(Trap::Interrupt) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 return CallFailure::Timeout {
@@ -392,8 +412,10 @@ impl WasmStage {
     ) -> Result<R, CallFailure> {
         let ticks = self.plugin.deadline_ticks();
         let started = Instant::now();
+        let deadline = started + Duration::from_millis(self.plugin.timeout_ms);
         let instance = self.instance()?;
         instance.store.set_epoch_deadline(ticks);
+        instance.store.data_mut().deadline = deadline;
         let result = call(instance);
         self.plugin
             .stats
