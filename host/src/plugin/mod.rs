@@ -8,10 +8,14 @@
 //! check runs ([`clock`]). Plugins see no filesystem, sockets or environment: only the
 //! `sluice:plugin/host` imports and a WASI context with nothing in it (Rust's std needs
 //! WASI to link).
+//!
+//! What a plugin emits is held to the origin rule ([`origins`]): a record claiming an
+//! origin the host never gave that plugin is dead-lettered, never delivered.
 
 mod clock;
 mod host_api;
 pub mod inspect;
+mod origins;
 mod runtime;
 mod stats;
 

@@ -3,6 +3,7 @@
 use super::bindings::packed::TransformPackedPre;
 use super::bindings::{Transform, TransformPre};
 use super::clock::{self, WaitPastDeadline};
+use super::origins::GivenOrigins;
 use super::{CallFailure, LoadError, PluginStats};
 use crate::Record;
 use crate::batch::{Batch, PackedBatch};
@@ -377,6 +378,8 @@ impl LoadedPlugin {
 pub struct WasmStage {
     plugin: Arc<LoadedPlugin>,
     instance: Option<Instance>,
+    /// What its output may claim as origin.
+    given: GivenOrigins,
 }
 
 impl WasmStage {
@@ -384,6 +387,7 @@ impl WasmStage {
         WasmStage {
             plugin,
             instance: None,
+            given: GivenOrigins::default(),
         }
     }
 
@@ -431,6 +435,7 @@ impl WasmStage {
 
     /// Process a batch. On failure the batch is the caller's to dead-letter.
     pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
+        self.given.give_records(batch);
         let out = match self.plugin.world {
             World::Typed => self.process_typed(batch)?,
             World::Packed => {
@@ -445,6 +450,7 @@ impl WasmStage {
     /// [`WasmStage::process`] for the chain: a packed batch goes to a packed-world plugin
     /// as it is, and what the plugin returns stays packed.
     pub fn process_batch(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
+        self.given.give(batch);
         let out = match self.plugin.world {
             World::Typed => self.process_typed(&batch.records())?,
             World::Packed => self.process_packed(&batch.packed())?,
@@ -489,7 +495,8 @@ impl WasmStage {
         self.finish(out, 0)
     }
 
-    /// Count the call's records and check its output against the limits.
+    /// Count the call's records and check its output against the limits and the origin
+    /// rule ([`super::origins`]).
     fn finish(
         &mut self,
         out: Result<Batch, PluginError>,
@@ -517,6 +524,12 @@ impl WasmStage {
         stats
             .records_out
             .fetch_add(out.len() as u64, Ordering::Relaxed);
+        let (out, foreign) = self.given.enforce(out, &self.plugin.name);
+        if foreign > 0 {
+            stats
+                .foreign_origins
+                .fetch_add(foreign as u64, Ordering::Relaxed);
+        }
         if let Some(instance) = &self.instance {
             let peak = instance.store.data().limits.peak as u64;
             stats.memory_bytes.store(peak, Ordering::Relaxed);
