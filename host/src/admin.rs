@@ -199,7 +199,7 @@ pub fn render(state: &AdminState) -> String {
         o.sample(name, &[], value);
     }
 
-    let plugin_counters: [Counter<PluginStats>; 7] = [
+    let plugin_counters: [Counter<PluginStats>; 8] = [
         (
             "sluice_plugin_records_in_total",
             "Records given to the plugin.",
@@ -227,6 +227,11 @@ pub fn render(state: &AdminState) -> String {
             "sluice_plugin_errors_total",
             "Calls that returned an error.",
             |s| &s.errors,
+        ),
+        (
+            "sluice_plugin_foreign_origins_total",
+            "Records dead-lettered for claiming an origin the plugin was never given.",
+            |s| &s.foreign_origins,
         ),
         (
             "sluice_plugin_instantiations_total",

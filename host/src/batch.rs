@@ -39,6 +39,7 @@ struct Summary {
     span: Range<usize>,
     timestamp: i64,
     partition: i32,
+    offset: i64,
     topic: usize,
     cleaned: bool,
 }
@@ -61,6 +62,7 @@ impl PackedBatch {
                 span: s.span,
                 timestamp: s.timestamp,
                 partition: s.partition,
+                offset: s.offset,
                 topic,
                 cleaned: s.cleaned,
             });
@@ -153,6 +155,23 @@ impl Batch {
         }
     }
 
+    /// Each record's origin topic, partition and offset, in order.
+    pub fn for_each_source(&self, mut each: impl FnMut(&str, i32, i64)) {
+        match self {
+            Batch::Records(records) => {
+                for r in records {
+                    let origin = r.origin();
+                    each(&origin.topic, origin.partition, origin.offset);
+                }
+            }
+            Batch::Packed(batch) => {
+                for s in &batch.records {
+                    each(&batch.topics[s.topic], s.partition, s.offset);
+                }
+            }
+        }
+    }
+
     /// Split into the records that stay on the `cleaned` route and the ones that leave the
     /// chain here. A packed batch stays packed, and when every record stays (the common
     /// case) it is passed on untouched.
@@ -221,6 +240,13 @@ mod tests {
         Batch::Records(records.clone())
             .for_each_origin(|t, p, ts| expected.push((t.to_owned(), p, ts)));
         assert_eq!(origins, expected);
+        let mut sources = Vec::new();
+        batch.for_each_source(|t, p, o| sources.push((t.to_owned(), p, o)));
+        let mut expected = Vec::new();
+        Batch::Records(records.clone())
+            .for_each_source(|t, p, o| expected.push((t.to_owned(), p, o)));
+        assert_eq!(sources, expected);
+        assert_eq!(sources[1], ("b".to_owned(), 1, 20));
         assert_eq!(batch.into_records(), records);
     }
 

@@ -227,3 +227,68 @@ fn a_pass_through_stage_lets_its_input_continue_when_it_fails() {
             .all(|(_, reason)| reason.contains("`after`"))
     );
 }
+
+#[test]
+fn sleeping_past_the_deadline_times_out_and_the_batch_is_dead_lettered() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let stage = hostile(&runtime, 200, 64);
+    let stats = stage.plugin().stats.clone();
+    let mut chain = Chain::new(vec![Box::new(stage)], Duration::from_secs(60));
+    let mut out = ChainOutput::default();
+    let started = Instant::now();
+    // The guest's std::thread::sleep(60 s) waits on a WASI clock, in the host.
+    chain.process(
+        Batch::Records(batch(&["a", "hostile:sleep", "c"])),
+        &mut out,
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "a 200 ms call ran for {took:?}"
+    );
+    assert!(
+        matches!(
+            out.failures.as_slice(),
+            [CallFailure::Timeout {
+                timeout_ms: 200,
+                ..
+            }]
+        ),
+        "{:?}",
+        out.failures
+    );
+    assert_eq!(out.dead.len(), 3);
+    assert!(
+        out.dead
+            .iter()
+            .all(|(_, reason)| reason == "plugin `hostile` timed out after 200 ms"),
+        "{:?}",
+        out.dead
+    );
+    assert_eq!(stats.timeouts.load(Ordering::Relaxed), 1);
+
+    // A fresh instance takes the next batch.
+    let mut out = ChainOutput::default();
+    chain.process(Batch::Records(batch(&["d", "e"])), &mut out);
+    assert_eq!(out.records().len(), 2, "{:?}", out.failures);
+    assert_eq!(stats.instantiations.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn a_short_sleep_within_the_deadline_sleeps_and_the_clock_advances() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut stage = hostile(&runtime, 5_000, 64);
+    let out = stage
+        .process(&batch(&["hostile:nap"]))
+        .expect("a nap is fine");
+    let napped: u64 = out[0]
+        .body
+        .strip_prefix("napped ")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected body {:?}", out[0].body));
+    assert!(
+        napped >= 20,
+        "the guest measured {napped} ms for a 20 ms nap"
+    );
+    assert_eq!(stage.plugin().stats.timeouts.load(Ordering::Relaxed), 0);
+}

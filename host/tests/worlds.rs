@@ -203,3 +203,108 @@ fn a_malformed_batch_never_reaches_the_next_plugin() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(calls_to_next, 0, "the next plugin was never called");
 }
+
+fn input(bodies: &[&str]) -> Vec<Record> {
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut r = Record::new(Origin {
+                topic: "raw-logs".into(),
+                partition: 1,
+                offset: 100 + i as i64,
+            });
+            r.timestamp = 1_764_064_800_000_000_000 + i as i64;
+            r.body = (*body).into();
+            r
+        })
+        .collect()
+}
+
+const NEVER_GIVEN: &str =
+    "was never given to it: copy the origin of the input record it derives from";
+
+#[test]
+fn a_typed_plugin_cannot_forge_or_forget_an_origin() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let typed = stage(&runtime, "fixtures/typed");
+    let stats = typed.plugin().stats.clone();
+    let mut chain = Chain::new(vec![Box::new(typed)], Duration::from_secs(10));
+    let mut out = ChainOutput::default();
+    let batch = input(&["ok", "typed:forge", "typed:no-origin", "fine"]);
+    chain.process(Batch::Records(batch.clone()), &mut out);
+
+    let delivered: Vec<String> = out.records().into_iter().map(|r| r.body).collect();
+    assert_eq!(delivered, ["OK", "FINE"]);
+    let reasons: Vec<&str> = out.dead.iter().map(|(_, reason)| reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            format!(
+                "plugin `typed`: emitted a record whose origin (raw-logs/1/{}) {NEVER_GIVEN}",
+                i64::MAX
+            ),
+            format!("plugin `typed`: emitted a record whose origin (/0/0) {NEVER_GIVEN}"),
+        ]
+    );
+    // The dead letters point at real input, never at the origin the plugin claimed.
+    for (record, _) in &out.dead {
+        assert_eq!(record.origin(), batch[3].origin());
+    }
+    assert_eq!(
+        stats
+            .foreign_origins
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+
+    // Its tick emits from an origin it was given: delivered.
+    let mut out = ChainOutput::default();
+    chain.tick(true, &mut out);
+    assert!(out.dead.is_empty(), "{:?}", out.dead);
+    assert_eq!(out.routed.len(), 1);
+    assert_eq!(out.routed[0].route, Route::Metrics);
+}
+
+#[test]
+fn a_packed_plugin_cannot_forge_an_origin_in_process_or_tick() {
+    let runtime = PluginRuntime::new(4, 64).unwrap();
+    let mut chain = Chain::new(
+        vec![Box::new(stage(&runtime, "fixtures/hostile"))],
+        Duration::from_secs(10),
+    );
+    let mut out = ChainOutput::default();
+    let first = input(&["a", "hostile:forge", "c"]);
+    chain.process(Batch::Records(first.clone()), &mut out);
+    let delivered: Vec<String> = out.records().into_iter().map(|r| r.body).collect();
+    assert_eq!(delivered, ["a", "c"]);
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(
+        out.dead[0].1,
+        format!(
+            "plugin `hostile`: emitted a record whose origin (raw-logs/1/{}) {NEVER_GIVEN}",
+            i64::MAX
+        )
+    );
+    assert_eq!(out.dead[0].0.body, "forged from hostile:forge");
+
+    // A later batch, then a tick emitting from the earlier batch's origin (accepted: it
+    // was given to this stage before) and from a forged one (dead-lettered).
+    let mut out = ChainOutput::default();
+    let mut second = input(&["d"]);
+    second[0] = Record::new(Origin {
+        offset: 200,
+        ..first[0].origin().clone()
+    });
+    chain.process(Batch::Records(second), &mut out);
+    assert_eq!(out.records().len(), 1);
+    let mut out = ChainOutput::default();
+    chain.tick(true, &mut out);
+    let delivered = out.records();
+    assert_eq!(delivered.len(), 1, "{:?}", out.dead);
+    assert_eq!(delivered[0].body, "tick, genuine origin");
+    assert_eq!(delivered[0].origin(), first[1].origin());
+    assert_eq!(out.dead.len(), 1);
+    assert!(out.dead[0].1.contains(NEVER_GIVEN), "{}", out.dead[0].1);
+    assert_eq!(out.dead[0].0.origin().offset, 200, "the last origin given");
+}

@@ -3,12 +3,19 @@
 //! Each plugin is compiled once into an [`InstancePre`](wasmtime::component::InstancePre)
 //! from which instances are made cheaply with the pooling allocator. Every call runs under
 //! an epoch deadline and a linear-memory limit; a trap, timeout or out-of-memory discards
-//! the instance (a trapped store is unusable) and the next call gets a fresh one. Plugins
-//! see no filesystem, sockets or environment: only the `sluice:plugin/host` imports and a
-//! WASI context with nothing in it (Rust's std needs WASI to link).
+//! the instance (a trapped store is unusable) and the next call gets a fresh one. The
+//! deadline also bounds waits on the WASI clock, which block in the host where no epoch
+//! check runs ([`clock`]). Plugins see no filesystem, sockets or environment: only the
+//! `sluice:plugin/host` imports and a WASI context with nothing in it (Rust's std needs
+//! WASI to link).
+//!
+//! What a plugin emits is held to the origin rule ([`origins`]): a record claiming an
+//! origin the host never gave that plugin is dead-lettered, never delivered.
 
+mod clock;
 mod host_api;
 pub mod inspect;
+mod origins;
 mod runtime;
 mod stats;
 

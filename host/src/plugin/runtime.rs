@@ -2,6 +2,8 @@
 
 use super::bindings::packed::TransformPackedPre;
 use super::bindings::{Transform, TransformPre};
+use super::clock::{self, WaitPastDeadline};
+use super::origins::GivenOrigins;
 use super::{CallFailure, LoadError, PluginStats};
 use crate::Record;
 use crate::batch::{Batch, PackedBatch};
@@ -31,6 +33,8 @@ pub struct StoreState {
     limits: MemoryLimiter,
     wasi: WasiCtx,
     table: ResourceTable,
+    /// When the current call must end: clock waits may not go past it.
+    pub(super) deadline: Instant,
 }
 
 impl WasiView for StoreState {
@@ -77,6 +81,7 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| clock::add_to_linker(&mut linker))
             .map_err(|e| LoadError::Runtime(e.to_string()))?;
         Transform::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Runtime(e.to_string()))?;
@@ -262,6 +267,7 @@ impl LoadedPlugin {
                 limits,
                 wasi,
                 table: ResourceTable::new(),
+                deadline: self.deadline(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -290,6 +296,7 @@ impl LoadedPlugin {
             stderr,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance.store.data_mut().deadline = self.deadline();
         // `init` has the same signature in both worlds.
         let result = init
             .typed::<(&str,), (Result<(), PluginError>,)>(&instance.store)
@@ -301,6 +308,12 @@ impl LoadedPlugin {
             message: e.message,
         })?;
         Ok(instance)
+    }
+
+    /// The deadline of a call starting now, for clock waits. The epoch deadline comes no
+    /// sooner: ticks are at least [`EPOCH_TICK`] apart.
+    fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.timeout_ms)
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -317,7 +330,15 @@ impl LoadedPlugin {
                 limit_mb: self.memory_limit_mb,
             };
         }
+        let waited_too_long = error.downcast_ref::<WaitPastDeadline>().is_some();
         match error.downcast_ref::<Trap>() {
+            _ if waited_too_long => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                return CallFailure::Timeout {
+                    plugin,
+                    timeout_ms: self.timeout_ms,
+                };
+            }
             Some(Trap::Interrupt) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 return CallFailure::Timeout {
@@ -357,6 +378,8 @@ impl LoadedPlugin {
 pub struct WasmStage {
     plugin: Arc<LoadedPlugin>,
     instance: Option<Instance>,
+    /// What its output may claim as origin.
+    given: GivenOrigins,
 }
 
 impl WasmStage {
@@ -364,6 +387,7 @@ impl WasmStage {
         WasmStage {
             plugin,
             instance: None,
+            given: GivenOrigins::default(),
         }
     }
 
@@ -392,8 +416,10 @@ impl WasmStage {
     ) -> Result<R, CallFailure> {
         let ticks = self.plugin.deadline_ticks();
         let started = Instant::now();
+        let deadline = started + Duration::from_millis(self.plugin.timeout_ms);
         let instance = self.instance()?;
         instance.store.set_epoch_deadline(ticks);
+        instance.store.data_mut().deadline = deadline;
         let result = call(instance);
         self.plugin
             .stats
@@ -409,6 +435,7 @@ impl WasmStage {
 
     /// Process a batch. On failure the batch is the caller's to dead-letter.
     pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
+        self.given.give_records(batch);
         let out = match self.plugin.world {
             World::Typed => self.process_typed(batch)?,
             World::Packed => {
@@ -423,6 +450,7 @@ impl WasmStage {
     /// [`WasmStage::process`] for the chain: a packed batch goes to a packed-world plugin
     /// as it is, and what the plugin returns stays packed.
     pub fn process_batch(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
+        self.given.give(batch);
         let out = match self.plugin.world {
             World::Typed => self.process_typed(&batch.records())?,
             World::Packed => self.process_packed(&batch.packed())?,
@@ -467,7 +495,8 @@ impl WasmStage {
         self.finish(out, 0)
     }
 
-    /// Count the call's records and check its output against the limits.
+    /// Count the call's records and check its output against the limits and the origin
+    /// rule ([`super::origins`]).
     fn finish(
         &mut self,
         out: Result<Batch, PluginError>,
@@ -495,6 +524,12 @@ impl WasmStage {
         stats
             .records_out
             .fetch_add(out.len() as u64, Ordering::Relaxed);
+        let (out, foreign) = self.given.enforce(out, &self.plugin.name);
+        if foreign > 0 {
+            stats
+                .foreign_origins
+                .fetch_add(foreign as u64, Ordering::Relaxed);
+        }
         if let Some(instance) = &self.instance {
             let peak = instance.store.data().limits.peak as u64;
             stats.memory_bytes.store(peak, Ordering::Relaxed);

@@ -14,6 +14,8 @@ pub struct PluginStats {
     pub timeouts: AtomicU64,
     pub out_of_memory: AtomicU64,
     pub errors: AtomicU64,
+    /// Records dead-lettered for claiming an origin the plugin was never given.
+    pub foreign_origins: AtomicU64,
     pub instantiations: AtomicU64,
     /// Total time spent in calls, in nanoseconds.
     pub call_nanos: AtomicU64,

@@ -177,6 +177,7 @@ pub struct Summary<'a> {
     pub timestamp: i64,
     pub topic: &'a str,
     pub partition: i32,
+    pub offset: i64,
     /// Whether the record stays on the `cleaned` route (continues down the chain).
     pub cleaned: bool,
 }
@@ -197,6 +198,7 @@ pub fn scan<'a>(bytes: &'a [u8], mut each: impl FnMut(Summary<'a>)) -> Result<us
             timestamp: head.timestamp,
             topic: head.origin.topic,
             partition: head.origin.partition,
+            offset: head.origin.offset,
             cleaned: head.route == RouteRef::Cleaned,
         });
     }
