@@ -28,6 +28,11 @@ pub enum RunError {
     Admin(#[from] AdminError),
     #[error("internal: {0}")]
     Internal(String),
+    #[error(
+        "stopped before every sink had delivered (pipeline.drain_timeout_ms = {} ms passed); what they held is not committed and will be replayed on the next start. Check the sinks' errors above.",
+        .0.as_millis()
+    )]
+    DrainTimedOut(Duration),
 }
 
 /// `native:<name>` in a plugin path selects the bundled plugin's logic compiled into the
@@ -189,12 +194,18 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
         .map_err(|e| RunError::Internal(e.to_string()))?;
 
     let source_config = config.source.clone();
+    let drain_timeout = Duration::from_millis(config.pipeline.drain_timeout_ms);
+    // When the source began to stop, plus the drain timeout: the whole shutdown's bound.
+    let shutdown_deadline = Arc::new(std::sync::OnceLock::new());
+    let deadline_out = shutdown_deadline.clone();
     let source_stop = stop.clone();
     let stats = source_stats.clone();
     let source_thread = std::thread::Builder::new()
         .name("source".into())
         .spawn(move || match &source_config {
-            SourceConfig::Kafka(c) => source::kafka::run(c, tx, source_stop, stats),
+            SourceConfig::Kafka(c) => {
+                source::kafka::run(c, tx, source_stop, stats, (drain_timeout, deadline_out))
+            }
             SourceConfig::Stdin(c) => {
                 source::stdin::run(c, std::io::stdin().lock(), tx, source_stop, stats)
             }
@@ -214,12 +225,29 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     health::global().set_started(false);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || pipeline_thread.join())
-        .await
-        .map_err(|e| RunError::Internal(e.to_string()))?
-        .map_err(|_| RunError::Internal("the pipeline thread panicked".into()))?;
+    // The source has committed what completed. The pipeline flushes the sinks; a sink
+    // that cannot deliver (an outage) is not waited for past the drain timeout: what it
+    // holds is not committed and is replayed after the restart.
+    let stopped_at = std::time::Instant::now();
+    let pipeline_done = tokio::task::spawn_blocking(move || pipeline_thread.join());
+    let flushed = tokio::time::timeout(
+        drain_timeout.saturating_sub(stopped_at.elapsed()),
+        pipeline_done,
+    )
+    .await;
     for sink in sinks {
         sink.task.abort();
+    }
+    match flushed {
+        Ok(joined) => {
+            joined
+                .map_err(|e| RunError::Internal(e.to_string()))?
+                .map_err(|_| RunError::Internal("the pipeline thread panicked".into()))?;
+        }
+        Err(_) => {
+            source_result?;
+            return Err(RunError::DrainTimedOut(drain_timeout));
+        }
     }
     source_result?;
     tracing::info!("stopped cleanly");

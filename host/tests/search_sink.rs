@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    Host, brokers, consume, create_topic, kafka_sink_toml, kafka_source_toml, plugin, unique,
-    workspace_root,
+    Host, brokers, committed, consume, create_topic, kafka_sink_toml, kafka_source_toml, plugin,
+    unique, workspace_root,
 };
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -632,35 +632,6 @@ fn engine_outage_pauses_the_consumer_and_loses_nothing() {
 }
 
 // ---- Dead letters written by the sink that takes `dlq`, strict `_bulk` replies, blocks ----
-
-/// Offsets committed by `group` on `topic`, summed over its partitions.
-fn committed(group: &str, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    for p in metadata.topics()[0].partitions() {
-        partitions.add_partition(topic, p.id());
-    }
-    let offsets = consumer
-        .committed_offsets(partitions, Duration::from_secs(10))
-        .unwrap();
-    offsets
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum()
-}
 
 /// Wait until the host's log contains `text`.
 fn wait_for_log(host: &Host, text: &str, timeout: Duration) -> bool {

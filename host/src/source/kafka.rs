@@ -147,6 +147,8 @@ struct SourceContext {
     drain_timeout: Duration,
     /// The pipeline's input, for reports during a rebalance.
     pipeline: SyncSender<PipelineInput>,
+    /// Set once shutdown has drained: leaving the group must not wait again.
+    shutting_down: AtomicBool,
     /// Since when every broker has been unreachable, as librdkafka reports it.
     brokers_down_since: Mutex<Option<Instant>>,
     stats: Arc<SourceStats>,
@@ -186,14 +188,17 @@ impl ConsumerContext for SourceContext {
                 .iter()
                 .map(|e| (e.topic().to_owned(), e.partition()))
                 .collect();
-            if consumer.assignment_lost() {
+            if self.shutting_down.load(Ordering::Relaxed) {
+                // Leaving: the shutdown already drained (within its own deadline) and
+                // committed what completed; only forget.
+            } else if consumer.assignment_lost() {
                 // The group moved on without us (session timeout): another member may
                 // already have committed further. Committing now could move its offsets back.
                 tracing::warn!(partitions = ?parts, "partitions lost; their uncommitted batches will be replayed by the new owner");
             } else {
                 tracing::info!(partitions = ?parts, "partitions revoked; draining in-flight batches");
                 self.report_revoke(consumer, &parts);
-                self.drain(consumer, Some(&parts));
+                self.drain(consumer, Some(&parts), Instant::now() + self.drain_timeout);
                 self.commit(consumer, Some(&parts));
             }
             let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -273,9 +278,13 @@ impl SourceContext {
         !tracker.has_failed()
     }
 
-    /// Wait (bounded) until no batch of `parts` (or of any partition) is in flight.
-    fn drain(&self, consumer: &BaseConsumer<Self>, parts: Option<&[(String, i32)]>) {
-        let deadline = Instant::now() + self.drain_timeout;
+    /// Wait until no batch of `parts` (or of any partition) is in flight, or `deadline`.
+    fn drain(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        parts: Option<&[(String, i32)]>,
+        deadline: Instant,
+    ) {
         loop {
             self.pump(consumer);
             let in_flight = {
@@ -319,11 +328,15 @@ impl SourceContext {
 }
 
 /// Consume until `stop`, sending batches to the pipeline.
+/// On `stop`, what is in flight gets `shutdown.0` to be delivered before the source commits
+/// what completed and leaves; the moment that time runs out is set in `shutdown.1`, for the
+/// rest of the host's shutdown.
 pub fn run(
     config: &KafkaSourceConfig,
     tx: SyncSender<PipelineInput>,
     stop: Arc<AtomicBool>,
     stats: Arc<SourceStats>,
+    shutdown: (Duration, Arc<std::sync::OnceLock<Instant>>),
 ) -> Result<(), SourceError> {
     let (mut issuer, completions) = AckIssuer::new();
     let context = SourceContext {
@@ -333,6 +346,7 @@ pub fn run(
         paused: AtomicBool::new(false),
         drain_timeout: Duration::from_millis(config.rebalance_drain_timeout_ms),
         pipeline: tx.clone(),
+        shutting_down: AtomicBool::new(false),
         brokers_down_since: Mutex::new(None),
         stats,
     };
@@ -457,12 +471,25 @@ pub fn run(
         }
     };
 
-    // Shutdown: stop fetching, let the pipeline finish what it has, commit, leave.
+    // Shutdown: stop fetching, let the pipeline finish what it has — for at most the drain
+    // timeout, a sink may be down — commit what completed, leave.
     set_paused(&consumer, true);
     drop(held);
-    let _ = tx.send(PipelineInput::End { complete: false });
+    let deadline = *shutdown.1.get_or_init(|| Instant::now() + shutdown.0);
+    let mut end = PipelineInput::End { complete: false };
+    loop {
+        match tx.try_send(end) {
+            Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                end = back;
+                ctx.pump(&consumer);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => break,
+        }
+    }
     drop(tx);
-    ctx.drain(&consumer, None);
+    ctx.drain(&consumer, None, deadline);
+    ctx.shutting_down.store(true, Ordering::Relaxed);
     let failed = !ctx.pump(&consumer);
     if !failed {
         ctx.commit(&consumer, None);

@@ -301,3 +301,30 @@ pub fn kafka_config(source: &str, cleaned: &str, dlq: &str, plugins: &[(&str, Pa
     }
     c
 }
+
+/// Offsets committed by `group` on `topic`, summed over its partitions.
+pub fn committed(group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        partitions.add_partition(topic, p.id());
+    }
+    let offsets = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    offsets
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}

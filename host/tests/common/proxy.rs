@@ -3,13 +3,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct DelayProxy {
     addr: SocketAddr,
     open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl DelayProxy {
@@ -18,7 +19,8 @@ impl DelayProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
-        let accepting = open.clone();
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accepting, held) = (open.clone(), connections.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if !accepting.load(Ordering::SeqCst) {
@@ -28,12 +30,28 @@ impl DelayProxy {
                 let Ok(upstream) = TcpStream::connect(target) else {
                     continue;
                 };
+                let mut held = held.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(upstream.try_clone().unwrap());
                 let (c2, u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
                 std::thread::spawn(move || pump(client, upstream, delay));
                 std::thread::spawn(move || pump(u2, c2, Duration::ZERO));
             }
         });
-        DelayProxy { addr, open }
+        DelayProxy {
+            addr,
+            open,
+            connections,
+        }
+    }
+
+    /// An outage: cut every connection and refuse new ones (the port is closed).
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        for c in self.connections.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 
     pub fn url(&self) -> String {
@@ -43,9 +61,7 @@ impl DelayProxy {
 
 impl Drop for DelayProxy {
     fn drop(&mut self) {
-        self.open.store(false, Ordering::SeqCst);
-        // Wake the acceptor so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
+        self.cut();
     }
 }
 
