@@ -46,6 +46,10 @@ pub struct Pipeline {
     /// Handles for what ticks emit: it derives from no single source batch.
     tick_acks: AckIssuer,
     tick_completions: UnboundedReceiver<Completion>,
+    /// A share of the last source batch's handle, held until the next batch or tick: what
+    /// a tick emits (metrics, alerts) is delivered under it, so a sink that fails to write
+    /// it fails that batch and the source stops before committing it, as for any output.
+    last_batch: Option<AckHandle>,
     warned_unrouted: HashSet<String>,
     /// Per plugin, consecutive successful calls since its last failure.
     healthy_calls: HashMap<String, u32>,
@@ -80,6 +84,7 @@ impl Pipeline {
             tick_interval: Duration::from_millis(config.pipeline.tick_interval_ms),
             tick_acks,
             tick_completions,
+            last_batch: None,
             warned_unrouted: HashSet::new(),
             healthy_calls: HashMap::new(),
             stats: Arc::new(PipelineStats::default()),
@@ -117,6 +122,9 @@ impl Pipeline {
                 last_tick = Instant::now();
             }
         }
+        if let Some(held) = self.last_batch.take() {
+            held.ack();
+        }
         self.router.flush_all_blocking();
         self.report_tick_failures();
     }
@@ -147,6 +155,9 @@ impl Pipeline {
             ack,
             progress,
         } = batch;
+        if let Some(previous) = self.last_batch.take() {
+            previous.ack();
+        }
         self.chain.had_input(&partitions_of(&messages));
         let observed = time::now_ns();
         let stats = &self.stats;
@@ -202,6 +213,7 @@ impl Pipeline {
             self.router
                 .send_blocking("raw", Events::Raw(messages), &ack);
         }
+        self.last_batch = Some(ack.clone());
         ack.ack();
     }
 
@@ -217,11 +229,14 @@ impl Pipeline {
     fn tick(&mut self, end_of_input: bool) {
         let mut out = ChainOutput::default();
         self.chain.tick(end_of_input, &mut out);
+        let ack = self
+            .last_batch
+            .take()
+            .unwrap_or_else(|| self.tick_acks.issue(BatchOffsets::default()));
         if !out.routed.is_empty() || !out.dead.is_empty() {
-            let ack = self.tick_acks.issue(BatchOffsets::default());
             self.deliver(out, Vec::new(), &[], &ack);
-            ack.ack();
         }
+        ack.ack();
         self.report_tick_failures();
     }
 

@@ -214,3 +214,49 @@ fn a_slow_search_sink_changes_no_metric_and_silences_no_alert() {
     );
     assert!(host.terminate().success(), "{}", host.log());
 }
+
+/// Metrics and alerts come from ticks, not from one source batch; a sink that cannot write
+/// them must stop the host before the records they count are committed, as it would for
+/// any other output, instead of the metrics vanishing behind a log line.
+#[test]
+fn metrics_a_sink_cannot_write_stop_the_host_before_commit() {
+    let (source, cleaned, dlq) = (unique("et-raw"), unique("et-cleaned"), unique("et-dlq"));
+    create_topic(&source, 1);
+    create_topic(&cleaned, 1);
+    create_topic(&dlq, 1);
+    generate(
+        &source,
+        &["--seed", "5", "--count", "3000", "--events-per-second", "9"],
+    );
+    let group = unique("et-fail");
+    let mut c = common::kafka_source_toml(&source, &group, "");
+    for name in ["normalize", "metrics"] {
+        c.push_str(&format!(
+            "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
+            plugin(name).display()
+        ));
+    }
+    c.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
+    c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+    // Every write fails: the device is full.
+    c.push_str(
+        "\n[sinks.metrics]\ntype = \"file\"\npath = \"/dev/full\"\nroutes = [\"metrics\"]\n",
+    );
+    let mut host = common::Host::start(&c);
+    let started = Instant::now();
+    while host.is_running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the host went on without its metrics being written (committed {} of 3000)\n{}",
+            common::committed(&group, &source),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = host.child.wait().unwrap();
+    assert!(!status.success(), "{}", host.log());
+    assert!(
+        common::committed(&group, &source) < 3000,
+        "records whose metrics were never written were committed"
+    );
+}
