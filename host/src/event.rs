@@ -28,6 +28,22 @@ pub struct DeadLetter {
     pub timestamp: i64,
 }
 
+impl DeadLetter {
+    /// The SHA-256 of the whole payload, in lowercase hex. A sink that writes only a
+    /// prefix of the payload writes this with it, so the original can be told apart and
+    /// checked (`sha256sum`) once it is fetched from its origin.
+    pub fn payload_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(&self.payload);
+        let mut hex = String::with_capacity(64);
+        for byte in digest {
+            hex.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+            hex.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+        }
+        hex
+    }
+}
+
 /// One route's share of a pipeline batch.
 #[derive(Debug)]
 pub enum Events {
@@ -114,4 +130,28 @@ pub struct SinkBatch {
     pub route: Arc<str>,
     pub events: Arc<Events>,
     pub ack: AckHandle,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_hashes_its_whole_payload() {
+        let letter = DeadLetter {
+            origin: Origin {
+                topic: "raw".into(),
+                partition: 0,
+                offset: 7,
+            },
+            reason: "why".into(),
+            payload: b"abc".to_vec(),
+            timestamp: 0,
+        };
+        // `printf abc | sha256sum`
+        assert_eq!(
+            letter.payload_sha256(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 }

@@ -2,22 +2,38 @@
 //!
 //! Logs are written as ECS JSON keyed by `key_field` (default `service.name`), so one
 //! service keeps its order in one partition; a record without that field is keyed by its
-//! source topic and partition, so the order of a source partition is kept. `raw` events as the original bytes and key; dead letters as the original
-//! bytes with the reason and origin in headers (the Kafka Connect dead-letter pattern).
+//! source topic and partition, so the order of a source partition is kept. `raw` events as
+//! the original bytes and key; dead letters as the original bytes with the reason and
+//! origin in headers (the Kafka Connect dead-letter pattern).
 //!
 //! The producer is idempotent, so its own retries never duplicate or reorder. A batch is
-//! acknowledged once the broker has acknowledged every message (`acks=all`). Messages the
-//! broker rejects for good (too large, say) are dead-lettered; transient failures are
-//! retried by the producer without a deadline — an unreachable broker stalls the sink, and
-//! backpressure pauses the source, rather than losing data.
+//! acknowledged once the broker has acknowledged every message (`acks=all`). What fails
+//! is sorted by librdkafka's error code ([`verdict`]):
+//!
+//! - refused for good, the message's own fault (too large, invalid record): dead-lettered
+//!   with a reason that says what to change, and the rest of the batch goes on;
+//! - anything else means the destination cannot take messages now (topic deleted, not
+//!   authorized, brokers gone, a fatal producer error): those messages are sent again with
+//!   backoff and jitter, without a deadline, in batch order. Meanwhile the sink reads no
+//!   more input, so backpressure pauses the source; after a few attempts `SinkUnavailable`
+//!   is raised, cleared once they are delivered. Nothing is dead-lettered or committed for
+//!   an outage. A producer with a fatal error is replaced before the next attempt.
+//!
+//! Dead letters (the `dlq` route) carry at most `dead_letter_max_payload_bytes` of their
+//! payload, with its whole size and SHA-256 in headers; one refused even so is sent again
+//! without payload (reason and origin kept), and one refused without payload is logged:
+//! a dead letter never fails a batch for its size, so one oversized record cannot stop the
+//! host.
 
 use super::{Router, SinkContext, SinkError, SinkInput, SinkStats};
 use crate::codec;
 use crate::event::{DeadLetter, Events, SinkBatch};
+use crate::health::{self, FailState};
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 use sluice_plugin_sdk::OriginRef;
@@ -40,6 +56,15 @@ pub struct KafkaSinkConfig {
     /// Batches whose deliveries may be outstanding at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight_batches: usize,
+    /// Dead letters written by this sink carry at most this many bytes of their payload.
+    #[serde(default = "default_dead_letter_max_payload_bytes")]
+    pub dead_letter_max_payload_bytes: usize,
+    /// First delay before sending again what the destination could not take; doubles per
+    /// attempt (with jitter) up to `retry_max_backoff_ms`.
+    #[serde(default = "default_retry_initial_backoff_ms")]
+    pub retry_initial_backoff_ms: u64,
+    #[serde(default = "default_retry_max_backoff_ms")]
+    pub retry_max_backoff_ms: u64,
     /// Extra librdkafka producer properties (e.g. security settings).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -53,6 +78,21 @@ fn default_in_flight() -> usize {
     8
 }
 
+fn default_dead_letter_max_payload_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_retry_initial_backoff_ms() -> u64 {
+    100
+}
+
+fn default_retry_max_backoff_ms() -> u64 {
+    30_000
+}
+
+/// librdkafka's own default for the producer's `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 impl KafkaSinkConfig {
     pub fn check(&self) -> Result<(), (String, String)> {
         if self.brokers.trim().is_empty() {
@@ -64,75 +104,292 @@ impl KafkaSinkConfig {
         if self.max_in_flight_batches == 0 {
             return Err(("max_in_flight_batches".into(), "must be at least 1".into()));
         }
+        if self.retry_initial_backoff_ms == 0
+            || self.retry_max_backoff_ms < self.retry_initial_backoff_ms
+        {
+            return Err((
+                "retry_max_backoff_ms".into(),
+                "retry_initial_backoff_ms must be at least 1 and no more than retry_max_backoff_ms"
+                    .into(),
+            ));
+        }
+        if let Some(value) = self.options.get("message.max.bytes")
+            && value.parse::<usize>().is_err()
+        {
+            return Err((
+                "options.\"message.max.bytes\"".into(),
+                format!("must be a number of bytes, not `{value}`"),
+            ));
+        }
         Ok(())
     }
+
+    /// The producer's `message.max.bytes`: the largest message it will send.
+    fn message_max_bytes(&self) -> usize {
+        self.options
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+    }
 }
+
+/// Failed attempts at sending messages again before `SinkUnavailable` is raised.
+const ATTEMPTS_BEFORE_UNAVAILABLE: u32 = 3;
 
 pub async fn start(
     ctx: SinkContext,
     config: &KafkaSinkConfig,
-    mut rx: mpsc::Receiver<SinkInput>,
+    rx: mpsc::Receiver<SinkInput>,
 ) -> Result<tokio::task::JoinHandle<()>, SinkError> {
     let producer = producer(&ctx.name, config)?;
-    let name = ctx.name.clone();
-    let router = ctx.router.clone();
-    let stats = ctx.stats.clone();
-    let topic = config.topic.clone();
-    let key_field = config.key_field.clone();
-    let max_in_flight = config.max_in_flight_batches;
-    Ok(tokio::spawn(async move {
-        let mut in_flight = FuturesUnordered::new();
+    let sink = KafkaSink {
+        shared: Arc::new(Shared {
+            name: ctx.name,
+            router: ctx.router,
+            stats: ctx.stats,
+            message_max_bytes: config.message_max_bytes(),
+        }),
+        config: config.clone(),
+        producer,
+        next_seq: 0,
+        attempt: 0,
+        stalled: Vec::new(),
+    };
+    Ok(tokio::spawn(sink.run(rx)))
+}
+
+/// What the settling of each batch needs.
+struct Shared {
+    name: String,
+    router: Arc<Router>,
+    stats: Arc<SinkStats>,
+    message_max_bytes: usize,
+}
+
+/// A batch being settled: done (`None`) or with messages to send again.
+type Settling = BoxFuture<'static, Option<Unsettled>>;
+
+/// The messages of a batch to send again.
+#[derive(Debug, Default, PartialEq)]
+struct Resend {
+    /// Places in the batch, ascending.
+    indices: Vec<usize>,
+    /// The dead letters among them to send without payload, ascending.
+    bare: Vec<usize>,
+}
+
+/// A batch with messages not yet delivered nor dead-lettered.
+struct Unsettled {
+    /// The order batches came in, kept when they are sent again.
+    seq: u64,
+    batch: SinkBatch,
+    resend: Resend,
+    /// Why the destination could not take some of them; `None` when all there is to do is
+    /// send dead letters again without their payload, which needs no wait.
+    unavailable: Option<KafkaError>,
+}
+
+struct KafkaSink {
+    shared: Arc<Shared>,
+    config: KafkaSinkConfig,
+    producer: Producer,
+    next_seq: u64,
+    /// Attempts so far at sending again what the destination could not take.
+    attempt: u32,
+    /// Batches waiting to be sent again once every batch in flight has settled.
+    stalled: Vec<Unsettled>,
+}
+
+impl KafkaSink {
+    async fn run(mut self, mut rx: mpsc::Receiver<SinkInput>) {
+        let mut in_flight: FuturesUnordered<Settling> = FuturesUnordered::new();
         loop {
+            // Once everything in flight has answered, send the stalled batches again; no
+            // input is read until they are delivered.
+            if in_flight.is_empty() && !self.stalled.is_empty() {
+                self.retry(&mut in_flight).await;
+            }
             tokio::select! {
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                input = rx.recv(), if in_flight.len() < max_in_flight => {
+                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.settled(outcome, &mut in_flight).await;
+                }
+                input = rx.recv(),
+                    if in_flight.len() < self.config.max_in_flight_batches
+                        && self.stalled.is_empty() =>
+                {
                     let Some(input) = input else { break };
                     match input {
                         SinkInput::Flush(done) => {
-                            while in_flight.next().await.is_some() {}
+                            self.drain(&mut in_flight).await;
                             let _ = done.send(());
                         }
                         // In-flight batches complete on their own: nothing held per partition.
                         SinkInput::Revoked(_) => {}
                         SinkInput::Batch(batch) => {
-                            let answers = enqueue(&producer, &topic, &key_field, &batch).await;
-                            SinkStats::add(&stats.sent, batch.events.len() as u64);
-                            in_flight.push(settle(
-                                name.clone(),
-                                batch,
-                                answers,
-                                router.clone(),
-                                stats.clone(),
-                            ));
+                            self.next_seq += 1;
+                            self.send(self.next_seq, batch, None, &mut in_flight).await;
                         }
                     }
                 }
             }
         }
-        while in_flight.next().await.is_some() {}
-    }))
+        self.drain(&mut in_flight).await;
+    }
+
+    /// Hand a batch's messages (all, or those in `resend`) to the producer and settle them.
+    async fn send(
+        &self,
+        seq: u64,
+        batch: SinkBatch,
+        resend: Option<Resend>,
+        in_flight: &mut FuturesUnordered<Settling>,
+    ) {
+        let (sent, answers) = enqueue(
+            &self.producer,
+            &self.config,
+            &batch,
+            resend.as_ref(),
+            self.shared.message_max_bytes,
+        )
+        .await;
+        SinkStats::add(&self.shared.stats.sent, sent as u64);
+        let bare = resend.map(|r| r.bare).unwrap_or_default();
+        in_flight.push(Box::pin(settle(
+            self.shared.clone(),
+            seq,
+            batch,
+            bare,
+            sent,
+            answers,
+        )));
+    }
+
+    async fn settled(
+        &mut self,
+        outcome: Option<Unsettled>,
+        in_flight: &mut FuturesUnordered<Settling>,
+    ) {
+        match outcome {
+            None => {
+                if self.attempt > 0 && in_flight.is_empty() && self.stalled.is_empty() {
+                    tracing::info!(sink = %self.shared.name, attempts = self.attempt,
+                        "the destination takes messages again; everything held back is delivered");
+                    self.attempt = 0;
+                    health::global().clear(FailState::SinkUnavailable, &self.shared.name);
+                }
+            }
+            Some(u) if u.unavailable.is_none() => {
+                self.send(u.seq, u.batch, Some(u.resend), in_flight).await;
+            }
+            Some(u) => self.stalled.push(u),
+        }
+    }
+
+    /// Settle everything in flight, sending again what must be, until nothing is left.
+    async fn drain(&mut self, in_flight: &mut FuturesUnordered<Settling>) {
+        loop {
+            while let Some(outcome) = in_flight.next().await {
+                self.settled(outcome, in_flight).await;
+            }
+            if self.stalled.is_empty() {
+                return;
+            }
+            self.retry(in_flight).await;
+        }
+    }
+
+    /// Wait (backoff with jitter), then send the stalled batches again in their order,
+    /// with a new producer if the old one failed fatally.
+    async fn retry(&mut self, in_flight: &mut FuturesUnordered<Settling>) {
+        self.attempt += 1;
+        let attempt = self.attempt;
+        let name = &self.shared.name;
+        let count: usize = self.stalled.iter().map(|u| u.resend.indices.len()).sum();
+        let error = self
+            .stalled
+            .iter()
+            .rev()
+            .find_map(|u| u.unavailable.as_ref())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        SinkStats::add(&self.shared.stats.retried, count as u64);
+        if attempt == 1 || attempt.is_multiple_of(20) {
+            tracing::warn!(sink = %name, topic = %self.config.topic, attempt, messages = count, %error,
+                "Kafka cannot take these messages now; sending them again, and reading no more input until it does");
+        }
+        if attempt >= ATTEMPTS_BEFORE_UNAVAILABLE {
+            health::global().raise(
+                FailState::SinkUnavailable,
+                name,
+                format!(
+                    "{count} messages for topic `{}` not accepted after {attempt} attempts: {error}. \
+                     Check that the topic exists, that the sink may write to it, and that the brokers are reachable.",
+                    self.config.topic
+                ),
+            );
+        }
+        tokio::time::sleep(super::backoff(
+            attempt,
+            Duration::from_millis(self.config.retry_initial_backoff_ms),
+            Duration::from_millis(self.config.retry_max_backoff_ms),
+        ))
+        .await;
+        self.replace_producer_if_fatal();
+        let mut stalled = std::mem::take(&mut self.stalled);
+        stalled.sort_unstable_by_key(|u| u.seq);
+        for u in stalled {
+            self.send(u.seq, u.batch, Some(u.resend), in_flight).await;
+        }
+    }
+
+    /// A producer with a fatal error (its idempotence broken, say) refuses every message
+    /// from then on: replace it. Every message it held has been answered by now.
+    fn replace_producer_if_fatal(&mut self) {
+        let Some((code, reason)) = self.producer.client.client().fatal_error() else {
+            return;
+        };
+        let name = &self.shared.name;
+        tracing::error!(sink = %name, ?code, %reason,
+            "the Kafka producer failed fatally; replacing it and sending again what it did not deliver");
+        match producer(name, &self.config) {
+            Ok(fresh) => self.producer = fresh,
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "cannot replace the producer; trying again later")
+            }
+        }
+    }
 }
 
-/// The messages of a batch refused or rejected for good: (place in the batch, why).
-type Rejections = Vec<(usize, String)>;
+/// How one message failed.
+#[derive(Debug, Clone)]
+struct Failed {
+    error: KafkaError,
+    /// Its key and payload, in bytes: a reason for "too large" says how large.
+    bytes: usize,
+    /// Refused by the client at `send` rather than reported by the broker.
+    at_send: bool,
+}
+
+/// The messages of a batch that failed: (place in the batch, how).
+type Failures = Vec<(usize, Failed)>;
 
 /// The broker's answers for one batch, gathered by the producer's delivery callback: one
 /// count and one signal per batch rather than a future per message.
 struct Answers {
     /// Messages not answered yet.
     pending: AtomicUsize,
-    rejected: Mutex<Rejections>,
-    /// Gets `rejected` once every message is answered. Dropped unsent if the producer
+    failed: Mutex<Failures>,
+    /// Gets `failed` once every message is answered. Dropped unsent if the producer
     /// drops messages without answering, which fails the batch.
-    done: Mutex<Option<oneshot::Sender<Rejections>>>,
+    done: Mutex<Option<oneshot::Sender<Failures>>>,
 }
 
 impl Answers {
-    fn new(count: usize) -> (Arc<Answers>, oneshot::Receiver<Rejections>) {
+    fn new(count: usize) -> (Arc<Answers>, oneshot::Receiver<Failures>) {
         let (tx, rx) = oneshot::channel();
         let answers = Arc::new(Answers {
             pending: AtomicUsize::new(count),
-            rejected: Mutex::new(Vec::new()),
+            failed: Mutex::new(Vec::new()),
             done: Mutex::new(Some(tx)),
         });
         if count == 0 {
@@ -141,10 +398,10 @@ impl Answers {
         (answers, rx)
     }
 
-    /// Message `index` was delivered (`None`) or failed for good.
-    fn answer(&self, index: usize, error: Option<String>) {
-        if let Some(error) = error {
-            lock(&self.rejected).push((index, error));
+    /// Message `index` was delivered (`None`) or failed.
+    fn answer(&self, index: usize, failure: Option<Failed>) {
+        if let Some(failure) = failure {
+            lock(&self.failed).push((index, failure));
         }
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.finish();
@@ -153,7 +410,7 @@ impl Answers {
 
     fn finish(&self) {
         if let Some(done) = lock(&self.done).take() {
-            let _ = done.send(std::mem::take(&mut *lock(&self.rejected)));
+            let _ = done.send(std::mem::take(&mut *lock(&self.failed)));
         }
     }
 }
@@ -177,8 +434,54 @@ impl ProducerContext for Delivery {
     type DeliveryOpaque = Box<InFlight>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, message: Box<InFlight>) {
-        let error = result.as_ref().err().map(|(error, _)| error.to_string());
-        message.answers.answer(message.index, error);
+        let failure = result.as_ref().err().map(|(error, m)| Failed {
+            error: error.clone(),
+            bytes: m.key_len() + m.payload_len(),
+            at_send: false,
+        });
+        message.answers.answer(message.index, failure);
+    }
+}
+
+/// What a failure means for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The message itself is refused for good: dead-letter it.
+    Refused,
+    /// The destination cannot take messages now (topic missing, not authorized, brokers
+    /// gone, fatal producer error…): send it again later. Anything not known to be the
+    /// message's own fault is this, so the sink stalls visibly rather than losing data.
+    Unavailable,
+}
+
+fn verdict(error: &KafkaError) -> Verdict {
+    use RDKafkaErrorCode::*;
+    match error.rdkafka_error_code() {
+        Some(
+            MessageSizeTooLarge | MessageBatchTooLarge | InvalidMessage | InvalidMessageSize
+            | InvalidRecord | InvalidTimestamp | BadMessage,
+        ) => Verdict::Refused,
+        _ => Verdict::Unavailable,
+    }
+}
+
+/// Why sink `sink` refused a message for good, and what to change.
+fn refusal(sink: &str, failure: &Failed, message_max_bytes: usize) -> String {
+    let bytes = failure.bytes;
+    match failure.error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) if failure.at_send => format!(
+            "it is {bytes} bytes as a message, larger than the sink's message.max.bytes \
+             ({message_max_bytes}); to deliver such records raise `options.\"message.max.bytes\"` \
+             on sink `{sink}` and the topic's max.message.bytes"
+        ),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge) => {
+            format!(
+                "the broker refused it as too large ({bytes} bytes as a message): to deliver such \
+                 records raise the topic's max.message.bytes (and `options.\"message.max.bytes\"` \
+                 on sink `{sink}` if it is smaller)"
+            )
+        }
+        _ => failure.error.to_string(),
     }
 }
 
@@ -247,110 +550,128 @@ fn producer(name: &str, config: &KafkaSinkConfig) -> Result<Producer, SinkError>
     Producer::start(name, client)
 }
 
-/// One message to produce.
-struct Outgoing<'a> {
-    key: Option<&'a [u8]>,
-    payload: &'a [u8],
-    headers: Option<OwnedHeaders>,
-}
-
-/// Hand every event of the batch to the producer, waiting while its queue is full. The
-/// receiver gets the messages the client refused outright (too large, say) or the broker
-/// rejected for good, once all are answered.
+/// Hand the batch's events to the producer — every one, or those `resend` names —
+/// waiting while its queue is full. Returns how many were handed over, and the receiver
+/// of the failures once all are answered.
 async fn enqueue(
     producer: &Producer,
-    topic: &str,
-    key_field: &str,
+    config: &KafkaSinkConfig,
     batch: &SinkBatch,
-) -> oneshot::Receiver<Rejections> {
-    let (answers, done) = Answers::new(batch.events.len());
-    let mut index = 0;
+    resend: Option<&Resend>,
+    message_max_bytes: usize,
+) -> (usize, oneshot::Receiver<Failures>) {
+    let count = resend.map_or(batch.events.len(), |r| r.indices.len());
+    let (answers, done) = Answers::new(count);
+    let sender = Sender {
+        producer,
+        topic: &config.topic,
+        answers,
+    };
+    let key_field = config.key_field.as_str();
+    // Sending again is rare; the first send of a batch takes every event unchecked.
+    let wanted = |index: usize| resend.is_none_or(|r| r.indices.binary_search(&index).is_ok());
     let mut buf = Vec::with_capacity(512);
     let mut origin_key = String::new();
-    let mut send = async |out: Outgoing<'_>| {
+    match &*batch.events {
+        Events::Logs(logs) => match logs.packed() {
+            // The chain's output, read in place: no record is decoded to be encoded.
+            Some(packed) => {
+                for (index, r) in packed.view().iter().enumerate() {
+                    if wanted(index) {
+                        buf.clear();
+                        codec::encode_view(&r, &mut buf);
+                        let key = message_key(r.get_str(key_field), r.origin, &mut origin_key);
+                        sender.send(index, Some(key), &buf, None).await;
+                    }
+                }
+            }
+            None => {
+                for (index, r) in logs.records().iter().enumerate() {
+                    if wanted(index) {
+                        buf.clear();
+                        codec::encode_record(r, &mut buf);
+                        let origin = r.origin().view();
+                        let key = message_key(r.get_str(key_field), origin, &mut origin_key);
+                        sender.send(index, Some(key), &buf, None).await;
+                    }
+                }
+            }
+        },
+        Events::Raw(messages) => {
+            for (index, m) in messages.iter().enumerate() {
+                if wanted(index) {
+                    let key = m.key.as_deref();
+                    sender.send(index, key, &m.payload, None).await;
+                }
+            }
+        }
+        Events::DeadLetters(letters) => {
+            for (index, d) in letters.iter().enumerate() {
+                if wanted(index) {
+                    let bare = resend.is_some_and(|r| r.bare.binary_search(&index).is_ok());
+                    let max = if bare {
+                        0
+                    } else {
+                        config.dead_letter_max_payload_bytes
+                    };
+                    let (payload, headers) = dead_letter_message(d, max, message_max_bytes);
+                    sender.send(index, None, payload, Some(headers)).await;
+                }
+            }
+        }
+    }
+    (count, done)
+}
+
+/// Sends the messages of one batch, each with its place in the batch.
+struct Sender<'a> {
+    producer: &'a Producer,
+    topic: &'a str,
+    answers: Arc<Answers>,
+}
+
+impl Sender<'_> {
+    async fn send(
+        &self,
+        index: usize,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) {
         let message = Box::new(InFlight {
-            answers: answers.clone(),
+            answers: self.answers.clone(),
             index,
         });
-        index += 1;
         let mut record =
-            BaseRecord::<[u8], [u8], _>::with_opaque_to(topic, message).payload(out.payload);
-        if let Some(key) = out.key {
+            BaseRecord::<[u8], [u8], _>::with_opaque_to(self.topic, message).payload(payload);
+        if let Some(key) = key {
             record = record.key(key);
         }
-        if let Some(headers) = out.headers {
+        if let Some(headers) = headers {
             record = record.headers(headers);
         }
         loop {
-            match producer.client.send(record) {
+            match self.producer.client.send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                // Refused before it reached the queue: retrying cannot help.
+                // Refused before it reached the queue; what that means is settled with the
+                // broker's answers.
                 Err((error, back)) => {
+                    let failure = Failed {
+                        error,
+                        bytes: key.map_or(0, <[u8]>::len) + payload.len(),
+                        at_send: true,
+                    };
                     let message = back.delivery_opaque;
-                    message
-                        .answers
-                        .answer(message.index, Some(error.to_string()));
+                    message.answers.answer(message.index, Some(failure));
                     return;
                 }
             }
         }
-    };
-    match &*batch.events {
-        Events::Logs(logs) => match logs.packed() {
-            // The chain's output, read in place: no record is decoded to be encoded.
-            Some(packed) => {
-                for r in packed.view().iter() {
-                    buf.clear();
-                    codec::encode_view(&r, &mut buf);
-                    let key = message_key(r.get_str(key_field), r.origin, &mut origin_key);
-                    let out = Outgoing {
-                        key: Some(key),
-                        payload: &buf,
-                        headers: None,
-                    };
-                    send(out).await;
-                }
-            }
-            None => {
-                for r in logs.records() {
-                    buf.clear();
-                    codec::encode_record(r, &mut buf);
-                    let key = message_key(r.get_str(key_field), r.origin().view(), &mut origin_key);
-                    let out = Outgoing {
-                        key: Some(key),
-                        payload: &buf,
-                        headers: None,
-                    };
-                    send(out).await;
-                }
-            }
-        },
-        Events::Raw(messages) => {
-            for m in messages {
-                send(Outgoing {
-                    key: m.key.as_deref(),
-                    payload: &m.payload,
-                    headers: None,
-                })
-                .await;
-            }
-        }
-        Events::DeadLetters(letters) => {
-            for d in letters {
-                send(Outgoing {
-                    key: None,
-                    payload: &d.payload,
-                    headers: Some(dlq_headers(d)),
-                })
-                .await;
-            }
-        }
     }
-    done
 }
 
 /// A log record's key: its `key_field` value, else its source topic and partition, written
@@ -370,13 +691,29 @@ fn message_key<'a>(
     scratch.as_bytes()
 }
 
-fn dlq_headers(d: &DeadLetter) -> OwnedHeaders {
+/// Room left in a message for its headers besides the payload.
+const HEADER_ROOM: usize = 8 * 1024;
+
+/// A dead letter as a message: at most `max_payload` bytes of its payload (and never more
+/// than fits the producer's `message.max.bytes` with its headers), with the reason, the
+/// origin, and the whole payload's size and SHA-256 in headers.
+fn dead_letter_message(
+    d: &DeadLetter,
+    max_payload: usize,
+    message_max_bytes: usize,
+) -> (&[u8], OwnedHeaders) {
+    let max_payload = max_payload.min(message_max_bytes.saturating_sub(HEADER_ROOM));
+    let payload = &d.payload[..d.payload.len().min(max_payload)];
+    // A reason quoting a huge error must not make the letter too large by itself.
+    let reason = truncate_str(&d.reason, HEADER_ROOM / 2);
     let partition = d.origin.partition.to_string();
     let offset = d.origin.offset.to_string();
-    OwnedHeaders::new()
+    let size = d.payload.len().to_string();
+    let sha256 = d.payload_sha256();
+    let mut headers = OwnedHeaders::new_with_capacity(7)
         .insert(Header {
             key: "sluice.dlq.reason",
-            value: Some(d.reason.as_bytes()),
+            value: Some(reason.as_bytes()),
         })
         .insert(Header {
             key: "sluice.origin.topic",
@@ -390,50 +727,129 @@ fn dlq_headers(d: &DeadLetter) -> OwnedHeaders {
             key: "sluice.origin.offset",
             value: Some(offset.as_bytes()),
         })
+        .insert(Header {
+            key: "sluice.payload.size",
+            value: Some(size.as_bytes()),
+        })
+        .insert(Header {
+            key: "sluice.payload.sha256",
+            value: Some(sha256.as_bytes()),
+        });
+    if payload.len() < d.payload.len() {
+        headers = headers.insert(Header {
+            key: "sluice.payload.truncated",
+            value: Some("true".as_bytes()),
+        });
+    }
+    (payload, headers)
 }
 
-/// Wait for the broker's answers; dead-letter what it refused for good; then acknowledge.
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Wait for the answers to the `sent` messages of one send of a batch. Dead-letter what
+/// was refused for good; return what must be sent again (dead letters refused for good
+/// go again without payload, once); acknowledge the batch when nothing is left. `bare`:
+/// the dead letters this send carried without payload.
 async fn settle(
-    name: String,
+    shared: Arc<Shared>,
+    seq: u64,
     batch: SinkBatch,
-    answers: oneshot::Receiver<Rejections>,
-    router: Arc<Router>,
-    stats: Arc<SinkStats>,
-) {
-    let Ok(mut rejected) = answers.await else {
+    bare: Vec<usize>,
+    sent: usize,
+    answers: oneshot::Receiver<Failures>,
+) -> Option<Unsettled> {
+    let name = &shared.name;
+    let Ok(mut failures) = answers.await else {
         tracing::error!(sink = %name, "producer went away before delivering; batch fails");
-        return;
+        return None;
     };
-    // Answers arrive in any order across partitions; dead letters keep the batch's order.
-    rejected.sort_unstable_by_key(|&(index, _)| index);
-    let delivered = batch.events.len() - rejected.len();
-    SinkStats::add(&stats.acknowledged, delivered as u64);
-    if rejected.is_empty() {
+    SinkStats::add(&shared.stats.acknowledged, (sent - failures.len()) as u64);
+    if failures.is_empty() {
         batch.ack.ack();
-        return;
+        return None;
     }
-    if &*batch.route == "dlq" {
-        tracing::error!(sink = %name, count = rejected.len(), error = %rejected[0].1,
-            "dead letters were refused by the broker; the batch fails and will be replayed");
-        return;
+    // Answers arrive in any order across partitions; what follows keeps the batch's order.
+    failures.sort_unstable_by_key(|&(index, _)| index);
+    let dead_letters = &*batch.route == "dlq";
+    let mut resend = Resend::default();
+    let mut unavailable = None;
+    let mut refused = Vec::new();
+    for (index, failure) in failures {
+        let was_bare = bare.binary_search(&index).is_ok();
+        match verdict(&failure.error) {
+            Verdict::Unavailable => {
+                resend.indices.push(index);
+                if was_bare {
+                    resend.bare.push(index);
+                }
+                unavailable = Some(failure.error);
+            }
+            Verdict::Refused if dead_letters && !was_bare => {
+                tracing::warn!(sink = %name, error = %refusal(name, &failure, shared.message_max_bytes),
+                    "a dead letter was refused; sending it again without its payload");
+                resend.indices.push(index);
+                resend.bare.push(index);
+            }
+            Verdict::Refused if dead_letters => give_up(name, &batch, index, &failure),
+            Verdict::Refused => refused.push((index, failure)),
+        }
     }
-    tracing::warn!(sink = %name, count = rejected.len(), error = %rejected[0].1, "broker refused messages; dead-lettering them");
-    let letters: Vec<DeadLetter> = rejected
-        .into_iter()
-        .map(|(index, error)| dead_letter(&name, &batch, index, &error))
-        .collect();
-    SinkStats::add(&stats.dead_lettered, letters.len() as u64);
-    if router
-        .dead_letter(&name, letters, &batch.ack)
-        .await
-        .sent(&name)
-    {
+    if !refused.is_empty() {
+        let reason = refusal(name, &refused[0].1, shared.message_max_bytes);
+        tracing::warn!(sink = %name, count = refused.len(), %reason, "messages refused for good; dead-lettering them");
+        let letters: Vec<DeadLetter> = refused
+            .iter()
+            .map(|(index, failure)| {
+                let why = refusal(name, failure, shared.message_max_bytes);
+                dead_letter(name, &batch, *index, &why)
+            })
+            .collect();
+        SinkStats::add(&shared.stats.dead_lettered, letters.len() as u64);
+        if !shared
+            .router
+            .dead_letter(name, letters, &batch.ack)
+            .await
+            .sent(name)
+        {
+            return None;
+        }
+    }
+    if resend.indices.is_empty() {
         batch.ack.ack();
+        return None;
+    }
+    Some(Unsettled {
+        seq,
+        batch,
+        resend,
+        unavailable,
+    })
+}
+
+/// A dead letter refused even without its payload (a topic whose max.message.bytes is
+/// smaller than its headers): the log keeps what it says, and the batch goes on.
+fn give_up(sink: &str, batch: &SinkBatch, index: usize, failure: &Failed) {
+    if let Events::DeadLetters(letters) = &*batch.events {
+        let d = &letters[index];
+        tracing::error!(sink = %sink, error = %failure.error, origin.topic = %d.origin.topic,
+            origin.partition = d.origin.partition, origin.offset = d.origin.offset,
+            reason = %d.reason, payload.size = d.payload.len(), payload.sha256 = %d.payload_sha256(),
+            "a dead letter was refused even without its payload; it is only logged here. Raise the dead-letter topic's max.message.bytes");
     }
 }
 
-fn dead_letter(sink: &str, batch: &SinkBatch, index: usize, error: &str) -> DeadLetter {
-    let reason = format!("sink `{sink}` rejected it: {error}");
+fn dead_letter(sink: &str, batch: &SinkBatch, index: usize, why: &str) -> DeadLetter {
+    let reason = format!("sink `{sink}` rejected it: {why}");
     let timestamp = crate::time::now_ns();
     match &*batch.events {
         Events::Logs(logs) => DeadLetter {
@@ -456,23 +872,36 @@ fn dead_letter(sink: &str, batch: &SinkBatch, index: usize, error: &str) -> Dead
 mod tests {
     use super::*;
 
+    fn failed(code: RDKafkaErrorCode, bytes: usize, at_send: bool) -> Failed {
+        Failed {
+            error: KafkaError::MessageProduction(code),
+            bytes,
+            at_send,
+        }
+    }
+
     #[test]
     fn a_batch_settles_once_every_message_is_answered() {
         let (answers, mut done) = Answers::new(3);
         answers.answer(2, None);
-        answers.answer(0, Some("too large".into()));
+        answers.answer(
+            0,
+            Some(failed(RDKafkaErrorCode::MessageSizeTooLarge, 9, false)),
+        );
         assert!(
             done.try_recv().is_err(),
             "settled with a message unanswered"
         );
         answers.answer(1, None);
-        assert_eq!(done.try_recv().unwrap(), vec![(0, "too large".to_owned())]);
+        let failures = done.try_recv().unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].0, 0);
     }
 
     #[test]
     fn an_empty_batch_settles_at_once() {
         let (_answers, mut done) = Answers::new(0);
-        assert_eq!(done.try_recv().unwrap(), Vec::new());
+        assert!(done.try_recv().unwrap().is_empty());
     }
 
     #[test]
@@ -485,5 +914,179 @@ mod tests {
         in_flight.answers.answer(in_flight.index, None);
         drop((answers, in_flight));
         assert!(done.blocking_recv().is_err());
+    }
+
+    #[test]
+    fn only_the_message_own_faults_are_refused_for_good() {
+        use RDKafkaErrorCode::*;
+        for code in [
+            MessageSizeTooLarge,
+            MessageBatchTooLarge,
+            InvalidRecord,
+            InvalidMessage,
+        ] {
+            let error = KafkaError::MessageProduction(code);
+            assert_eq!(verdict(&error), Verdict::Refused, "{code:?}");
+        }
+        // The destination is unusable right now: never dead-lettered.
+        for code in [
+            UnknownTopicOrPartition,
+            UnknownTopic,
+            UnknownPartition,
+            TopicAuthorizationFailed,
+            ClusterAuthorizationFailed,
+            MessageTimedOut,
+            BrokerTransportFailure,
+            AllBrokersDown,
+            Fatal,
+            OutOfOrderSequenceNumber,
+            PurgeQueue,
+        ] {
+            let error = KafkaError::MessageProduction(code);
+            assert_eq!(verdict(&error), Verdict::Unavailable, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_message_too_large_for_the_producer_says_what_to_raise() {
+        let at_send = failed(RDKafkaErrorCode::MessageSizeTooLarge, 1_040_123, true);
+        let reason = refusal("cleaned", &at_send, 1_000_000);
+        assert!(reason.contains("1040123 bytes"), "{reason}");
+        assert!(reason.contains("message.max.bytes (1000000)"), "{reason}");
+        assert!(reason.contains("on sink `cleaned`"), "{reason}");
+        let by_broker = failed(RDKafkaErrorCode::MessageSizeTooLarge, 3_000, false);
+        let reason = refusal("cleaned", &by_broker, 1_000_000);
+        assert!(reason.contains("topic's max.message.bytes"), "{reason}");
+    }
+
+    fn letter(payload: Vec<u8>, reason: &str) -> DeadLetter {
+        DeadLetter {
+            origin: crate::Origin {
+                topic: "raw".into(),
+                partition: 2,
+                offset: 41,
+            },
+            reason: reason.into(),
+            payload,
+            timestamp: 0,
+        }
+    }
+
+    fn header<'a>(headers: &'a OwnedHeaders, key: &str) -> Option<&'a str> {
+        use rdkafka::message::Headers;
+        headers
+            .iter()
+            .find(|h| h.key == key)
+            .and_then(|h| std::str::from_utf8(h.value?).ok())
+    }
+
+    #[test]
+    fn a_dead_letter_carries_a_prefix_of_its_payload_with_its_size_and_hash() {
+        let d = letter(vec![b'x'; 100_000], "too large");
+        let (payload, headers) = dead_letter_message(&d, 65_536, 1_000_000);
+        assert_eq!(payload.len(), 65_536);
+        assert_eq!(header(&headers, "sluice.payload.size"), Some("100000"));
+        assert_eq!(header(&headers, "sluice.payload.truncated"), Some("true"));
+        let sha256 = d.payload_sha256();
+        assert_eq!(
+            header(&headers, "sluice.payload.sha256"),
+            Some(sha256.as_str())
+        );
+        assert_eq!(header(&headers, "sluice.origin.offset"), Some("41"));
+
+        let small = letter(b"{}".to_vec(), "cannot decode");
+        let (payload, headers) = dead_letter_message(&small, 65_536, 1_000_000);
+        assert_eq!(payload, b"{}");
+        assert_eq!(header(&headers, "sluice.payload.truncated"), None);
+        assert_eq!(header(&headers, "sluice.dlq.reason"), Some("cannot decode"));
+    }
+
+    #[test]
+    fn a_dead_letter_always_fits_the_producer_and_bare_keeps_reason_and_origin() {
+        let d = letter(vec![b'x'; 100_000], &"é".repeat(10_000));
+        let (payload, headers) = dead_letter_message(&d, 1 << 20, 50_000);
+        assert!(payload.len() + HEADER_ROOM <= 50_000);
+        let reason = header(&headers, "sluice.dlq.reason").unwrap();
+        assert!(reason.len() <= HEADER_ROOM / 2 && reason.starts_with('é'));
+        let (payload, headers) = dead_letter_message(&d, 0, 1_000_000);
+        assert!(payload.is_empty());
+        assert_eq!(header(&headers, "sluice.origin.topic"), Some("raw"));
+        assert_eq!(header(&headers, "sluice.payload.truncated"), Some("true"));
+    }
+
+    /// Against the local broker (`SLUICE_KAFKA`): a producer whose idempotence broke
+    /// refuses everything from then on; the sink replaces it and delivers the batch, rather
+    /// than dead-lettering or stalling for good.
+    #[tokio::test]
+    async fn a_producer_that_failed_fatally_is_replaced_and_the_batch_delivered() {
+        use crate::ack::{AckIssuer, BatchOffsets};
+        use crate::event::RawMessage;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let config = KafkaSinkConfig {
+            routes: vec!["raw".into()],
+            brokers: std::env::var("SLUICE_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            // The local broker creates topics on demand.
+            topic: format!("sink-fatal-{}-{nanos}", std::process::id()),
+            key_field: default_key_field(),
+            max_in_flight_batches: 1,
+            dead_letter_max_payload_bytes: default_dead_letter_max_payload_bytes(),
+            retry_initial_backoff_ms: 10,
+            retry_max_backoff_ms: 100,
+            options: BTreeMap::new(),
+        };
+        let sink = KafkaSink {
+            shared: Arc::new(Shared {
+                name: "fatal".into(),
+                router: Router::new(),
+                stats: Arc::default(),
+                message_max_bytes: DEFAULT_MESSAGE_MAX_BYTES,
+            }),
+            producer: producer("fatal", &config).unwrap(),
+            config,
+            next_seq: 0,
+            attempt: 0,
+            stalled: Vec::new(),
+        };
+        let client = sink.producer.client.clone();
+        let code = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
+        // SAFETY: a live client handle and a NUL-terminated reason.
+        let raised = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                client.client().native_ptr(),
+                code,
+                c"sequence broken (test)".as_ptr(),
+            )
+        };
+        assert_eq!(
+            raised,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+        assert!(client.client().fatal_error().is_some());
+
+        let (tx, rx) = mpsc::channel(1);
+        let task = tokio::spawn(sink.run(rx));
+        let (mut issuer, mut completions) = AckIssuer::new();
+        let message = RawMessage {
+            origin: crate::Origin::default(),
+            key: None,
+            payload: b"after a fatal error".to_vec(),
+            timestamp: 0,
+        };
+        let batch = SinkBatch {
+            route: "raw".into(),
+            events: Arc::new(Events::Raw(vec![message])),
+            ack: issuer.issue(BatchOffsets::default()),
+        };
+        assert!(tx.send(SinkInput::Batch(batch)).await.is_ok());
+        let completion = tokio::time::timeout(Duration::from_secs(60), completions.recv())
+            .await
+            .expect("the batch settles")
+            .unwrap();
+        assert!(completion.delivered);
+        drop(tx);
+        task.await.unwrap();
     }
 }

@@ -302,29 +302,79 @@ pub fn kafka_config(source: &str, cleaned: &str, dlq: &str, plugins: &[(&str, Pa
     c
 }
 
-/// Offsets committed by `group` on `topic`, summed over its partitions.
+/// Offsets committed by `group` on `topic`, summed over its partitions (none counts 0).
 pub fn committed(group: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
-        .set("group.id", group)
         .create()
         .unwrap();
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    for p in metadata.topics()[0].partitions() {
-        partitions.add_partition(topic, p.id());
-    }
-    let offsets = consumer
-        .committed_offsets(partitions, Duration::from_secs(10))
-        .unwrap();
-    offsets
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    committed_offsets(group, topic, partitions)
+        .into_iter()
+        .map(|o| o.max(0))
         .sum()
+}
+
+/// Delete a topic and wait until the broker no longer lists it.
+pub fn delete_topic(name: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.delete_topics(
+            &[name],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("Kafka is not reachable: start it with dev/stack up");
+    for r in results {
+        r.expect("delete topic");
+    }
+    let started = Instant::now();
+    while admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap()
+        .topics()
+        .iter()
+        .any(|t| t.name() == name)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name} still listed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The offsets `group` has committed on partitions `0..partitions` of `topic` (-1: none).
+pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
+        .collect()
 }
