@@ -329,10 +329,21 @@ impl Chain {
         }
     }
 
-    /// Swap the stage at `index` (between batches); its event-time clock is kept.
-    pub fn replace(&mut self, index: usize, stage: Box<dyn Stage>) {
-        if let Some(slot) = self.stages.get_mut(index) {
-            *slot = stage;
+    /// Swap the stage at `index` (between batches); its event-time clock is kept. The
+    /// stage going out of service is told input has ended, so what it holds (open metric
+    /// windows) comes out — through the stages after it — instead of being dropped.
+    pub fn replace(&mut self, index: usize, stage: Box<dyn Stage>, out: &mut ChainOutput) {
+        let Some(slot) = self.stages.get_mut(index) else {
+            return;
+        };
+        let mut retired = std::mem::replace(slot, stage);
+        match retired.tick(i64::MAX) {
+            Ok(emitted) => {
+                out.succeeded.push(retired.name().to_owned());
+                let next = split(emitted, retired.name(), out);
+                self.run_from(index + 1, next, out);
+            }
+            Err(failure) => out.failures.push(failure),
         }
     }
 

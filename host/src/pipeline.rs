@@ -130,11 +130,10 @@ impl Pipeline {
     }
 
     fn apply(&mut self, reload: Reload) {
-        match reload {
+        let (index, stage): (usize, Box<dyn Stage>) = match reload {
             Reload::Replace { index, plugin } => {
                 tracing::info!(plugin = %plugin.name, "new plugin version in service");
-                self.chain
-                    .replace(index, Box::new(crate::plugin::WasmStage::new(plugin)));
+                (index, Box::new(crate::plugin::WasmStage::new(plugin)))
             }
             Reload::Bypass { index } => {
                 let name = self
@@ -143,10 +142,13 @@ impl Pipeline {
                     .get(index)
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                self.chain
-                    .replace(index, Box::new(crate::chain::Bypass { name }));
+                (index, Box::new(crate::chain::Bypass { name }))
             }
-        }
+        };
+        // What the old version held (open windows) is delivered like a tick's output.
+        let mut out = ChainOutput::default();
+        self.chain.replace(index, stage, &mut out);
+        self.deliver_emitted(out);
     }
 
     fn process(&mut self, batch: SourceBatch) {
@@ -229,13 +231,18 @@ impl Pipeline {
     fn tick(&mut self, end_of_input: bool) {
         let mut out = ChainOutput::default();
         self.chain.tick(end_of_input, &mut out);
+        self.deliver_emitted(out);
+    }
+
+    /// Deliver what the chain emitted outside a source batch (a tick, a retired stage)
+    /// under the last batch's handle (see [`Pipeline::last_batch`]).
+    fn deliver_emitted(&mut self, out: ChainOutput) {
         let ack = self
             .last_batch
             .take()
             .unwrap_or_else(|| self.tick_acks.issue(BatchOffsets::default()));
-        if !out.routed.is_empty() || !out.dead.is_empty() {
-            self.deliver(out, Vec::new(), &[], &ack);
-        }
+        // Always: a failed tick is counted in the plugin's health even when nothing came out.
+        self.deliver(out, Vec::new(), &[], &ack);
         ack.ack();
         self.report_tick_failures();
     }

@@ -83,3 +83,79 @@ fn dropped_in_plugins_are_validated_then_swapped_in() {
     assert!(host.is_running());
     assert!(host.terminate().success(), "{}", host.log());
 }
+
+/// A generator-style line for `service` at `second` seconds past 10:00.
+fn timed_line(second: u32) -> (Option<String>, Vec<u8>) {
+    let line = format!(
+        r#"{{"ts":"2026-11-25T10:{:02}:{:02}.000Z","level":"info","service":"api","msg":"m {second}"}}"#,
+        second / 60,
+        second % 60
+    );
+    (Some("api".to_owned()), line.into_bytes())
+}
+
+#[test]
+fn a_reloaded_metrics_plugin_hands_over_its_open_windows() {
+    let (source, cleaned, dlq, metrics) = (
+        unique("raw"),
+        unique("cleaned"),
+        unique("dlq"),
+        unique("metrics"),
+    );
+    for t in [&source, &cleaned, &dlq, &metrics] {
+        create_topic(t, 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let drop_in = dir.path().join("metrics.wasm");
+    std::fs::copy(plugin("metrics"), &drop_in).unwrap();
+    let config = kafka_config(
+        &source,
+        &cleaned,
+        &dlq,
+        &[
+            ("normalize", plugin("normalize")),
+            ("metrics", drop_in.clone()),
+        ],
+    ) + &common::kafka_sink_toml("metrics", &metrics, "metrics")
+        + "\n[reload]\ndebounce_ms = 200\n";
+    let mut host = Host::start(&config);
+    wait_log(&host, "watching for plugin changes");
+
+    // Half of the 10:00 window, then a new version of the plugin, then the other half.
+    produce(&source, &(0..30).map(timed_line).collect::<Vec<_>>());
+    consume(
+        &cleaned,
+        30,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    );
+    let staged = dir.path().join("metrics.wasm.tmp");
+    std::fs::copy(plugin("metrics"), &staged).unwrap();
+    std::fs::rename(&staged, &drop_in).unwrap();
+    wait_log(&host, "new plugin version in service");
+    // The rest of the window, then a line far enough ahead to close it.
+    let mut rest: Vec<_> = (30..60).map(timed_line).collect();
+    rest.push(timed_line(300));
+    produce(&source, &rest);
+
+    let started = Instant::now();
+    let counted = loop {
+        let out = consume(&metrics, 1, Duration::from_secs(10), Duration::from_secs(1));
+        let counted: i64 = out
+            .iter()
+            .map(|m| m.json())
+            .filter(|v| v["@timestamp"].as_str() == Some("2026-11-25T10:00:00.000000000Z"))
+            .map(|v| v["count"].as_i64().unwrap())
+            .sum();
+        if counted >= 60 || started.elapsed() > Duration::from_secs(60) {
+            break counted;
+        }
+    };
+    assert_eq!(
+        counted,
+        60,
+        "the 10:00 window's records before the reload were dropped\n{}",
+        host.log()
+    );
+    assert!(host.terminate().success(), "{}", host.log());
+}
