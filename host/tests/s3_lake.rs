@@ -9,10 +9,6 @@ use common::{Host, create_topic, produce, unique};
 use serde_json::Value;
 use sluice::lake::{ObjectName, Table, athena, raw};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Athena type of a pyarrow type, to compare the files with the DDL.
@@ -297,84 +293,6 @@ fn sigkill_mid_stream_and_restart_leaves_every_record_in_the_lake_exactly_once()
     );
 }
 
-/// A TCP proxy to the S3 endpoint that can refuse service: stopping it is an S3 outage
-/// for the host alone, not for other tests sharing the endpoint.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    fn start(target: &str) -> Proxy {
-        let target = target
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if !flag.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
-                let flag = flag.clone();
-                pipe(client, server, flag);
-            }
-        });
-        Proxy { port, up }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-    }
-}
-
-/// Copy both ways until either side closes or the proxy goes down.
-fn pipe(a: TcpStream, b: TcpStream, up: Arc<AtomicBool>) {
-    for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
-        let up = up.clone();
-        std::thread::spawn(move || {
-            from.set_read_timeout(Some(Duration::from_millis(200))).ok();
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                if !up.load(Ordering::SeqCst) {
-                    let _ = from.shutdown(std::net::Shutdown::Both);
-                    let _ = to.shutdown(std::net::Shutdown::Both);
-                    return;
-                }
-                match from.read(&mut buf) {
-                    Ok(0) => {
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                        return;
-                    }
-                    Ok(k) => {
-                        if to.write_all(&buf[..k]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => return,
-                }
-            }
-        });
-    }
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -390,7 +308,7 @@ fn s3_outage_pauses_the_consumer_bounds_memory_and_loses_nothing() {
     let source = unique("lake-outage");
     let prefix = unique("lake-outage");
     create_topic(&source, 2);
-    let proxy = Proxy::start(&endpoint());
+    let proxy = S3Proxy::start(&endpoint());
     let config = lake_config(&source, &prefix, &["cleaned"], &proxy.url(), "");
     let mut host = Host::start(&config);
     let first = 2_000;
