@@ -392,3 +392,58 @@ fn a_missing_bucket_is_a_clear_start_up_error() {
         "{log}"
     );
 }
+
+/// A plugin that turns each input into several records, with objects of 300 records: cuts
+/// fall between outputs of one input. The marker names input offsets, so a crash after such
+/// a cut must not skip the input's outputs that were not written yet.
+#[test]
+fn a_cut_inside_one_inputs_outputs_loses_none_of_them_across_a_sigkill() {
+    let source = unique("lake-fanout");
+    let prefix = unique("lake-fanout");
+    create_topic(&source, 2);
+    let (n, copies) = (3_000usize, 7usize);
+    produce(&source, &lines(n));
+    let mut config = lake_config(&source, &prefix, &["cleaned"], &endpoint(), "");
+    config.push_str(&format!(
+        "\n[[plugins]]\nname = \"fanout\"\npath = \"{}\"\n[plugins.config]\nfan_out = {copies}\n",
+        common::plugin("fixtures/hostile").display()
+    ));
+    let mut first = Host::start(&config);
+    // Kill once a first segment is complete (its marker written): the next one, which
+    // starts inside an input's outputs, is not written yet.
+    let started = Instant::now();
+    while list(&format!("{prefix}/_sluice/")).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill();
+
+    let mut second = Host::start(&config);
+    wait_for_rows(&prefix, n * copies, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(second.terminate().success(), "{}", second.log());
+    let mut count: BTreeMap<(i64, i64), usize> = BTreeMap::new();
+    for o in &read_parquet(&format!("{prefix}/cleaned/")) {
+        assert!(
+            o.rows.len() <= 300 + copies,
+            "{} has {} rows",
+            o.key,
+            o.rows.len()
+        );
+        for r in &o.rows {
+            let copy = r["attributes"]["labels.copy"]
+                .as_str()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("row without labels.copy: {r}"));
+            *count.entry((seq_of(r), copy)).or_default() += 1;
+        }
+    }
+    let expected = (0..n as i64).flat_map(|s| (0..copies as i64).map(move |c| (s, c)));
+    if let Some(report) = exactly_once_report(&count, expected) {
+        panic!("{report}\n{}", second.log());
+    }
+}

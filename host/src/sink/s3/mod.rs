@@ -169,7 +169,7 @@ impl Writer {
                 .open
                 .entry(key.clone())
                 .or_insert_with(|| Segment::new(&key.0, key.1));
-            if segment.must_cut_before(time, size, &self.limits) {
+            if segment.must_cut_before(offset, time, size, &self.limits) {
                 complete.push(std::mem::replace(segment, Segment::new(&key.0, key.1)));
             }
             segment.push(item, offset, time, size, &ack);

@@ -4,7 +4,9 @@
 //! that partition since the last cut, in arrival (offset) order. A segment is cut before the
 //! record that would take it past `max_records`, `max_bytes` or `max_event_time_span_s` —
 //! decisions that depend only on the records since the segment's first one, never on
-//! batching or the clock — or when the partition has been idle for `idle_flush_ms`. A cut
+//! batching or the clock — or when the partition has been idle for `idle_flush_ms`. It is
+//! never cut between records of the same input offset (a plugin's fan-out): the marker
+//! speaks of whole inputs, so an input's outputs are written together or not at all. A cut
 //! segment becomes one object per (dt, hour) partition of its records, each named by the
 //! first offset among its records.
 //!
@@ -111,9 +113,11 @@ impl Segment {
         }
     }
 
-    /// Whether adding a record of `time` and `size` must start a new segment first.
-    pub fn must_cut_before(&self, time: i64, size: usize, limits: &Limits) -> bool {
-        if self.records == 0 {
+    /// Whether adding a record of input `offset`, `time` and `size` must start a new
+    /// segment first. Never between outputs of one input: the object may then exceed the
+    /// limits by that input's fan-out.
+    pub fn must_cut_before(&self, offset: i64, time: i64, size: usize, limits: &Limits) -> bool {
+        if self.records == 0 || offset == self.last_offset {
             return false;
         }
         self.records + 1 > limits.max_records
@@ -187,7 +191,7 @@ mod tests {
                 index,
             };
             let (offset, time, size) = item.facts().unwrap();
-            if seg.must_cut_before(time, size, &limits) {
+            if seg.must_cut_before(offset, time, size, &limits) {
                 cuts.push(offset);
                 seg = Segment::new("t", 0);
             }
@@ -200,6 +204,55 @@ mod tests {
         assert_eq!(seg.objects.len(), 2, "hour 1 and hour 2");
         assert_eq!(seg.objects.values().next().unwrap().0, 12);
         assert_eq!(seg.acks.len(), 1, "one handle per batch");
+        ack.ack();
+    }
+
+    /// Records of `(offset, time)`, as a plugin's fan-out gives them.
+    fn fanned(records: &[(i64, i64)]) -> Arc<Events> {
+        Arc::new(Events::Logs(
+            records
+                .iter()
+                .map(|&(offset, t)| {
+                    let mut r = Record::new(Origin {
+                        topic: "t".into(),
+                        partition: 0,
+                        offset,
+                    });
+                    r.timestamp = t;
+                    r
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        ))
+    }
+
+    #[test]
+    fn never_cuts_between_outputs_of_one_input() {
+        let limits = Limits {
+            max_records: 2,
+            max_bytes: 1 << 20,
+            max_span_ns: 600_000_000_000,
+        };
+        // Offset 10 gave three records, 11 one, 12 two.
+        let events = fanned(&[(10, 1), (10, 1), (10, 1), (11, 1), (12, 1), (12, 1)]);
+        let (mut issuer, _rx) = AckIssuer::new();
+        let ack = issuer.issue(BatchOffsets::default());
+        let mut seg = Segment::new("t", 0);
+        let mut segments = Vec::new();
+        for index in 0..6 {
+            let item = Item {
+                events: events.clone(),
+                index,
+            };
+            let (offset, time, size) = item.facts().unwrap();
+            if seg.must_cut_before(offset, time, size, &limits) {
+                segments.push((seg.last_offset, seg.records));
+                seg = Segment::new("t", 0);
+            }
+            seg.push(item, offset, time, size, &ack);
+        }
+        segments.push((seg.last_offset, seg.records));
+        assert_eq!(segments, vec![(10, 3), (12, 3)]);
         ack.ack();
     }
 }
