@@ -86,6 +86,8 @@ pub struct Segment {
     pub bytes: usize,
     min_time: i64,
     max_time: i64,
+    /// The smallest and largest input offsets here (-1 while empty).
+    pub first_offset: i64,
     pub last_offset: i64,
     /// Per lake partition: the items, and the smallest offset among them (the key).
     pub objects: BTreeMap<Partition, (i64, Vec<Item>)>,
@@ -105,6 +107,7 @@ impl Segment {
             bytes: 0,
             min_time: i64::MAX,
             max_time: i64::MIN,
+            first_offset: -1,
             last_offset: -1,
             objects: BTreeMap::new(),
             acks: Vec::new(),
@@ -128,10 +131,22 @@ impl Segment {
 
     /// Add one item, holding a clone of its batch's handle.
     pub fn push(&mut self, item: Item, offset: i64, time: i64, size: usize, ack: &AckHandle) {
+        self.add(item, offset, time, size);
+        if self.last_batch != Some(ack.seq()) {
+            self.acks.push(ack.clone());
+            self.last_batch = Some(ack.seq());
+        }
+        self.last_append = Instant::now();
+    }
+
+    fn add(&mut self, item: Item, offset: i64, time: i64, size: usize) {
         self.records += 1;
         self.bytes += size;
         self.min_time = self.min_time.min(time);
         self.max_time = self.max_time.max(time);
+        if self.records == 1 {
+            self.first_offset = offset;
+        }
         self.last_offset = self.last_offset.max(offset);
         let entry = self
             .objects
@@ -139,11 +154,33 @@ impl Segment {
             .or_insert((offset, Vec::new()));
         entry.0 = entry.0.min(offset);
         entry.1.push(item);
-        if self.last_batch != Some(ack.seq()) {
-            self.acks.push(ack.clone());
-            self.last_batch = Some(ack.seq());
+    }
+
+    /// Drop the records of offsets up to `written` (another writer put them in the lake),
+    /// keeping every batch handle: those records are durably written. The objects are
+    /// named by the first offsets that remain, as a replay from `written` would name them.
+    pub fn rebase(&mut self, written: i64) {
+        let items: Vec<Item> = std::mem::take(&mut self.objects)
+            .into_values()
+            .flat_map(|(_, items)| items)
+            .collect();
+        let mut kept: Vec<(Item, i64, i64, usize)> = items
+            .into_iter()
+            .filter_map(|item| {
+                let (offset, time, size) = item.facts()?;
+                (offset > written).then_some((item, offset, time, size))
+            })
+            .collect();
+        kept.sort_by_key(|k| k.1);
+        *self = Segment {
+            acks: std::mem::take(&mut self.acks),
+            last_batch: self.last_batch,
+            last_append: self.last_append,
+            ..Segment::new(&self.topic, self.partition)
+        };
+        for (item, offset, time, size) in kept {
+            self.add(item, offset, time, size);
         }
-        self.last_append = Instant::now();
     }
 }
 
@@ -246,13 +283,42 @@ mod tests {
             };
             let (offset, time, size) = item.facts().unwrap();
             if seg.must_cut_before(offset, time, size, &limits) {
-                segments.push((seg.last_offset, seg.records));
+                segments.push((seg.first_offset, seg.last_offset, seg.records));
                 seg = Segment::new("t", 0);
             }
             seg.push(item, offset, time, size, &ack);
         }
-        segments.push((seg.last_offset, seg.records));
-        assert_eq!(segments, vec![(10, 3), (12, 3)]);
+        segments.push((seg.first_offset, seg.last_offset, seg.records));
+        assert_eq!(segments, vec![(10, 10, 3), (11, 12, 3)]);
+        ack.ack();
+    }
+
+    #[test]
+    fn rebase_drops_what_another_writer_wrote_and_renames_the_objects() {
+        let hour = 3_600_000_000_000;
+        let events = fanned(&[(10, hour), (11, 2 * hour), (12, hour + 5), (13, 2 * hour)]);
+        let (mut issuer, _rx) = AckIssuer::new();
+        let ack = issuer.issue(BatchOffsets::default());
+        let mut seg = Segment::new("t", 0);
+        for index in 0..4 {
+            let item = Item {
+                events: events.clone(),
+                index,
+            };
+            let (offset, time, size) = item.facts().unwrap();
+            seg.push(item, offset, time, size, &ack);
+        }
+        seg.rebase(11);
+        assert_eq!(
+            (seg.records, seg.first_offset, seg.last_offset),
+            (2, 12, 13)
+        );
+        let keys: Vec<i64> = seg.objects.values().map(|(first, _)| *first).collect();
+        assert_eq!(keys, vec![12, 13], "hour 1 from 12, hour 2 from 13");
+        assert_eq!(seg.acks.len(), 1, "the handles stay");
+        seg.rebase(13);
+        assert_eq!(seg.records, 0);
+        assert!(seg.objects.is_empty());
         ack.ack();
     }
 }
