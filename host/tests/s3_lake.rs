@@ -9,10 +9,6 @@ use common::{Host, create_topic, produce, unique};
 use serde_json::Value;
 use sluice::lake::{ObjectName, Table, athena, raw};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Athena type of a pyarrow type, to compare the files with the DDL.
@@ -297,84 +293,6 @@ fn sigkill_mid_stream_and_restart_leaves_every_record_in_the_lake_exactly_once()
     );
 }
 
-/// A TCP proxy to the S3 endpoint that can refuse service: stopping it is an S3 outage
-/// for the host alone, not for other tests sharing the endpoint.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    fn start(target: &str) -> Proxy {
-        let target = target
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if !flag.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
-                let flag = flag.clone();
-                pipe(client, server, flag);
-            }
-        });
-        Proxy { port, up }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-    }
-}
-
-/// Copy both ways until either side closes or the proxy goes down.
-fn pipe(a: TcpStream, b: TcpStream, up: Arc<AtomicBool>) {
-    for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
-        let up = up.clone();
-        std::thread::spawn(move || {
-            from.set_read_timeout(Some(Duration::from_millis(200))).ok();
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                if !up.load(Ordering::SeqCst) {
-                    let _ = from.shutdown(std::net::Shutdown::Both);
-                    let _ = to.shutdown(std::net::Shutdown::Both);
-                    return;
-                }
-                match from.read(&mut buf) {
-                    Ok(0) => {
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                        return;
-                    }
-                    Ok(k) => {
-                        if to.write_all(&buf[..k]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => return,
-                }
-            }
-        });
-    }
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -390,7 +308,7 @@ fn s3_outage_pauses_the_consumer_bounds_memory_and_loses_nothing() {
     let source = unique("lake-outage");
     let prefix = unique("lake-outage");
     create_topic(&source, 2);
-    let proxy = Proxy::start(&endpoint());
+    let proxy = S3Proxy::start(&endpoint());
     let config = lake_config(&source, &prefix, &["cleaned"], &proxy.url(), "");
     let mut host = Host::start(&config);
     let first = 2_000;
@@ -473,4 +391,59 @@ fn a_missing_bucket_is_a_clear_start_up_error() {
         log.contains("sinks.lake_cleaned.bucket") && log.contains("does not exist"),
         "{log}"
     );
+}
+
+/// A plugin that turns each input into several records, with objects of 300 records: cuts
+/// fall between outputs of one input. The marker names input offsets, so a crash after such
+/// a cut must not skip the input's outputs that were not written yet.
+#[test]
+fn a_cut_inside_one_inputs_outputs_loses_none_of_them_across_a_sigkill() {
+    let source = unique("lake-fanout");
+    let prefix = unique("lake-fanout");
+    create_topic(&source, 2);
+    let (n, copies) = (3_000usize, 7usize);
+    produce(&source, &lines(n));
+    let mut config = lake_config(&source, &prefix, &["cleaned"], &endpoint(), "");
+    config.push_str(&format!(
+        "\n[[plugins]]\nname = \"fanout\"\npath = \"{}\"\n[plugins.config]\nfan_out = {copies}\n",
+        common::plugin("fixtures/hostile").display()
+    ));
+    let mut first = Host::start(&config);
+    // Kill once a first segment is complete (its marker written): the next one, which
+    // starts inside an input's outputs, is not written yet.
+    let started = Instant::now();
+    while list(&format!("{prefix}/_sluice/")).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill();
+
+    let mut second = Host::start(&config);
+    wait_for_rows(&prefix, n * copies, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(second.terminate().success(), "{}", second.log());
+    let mut count: BTreeMap<(i64, i64), usize> = BTreeMap::new();
+    for o in &read_parquet(&format!("{prefix}/cleaned/")) {
+        assert!(
+            o.rows.len() <= 300 + copies,
+            "{} has {} rows",
+            o.key,
+            o.rows.len()
+        );
+        for r in &o.rows {
+            let copy = r["attributes"]["labels.copy"]
+                .as_str()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("row without labels.copy: {r}"));
+            *count.entry((seq_of(r), copy)).or_default() += 1;
+        }
+    }
+    let expected = (0..n as i64).flat_map(|s| (0..copies as i64).map(move |c| (s, c)));
+    if let Some(report) = exactly_once_report(&count, expected) {
+        panic!("{report}\n{}", second.log());
+    }
 }

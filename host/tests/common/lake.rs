@@ -3,7 +3,11 @@
 
 use super::{create_topic, kafka_sink_toml, kafka_source_toml, plugin, unique};
 use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn endpoint() -> String {
@@ -229,4 +233,141 @@ pub fn wait_for_rows(prefix: &str, n: usize, timeout: Duration) -> Vec<ParquetOb
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A TCP proxy to the S3 endpoint that can refuse service: stopping it is an S3 outage
+/// for the host alone, not for other tests sharing the endpoint.
+pub struct S3Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl S3Proxy {
+    pub fn start(target: &str) -> S3Proxy {
+        let target = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let flag = flag.clone();
+                pipe(client, server, flag);
+            }
+        });
+        S3Proxy { port, up }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+/// Copy both ways until either side closes or the proxy goes down.
+fn pipe(a: TcpStream, b: TcpStream, up: Arc<AtomicBool>) {
+    for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+        let up = up.clone();
+        std::thread::spawn(move || {
+            from.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                if !up.load(Ordering::SeqCst) {
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                match from.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                        return;
+                    }
+                    Ok(k) => {
+                        if to.write_all(&buf[..k]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
+/// How many times each `seq` is in the cleaned table under `prefix`.
+pub fn cleaned_seqs(prefix: &str) -> std::collections::BTreeMap<i64, usize> {
+    let mut count = std::collections::BTreeMap::new();
+    for o in read_parquet(&format!("{prefix}/cleaned/")) {
+        for r in &o.rows {
+            *count.entry(seq_of(r)).or_default() += 1;
+        }
+    }
+    count
+}
+
+/// How many times each (source partition, offset) is in the raw table under `prefix`.
+pub fn raw_offsets(prefix: &str) -> std::collections::BTreeMap<(i32, i64), usize> {
+    let mut count = std::collections::BTreeMap::new();
+    for (key, _) in list(&format!("{prefix}/raw/")) {
+        let name = sluice::lake::ObjectName::parse(&key).unwrap_or_else(|| panic!("bad key {key}"));
+        let origin = sluice::Origin {
+            topic: name.topic.clone(),
+            partition: name.source_partition,
+            offset: name.first_offset,
+        };
+        for m in sluice::lake::raw::decode_object(&get(&key), &origin).unwrap() {
+            *count
+                .entry((m.origin.partition, m.origin.offset))
+                .or_default() += 1;
+        }
+    }
+    count
+}
+
+/// Describe what is missing from or doubled in `count` (keys expected: `expected`).
+pub fn exactly_once_report<K: Ord + Copy + std::fmt::Debug>(
+    count: &std::collections::BTreeMap<K, usize>,
+    expected: impl IntoIterator<Item = K>,
+) -> Option<String> {
+    let expected: Vec<K> = expected.into_iter().collect();
+    let missing: Vec<K> = expected
+        .iter()
+        .filter(|k| !count.contains_key(k))
+        .copied()
+        .collect();
+    let doubled: Vec<(K, usize)> = count
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(k, c)| (*k, *c))
+        .collect();
+    (!missing.is_empty() || !doubled.is_empty() || count.len() != expected.len()).then(|| {
+        format!(
+            "{} expected, {} distinct in the lake; {} missing (e.g. {:?}); {} more than once (e.g. {:?})",
+            expected.len(),
+            count.len(),
+            missing.len(),
+            &missing[..missing.len().min(10)],
+            doubled.len(),
+            &doubled[..doubled.len().min(10)],
+        )
+    })
 }

@@ -8,6 +8,12 @@
 //! Batches are acknowledged only once every object holding their records is written (and
 //! the partition's offset marker updated), so a crash replays exactly what is not in the
 //! lake, and the replay rewrites the same keys: see `docs/lake.md` for the guarantee.
+//!
+//! Two hosts may hold records of one partition across a rebalance. So a segment is written
+//! only after reading the partition's marker — dropping what another writer already put in
+//! the lake — and the marker is replaced only if it is still the version read (a
+//! conditional PUT), so it never moves backwards. On `Revoked` the partition's segment is
+//! written within the source's drain timeout or abandoned: never written later.
 
 mod config;
 mod segment;
@@ -26,8 +32,8 @@ use segment::{Item, Limits, Segment};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
-use store::Store;
+use std::time::{Duration, Instant};
+use store::{Expect, PutIfError, Store};
 use tokio::sync::mpsc;
 
 /// How the sink treats offsets it has written before.
@@ -82,6 +88,10 @@ pub async fn start_with_mode(
         open: BTreeMap::new(),
         written: HashMap::new(),
         stats: ctx.stats.clone(),
+        drain_timeout: match &ctx.config.source {
+            SourceConfig::Kafka(k) => Duration::from_millis(k.rebalance_drain_timeout_ms),
+            SourceConfig::Stdin(_) => Duration::ZERO,
+        },
     };
     let idle = Duration::from_millis(config.idle_flush_ms);
     Ok(tokio::spawn(writer.run(rx, idle)))
@@ -103,6 +113,28 @@ struct Writer {
     /// Per source partition, the last offset the lake holds (from the marker).
     written: HashMap<(String, i32), i64>,
     stats: Arc<SinkStats>,
+    /// How long the source waits for a revoked partition's batches: the time a revoked
+    /// partition's segment has to be written.
+    drain_timeout: Duration,
+}
+
+/// One object of a segment, encoded.
+struct Object {
+    key: String,
+    partition: Partition,
+    body: bytes::Bytes,
+    content_type: &'static str,
+    written: bool,
+}
+
+/// Why one attempt at writing a segment stopped.
+enum Attempt {
+    /// S3 failed; try again.
+    Failed(String),
+    /// The marker changed under us: another writer wrote the partition. Read it again.
+    Moved,
+    /// The records cannot be encoded: not transient.
+    Encode(columns::EncodeError),
 }
 
 impl Writer {
@@ -117,13 +149,17 @@ impl Writer {
                     None => break,
                     Some(SinkInput::Batch(batch)) => self.accept(batch).await,
                     // Write the partitions' records now, so the source can commit them
-                    // before their new owner starts from the last commit.
+                    // before their new owner starts from the last commit — or never.
                     Some(SinkInput::Revoked(partitions)) => {
-                        self.flush(|s| {
-                            partitions
-                                .iter()
-                                .any(|(t, p)| *p == s.partition && *t == s.topic)
-                        })
+                        let deadline = Instant::now() + self.drain_timeout;
+                        self.flush_until(
+                            |s| {
+                                partitions
+                                    .iter()
+                                    .any(|(t, p)| *p == s.partition && *t == s.topic)
+                            },
+                            Some(deadline),
+                        )
                         .await;
                     }
                     Some(SinkInput::Flush(done)) => {
@@ -169,7 +205,7 @@ impl Writer {
                 .open
                 .entry(key.clone())
                 .or_insert_with(|| Segment::new(&key.0, key.1));
-            if segment.must_cut_before(time, size, &self.limits) {
+            if segment.must_cut_before(offset, time, size, &self.limits) {
                 complete.push(std::mem::replace(segment, Segment::new(&key.0, key.1)));
             }
             segment.push(item, offset, time, size, &ack);
@@ -177,13 +213,19 @@ impl Writer {
         // Each segment holds its own clone of the handle.
         ack.ack();
         for segment in complete {
-            self.write(segment).await;
+            self.write(segment, None).await;
         }
         self.update_in_flight();
     }
 
     /// Write out the open segments `which` selects.
     async fn flush(&mut self, which: impl Fn(&Segment) -> bool) {
+        self.flush_until(which, None).await;
+    }
+
+    /// Write out the open segments `which` selects; those not written by `deadline` are
+    /// abandoned.
+    async fn flush_until(&mut self, which: impl Fn(&Segment) -> bool, deadline: Option<Instant>) {
         let keys: Vec<(String, i32)> = self
             .open
             .iter()
@@ -192,7 +234,7 @@ impl Writer {
             .collect();
         for key in keys {
             if let Some(segment) = self.open.remove(&key) {
-                self.write(segment).await;
+                self.write(segment, deadline).await;
             }
         }
         self.update_in_flight();
@@ -213,71 +255,165 @@ impl Writer {
     }
 
     async fn read_marker(&self, key: &(String, i32)) -> i64 {
-        let Some(bytes) = self.store.get(&self.marker_key(key)).await else {
-            return -1;
-        };
-        serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["last_offset"].as_i64())
-            .unwrap_or(-1)
+        self.store
+            .get(&self.marker_key(key))
+            .await
+            .map_or(-1, |bytes| marker_offset(&bytes))
     }
 
-    /// Write a segment's objects, then its marker, then acknowledge its batches.
-    async fn write(&mut self, segment: Segment) {
-        let Segment {
-            topic,
-            partition,
-            records,
-            last_offset,
-            objects,
-            acks,
-            ..
-        } = segment;
-        if records == 0 {
-            for ack in acks {
+    /// Write a segment's objects, then its marker, then acknowledge its batches. With a
+    /// `deadline` (the partition was revoked) give up when it passes: the segment is
+    /// abandoned, its batches fail, and the partition's new owner writes its records.
+    async fn write(&mut self, mut segment: Segment, deadline: Option<Instant>) {
+        if segment.records == 0 {
+            for ack in segment.acks.drain(..) {
                 ack.ack();
             }
             return;
         }
+        let records = segment.records;
         SinkStats::add(&self.stats.sent, records as u64);
-        for (lake_partition, (first_offset, items)) in &objects {
-            let name = ObjectName {
-                table: self.table,
-                partition: *lake_partition,
-                topic: topic.clone(),
-                source_partition: partition,
-                first_offset: *first_offset,
-            };
-            let key = name.key(&self.prefix);
-            let (body, content_type) = match self.encode(items) {
-                Ok(encoded) => encoded,
-                Err(e) => {
-                    // Not transient: fail the batches so the host stops and they are
-                    // replayed, rather than acknowledging what was not written.
-                    tracing::error!(sink = %self.name, key, error = %e, "cannot encode the object; its batches fail");
-                    return;
+        let what = format!(
+            "writing {}+{} from offset {} to s3://{}/{}",
+            segment.topic, segment.partition, segment.first_offset, self.store.bucket, self.prefix
+        );
+        let mut retry = self.store.retrier();
+        let mut objects = None;
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let result = {
+                let attempt = self.try_write(&mut segment, &mut objects);
+                match left {
+                    Some(left) if left.is_zero() => None,
+                    // A request still in flight at the deadline is cut off.
+                    Some(left) => tokio::time::timeout(left, attempt).await.ok(),
+                    None => Some(attempt.await),
                 }
             };
-            self.store.put(&key, body, content_type).await;
-            tracing::debug!(sink = %self.name, key, records = items.len(), "object written");
-            self.register(lake_partition).await;
+            match result {
+                Some(Ok(())) => break,
+                Some(Err(Attempt::Moved)) => objects = None,
+                Some(Err(Attempt::Failed(e))) => retry.failed(&what, &e, deadline).await,
+                Some(Err(Attempt::Encode(e))) => {
+                    // Not transient: fail the batches so the host stops and they are
+                    // replayed, rather than acknowledging what was not written.
+                    tracing::error!(sink = %self.name, error = %e, "cannot encode the object; its batches fail");
+                    return;
+                }
+                None => {
+                    tracing::warn!(
+                        sink = %self.name,
+                        topic = %segment.topic,
+                        partition = segment.partition,
+                        first_offset = segment.first_offset,
+                        records = segment.records,
+                        "revoked partition not written within the rebalance drain: abandoned; its batches fail and the partition's new owner writes these records"
+                    );
+                    // Dropping the handles unacknowledged: nothing is committed for them.
+                    return;
+                }
+            }
         }
-        if self.markers {
-            let marker = serde_json::json!({ "last_offset": last_offset }).to_string();
-            let key = (topic, partition);
-            self.store
-                .put(
-                    &self.marker_key(&key),
-                    marker.into_bytes(),
-                    "application/json",
-                )
-                .await;
-            self.written.insert(key, last_offset);
+        retry.succeeded();
+        // After the write, so a slow Athena never holds a revoked partition's segment.
+        let partitions: Vec<Partition> = objects.iter().flatten().map(|o| o.partition).collect();
+        for partition in &partitions {
+            self.register(partition).await;
         }
         SinkStats::add(&self.stats.acknowledged, records as u64);
-        for ack in acks {
+        for ack in segment.acks {
             ack.ack();
         }
+    }
+
+    /// One attempt at writing a segment: fence on the marker, the objects not yet written,
+    /// then the marker, conditionally.
+    async fn try_write(
+        &mut self,
+        segment: &mut Segment,
+        objects: &mut Option<Vec<Object>>,
+    ) -> Result<(), Attempt> {
+        let key = (segment.topic.clone(), segment.partition);
+        let marker_key = self.marker_key(&key);
+        let mut version = None;
+        if self.markers {
+            let current = self
+                .store
+                .try_get(&marker_key)
+                .await
+                .map_err(Attempt::Failed)?;
+            let written = current.as_ref().map_or(-1, |(b, _)| marker_offset(b));
+            version = Some(match current {
+                None => Expect::Absent,
+                Some((_, Some(etag))) => Expect::Version(etag),
+                // No ETag to compare (a store without them): write unconditionally.
+                Some((_, None)) => Expect::Anything,
+            });
+            if written >= segment.first_offset {
+                tracing::warn!(sink = %self.name, topic = %key.0, partition = key.1, written, first_offset = segment.first_offset, "another writer put this partition's records in the lake up to `written`; writing only what follows");
+                segment.rebase(written);
+                *objects = None;
+            }
+            self.written.insert(key.clone(), written);
+            if segment.records == 0 {
+                return Ok(());
+            }
+        }
+        if objects.is_none() {
+            *objects = Some(self.encode_segment(segment).map_err(Attempt::Encode)?);
+        }
+        for object in objects.iter_mut().flatten().filter(|o| !o.written) {
+            self.store
+                .try_put(&object.key, &object.body, object.content_type)
+                .await
+                .map_err(Attempt::Failed)?;
+            object.written = true;
+            tracing::debug!(sink = %self.name, key = object.key, "object written");
+        }
+        if let Some(version) = version {
+            let marker = serde_json::json!({ "last_offset": segment.last_offset }).to_string();
+            match self
+                .store
+                .try_put_if(
+                    &marker_key,
+                    marker.into_bytes(),
+                    "application/json",
+                    &version,
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(PutIfError::Changed) => {
+                    tracing::error!(sink = %self.name, topic = %key.0, partition = key.1, "another writer wrote this partition's marker while this host wrote its objects: two hosts held the partition at once; reading the marker again");
+                    return Err(Attempt::Moved);
+                }
+                Err(PutIfError::Failed(e)) => return Err(Attempt::Failed(e)),
+            }
+            self.written.insert(key, segment.last_offset);
+        }
+        Ok(())
+    }
+
+    fn encode_segment(&self, segment: &Segment) -> Result<Vec<Object>, columns::EncodeError> {
+        let mut out = Vec::with_capacity(segment.objects.len());
+        for (partition, (first_offset, items)) in &segment.objects {
+            let name = ObjectName {
+                table: self.table,
+                partition: *partition,
+                topic: segment.topic.clone(),
+                source_partition: segment.partition,
+                first_offset: *first_offset,
+            };
+            let (body, content_type) = self.encode(items)?;
+            out.push(Object {
+                key: name.key(&self.prefix),
+                partition: *partition,
+                body: body.into(),
+                content_type,
+                written: false,
+            });
+        }
+        Ok(out)
     }
 
     fn encode(&self, items: &[Item]) -> Result<(Vec<u8>, &'static str), columns::EncodeError> {
@@ -342,6 +478,14 @@ impl Writer {
     fn athena_subject(&self) -> String {
         format!("{}/athena", self.name)
     }
+}
+
+/// The `last_offset` of a marker object (-1 if unreadable).
+fn marker_offset(bytes: &[u8]) -> i64 {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["last_offset"].as_i64())
+        .unwrap_or(-1)
 }
 
 /// An S3 client configured like `config` (region, endpoint, path style), or from the

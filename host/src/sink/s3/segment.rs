@@ -4,7 +4,9 @@
 //! that partition since the last cut, in arrival (offset) order. A segment is cut before the
 //! record that would take it past `max_records`, `max_bytes` or `max_event_time_span_s` —
 //! decisions that depend only on the records since the segment's first one, never on
-//! batching or the clock — or when the partition has been idle for `idle_flush_ms`. A cut
+//! batching or the clock — or when the partition has been idle for `idle_flush_ms`. It is
+//! never cut between records of the same input offset (a plugin's fan-out): the marker
+//! speaks of whole inputs, so an input's outputs are written together or not at all. A cut
 //! segment becomes one object per (dt, hour) partition of its records, each named by the
 //! first offset among its records.
 //!
@@ -84,6 +86,8 @@ pub struct Segment {
     pub bytes: usize,
     min_time: i64,
     max_time: i64,
+    /// The smallest and largest input offsets here (-1 while empty).
+    pub first_offset: i64,
     pub last_offset: i64,
     /// Per lake partition: the items, and the smallest offset among them (the key).
     pub objects: BTreeMap<Partition, (i64, Vec<Item>)>,
@@ -103,6 +107,7 @@ impl Segment {
             bytes: 0,
             min_time: i64::MAX,
             max_time: i64::MIN,
+            first_offset: -1,
             last_offset: -1,
             objects: BTreeMap::new(),
             acks: Vec::new(),
@@ -111,9 +116,11 @@ impl Segment {
         }
     }
 
-    /// Whether adding a record of `time` and `size` must start a new segment first.
-    pub fn must_cut_before(&self, time: i64, size: usize, limits: &Limits) -> bool {
-        if self.records == 0 {
+    /// Whether adding a record of input `offset`, `time` and `size` must start a new
+    /// segment first. Never between outputs of one input: the object may then exceed the
+    /// limits by that input's fan-out.
+    pub fn must_cut_before(&self, offset: i64, time: i64, size: usize, limits: &Limits) -> bool {
+        if self.records == 0 || offset == self.last_offset {
             return false;
         }
         self.records + 1 > limits.max_records
@@ -124,10 +131,22 @@ impl Segment {
 
     /// Add one item, holding a clone of its batch's handle.
     pub fn push(&mut self, item: Item, offset: i64, time: i64, size: usize, ack: &AckHandle) {
+        self.add(item, offset, time, size);
+        if self.last_batch != Some(ack.seq()) {
+            self.acks.push(ack.clone());
+            self.last_batch = Some(ack.seq());
+        }
+        self.last_append = Instant::now();
+    }
+
+    fn add(&mut self, item: Item, offset: i64, time: i64, size: usize) {
         self.records += 1;
         self.bytes += size;
         self.min_time = self.min_time.min(time);
         self.max_time = self.max_time.max(time);
+        if self.records == 1 {
+            self.first_offset = offset;
+        }
         self.last_offset = self.last_offset.max(offset);
         let entry = self
             .objects
@@ -135,11 +154,33 @@ impl Segment {
             .or_insert((offset, Vec::new()));
         entry.0 = entry.0.min(offset);
         entry.1.push(item);
-        if self.last_batch != Some(ack.seq()) {
-            self.acks.push(ack.clone());
-            self.last_batch = Some(ack.seq());
+    }
+
+    /// Drop the records of offsets up to `written` (another writer put them in the lake),
+    /// keeping every batch handle: those records are durably written. The objects are
+    /// named by the first offsets that remain, as a replay from `written` would name them.
+    pub fn rebase(&mut self, written: i64) {
+        let items: Vec<Item> = std::mem::take(&mut self.objects)
+            .into_values()
+            .flat_map(|(_, items)| items)
+            .collect();
+        let mut kept: Vec<(Item, i64, i64, usize)> = items
+            .into_iter()
+            .filter_map(|item| {
+                let (offset, time, size) = item.facts()?;
+                (offset > written).then_some((item, offset, time, size))
+            })
+            .collect();
+        kept.sort_by_key(|k| k.1);
+        *self = Segment {
+            acks: std::mem::take(&mut self.acks),
+            last_batch: self.last_batch,
+            last_append: self.last_append,
+            ..Segment::new(&self.topic, self.partition)
+        };
+        for (item, offset, time, size) in kept {
+            self.add(item, offset, time, size);
         }
-        self.last_append = Instant::now();
     }
 }
 
@@ -187,7 +228,7 @@ mod tests {
                 index,
             };
             let (offset, time, size) = item.facts().unwrap();
-            if seg.must_cut_before(time, size, &limits) {
+            if seg.must_cut_before(offset, time, size, &limits) {
                 cuts.push(offset);
                 seg = Segment::new("t", 0);
             }
@@ -200,6 +241,84 @@ mod tests {
         assert_eq!(seg.objects.len(), 2, "hour 1 and hour 2");
         assert_eq!(seg.objects.values().next().unwrap().0, 12);
         assert_eq!(seg.acks.len(), 1, "one handle per batch");
+        ack.ack();
+    }
+
+    /// Records of `(offset, time)`, as a plugin's fan-out gives them.
+    fn fanned(records: &[(i64, i64)]) -> Arc<Events> {
+        Arc::new(Events::Logs(
+            records
+                .iter()
+                .map(|&(offset, t)| {
+                    let mut r = Record::new(Origin {
+                        topic: "t".into(),
+                        partition: 0,
+                        offset,
+                    });
+                    r.timestamp = t;
+                    r
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        ))
+    }
+
+    #[test]
+    fn never_cuts_between_outputs_of_one_input() {
+        let limits = Limits {
+            max_records: 2,
+            max_bytes: 1 << 20,
+            max_span_ns: 600_000_000_000,
+        };
+        // Offset 10 gave three records, 11 one, 12 two.
+        let events = fanned(&[(10, 1), (10, 1), (10, 1), (11, 1), (12, 1), (12, 1)]);
+        let (mut issuer, _rx) = AckIssuer::new();
+        let ack = issuer.issue(BatchOffsets::default());
+        let mut seg = Segment::new("t", 0);
+        let mut segments = Vec::new();
+        for index in 0..6 {
+            let item = Item {
+                events: events.clone(),
+                index,
+            };
+            let (offset, time, size) = item.facts().unwrap();
+            if seg.must_cut_before(offset, time, size, &limits) {
+                segments.push((seg.first_offset, seg.last_offset, seg.records));
+                seg = Segment::new("t", 0);
+            }
+            seg.push(item, offset, time, size, &ack);
+        }
+        segments.push((seg.first_offset, seg.last_offset, seg.records));
+        assert_eq!(segments, vec![(10, 10, 3), (11, 12, 3)]);
+        ack.ack();
+    }
+
+    #[test]
+    fn rebase_drops_what_another_writer_wrote_and_renames_the_objects() {
+        let hour = 3_600_000_000_000;
+        let events = fanned(&[(10, hour), (11, 2 * hour), (12, hour + 5), (13, 2 * hour)]);
+        let (mut issuer, _rx) = AckIssuer::new();
+        let ack = issuer.issue(BatchOffsets::default());
+        let mut seg = Segment::new("t", 0);
+        for index in 0..4 {
+            let item = Item {
+                events: events.clone(),
+                index,
+            };
+            let (offset, time, size) = item.facts().unwrap();
+            seg.push(item, offset, time, size, &ack);
+        }
+        seg.rebase(11);
+        assert_eq!(
+            (seg.records, seg.first_offset, seg.last_offset),
+            (2, 12, 13)
+        );
+        let keys: Vec<i64> = seg.objects.values().map(|(first, _)| *first).collect();
+        assert_eq!(keys, vec![12, 13], "hour 1 from 12, hour 2 from 13");
+        assert_eq!(seg.acks.len(), 1, "the handles stay");
+        seg.rebase(13);
+        assert_eq!(seg.records, 0);
+        assert!(seg.objects.is_empty());
         ack.ack();
     }
 }

@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Failed attempts before the sink is reported unavailable.
 const RAISE_AFTER: u32 = 3;
@@ -105,62 +105,103 @@ impl Store {
         what: &str,
         mut op: impl FnMut() -> F,
     ) -> T {
-        let mut attempt = 0u32;
+        let mut retry = self.retrier();
         loop {
             match op().await {
                 Ok(value) => {
-                    if attempt > 0 {
-                        health::global().clear(FailState::SinkUnavailable, &self.sink);
-                    }
+                    retry.succeeded();
                     return value;
                 }
-                Err(e) => {
-                    attempt += 1;
-                    SinkStats::add(&self.stats.retried, 1);
-                    tracing::warn!(sink = %self.sink, attempt, error = %e, "{what} failed; retrying");
-                    if attempt == RAISE_AFTER {
-                        health::global().raise(
-                            FailState::SinkUnavailable,
-                            &self.sink,
-                            format!("{what} failed {attempt} times: {e}"),
-                        );
-                    }
-                    tokio::time::sleep(backoff(
-                        attempt,
-                        Duration::from_millis(200),
-                        Duration::from_secs(30),
-                    ))
-                    .await;
-                }
+                Err(e) => retry.failed(what, &e.to_string(), None).await,
             }
         }
     }
 
+    /// Retry bookkeeping for a caller that runs its own attempts.
+    pub fn retrier(&self) -> Retry {
+        Retry {
+            sink: self.sink.clone(),
+            stats: self.stats.clone(),
+            attempt: 0,
+        }
+    }
+
     /// Write `body` at `key`, whole or not at all: a single PUT, or a multipart upload that
-    /// is completed or aborted. Retries until it succeeds.
-    pub async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) {
-        let body = Bytes::from(body);
-        let what = format!("writing s3://{}/{key}", self.bucket);
-        let (store, body) = (self, &body);
-        self.retry(&what, move || async move {
-            let store: &Store = store;
-            if body.len() > store.part_bytes {
-                store.multipart(key, body, content_type).await
-            } else {
-                store
-                    .client
-                    .put_object()
-                    .bucket(&store.bucket)
-                    .key(key)
-                    .content_type(content_type)
-                    .body(ByteStream::from(body.clone()))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| DisplayErrorContext(e).to_string())
+    /// is completed or aborted. One attempt.
+    pub async fn try_put(&self, key: &str, body: &Bytes, content_type: &str) -> Result<(), String> {
+        if body.len() > self.part_bytes {
+            return self.multipart(key, body, content_type).await;
+        }
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(e).to_string())
+    }
+
+    /// Write a small object only if it is still as `expected` — S3's conditional writes.
+    /// One attempt.
+    pub async fn try_put_if(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        expected: &Expect,
+    ) -> Result<(), PutIfError> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body));
+        let request = match expected {
+            Expect::Version(etag) => request.if_match(etag),
+            Expect::Absent => request.if_none_match("*"),
+            Expect::Anything => request,
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // 412: the object changed; 409: a concurrent conditional write won; 404: the
+            // object an If-Match named is gone. Each means another writer got there first.
+            Err(e)
+                if matches!(
+                    e.raw_response().map(|r| r.status().as_u16()),
+                    Some(404 | 409 | 412)
+                ) =>
+            {
+                Err(PutIfError::Changed)
             }
-        })
-        .await
+            Err(e) => Err(PutIfError::Failed(DisplayErrorContext(e).to_string())),
+        }
+    }
+
+    /// The object at `key` and its ETag, or `None` if there is none. One attempt.
+    pub async fn try_get(&self, key: &str) -> Result<Option<(Vec<u8>, Option<String>)>, String> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag().map(str::to_owned);
+                out.body
+                    .collect()
+                    .await
+                    .map(|b| Some((b.into_bytes().to_vec(), etag)))
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(DisplayErrorContext(e).to_string()),
+        }
     }
 
     async fn multipart(&self, key: &str, body: &Bytes, content_type: &str) -> Result<(), String> {
@@ -232,26 +273,73 @@ impl Store {
     /// The object at `key`, or `None` if there is none. Retries other failures.
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let what = format!("reading s3://{}/{key}", self.bucket);
-        let store = self;
-        self.retry(&what, move || async move {
-            match store
-                .client
-                .get_object()
-                .bucket(&store.bucket)
-                .key(key)
-                .send()
-                .await
-            {
-                Ok(out) => out
-                    .body
-                    .collect()
-                    .await
-                    .map(|b| Some(b.into_bytes().to_vec()))
-                    .map_err(|e| e.to_string()),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-                Err(e) => Err(DisplayErrorContext(e).to_string()),
-            }
-        })
-        .await
+        self.retry(&what, || self.try_get(key))
+            .await
+            .map(|(bytes, _)| bytes)
+    }
+}
+
+/// What a conditional write expects to replace.
+#[derive(Debug)]
+pub enum Expect {
+    /// No object (`If-None-Match: *`).
+    Absent,
+    /// The object with this ETag (`If-Match`).
+    Version(String),
+    /// Whatever is there (an object read without an ETag).
+    Anything,
+}
+
+/// A conditional write did not happen.
+#[derive(Debug)]
+pub enum PutIfError {
+    /// The object is not the version expected: another writer changed it.
+    Changed,
+    Failed(String),
+}
+
+impl std::fmt::Display for PutIfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PutIfError::Changed => f.write_str("the object was changed by another writer"),
+            PutIfError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Failed attempts of one operation: backoff with jitter, `SinkUnavailable` while they
+/// keep failing.
+pub struct Retry {
+    sink: String,
+    stats: Arc<SinkStats>,
+    attempt: u32,
+}
+
+impl Retry {
+    pub fn succeeded(&mut self) {
+        if self.attempt > 0 {
+            health::global().clear(FailState::SinkUnavailable, &self.sink);
+        }
+        self.attempt = 0;
+    }
+
+    /// Count a failure and wait before the next attempt — no later than `until`.
+    pub async fn failed(&mut self, what: &str, error: &str, until: Option<Instant>) {
+        self.attempt += 1;
+        let attempt = self.attempt;
+        SinkStats::add(&self.stats.retried, 1);
+        tracing::warn!(sink = %self.sink, attempt, error = %error, "{what} failed; retrying");
+        if attempt == RAISE_AFTER {
+            health::global().raise(
+                FailState::SinkUnavailable,
+                &self.sink,
+                format!("{what} failed {attempt} times: {error}"),
+            );
+        }
+        let mut delay = backoff(attempt, Duration::from_millis(200), Duration::from_secs(30));
+        if let Some(until) = until {
+            delay = delay.min(until.saturating_duration_since(Instant::now()));
+        }
+        tokio::time::sleep(delay).await;
     }
 }

@@ -1,0 +1,317 @@
+//! The S3 lake across consumer-group rebalances: hosts joining and leaving one group while
+//! a stream flows, at the sink's default rotation and idle settings (so segments are open
+//! when partitions move), with and without an S3 outage on the host that gives partitions
+//! up. Every record must be in the lake exactly once, and the group's committed offsets
+//! must never move backwards.
+
+mod common;
+
+use common::lake::*;
+use common::{Host, brokers, consume, create_topic, kafka_sink_toml, kafka_source_toml, plugin};
+use common::{produce, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 3;
+
+/// Produces numbered lines to a topic from a thread, about 1,000 a second, until stopped.
+struct Stream {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Stream {
+    fn start(topic: &str) -> Stream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (topic, flag, count) = (topic.to_owned(), stop.clone(), sent.clone());
+        let thread = std::thread::spawn(move || {
+            // Keyed by line number, so every partition gets lines.
+            let all: Vec<(Option<String>, Vec<u8>)> = lines(200_000)
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, line))| (Some(i.to_string()), line))
+                .collect();
+            let mut next = 0;
+            while !flag.load(Ordering::SeqCst) && next < all.len() {
+                let chunk = &all[next..next + 100];
+                produce(&topic, chunk);
+                next += chunk.len();
+                count.store(next, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Stream {
+            stop,
+            sent,
+            thread: Some(thread),
+        }
+    }
+
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Stop and return how many lines were produced.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.sent()
+    }
+}
+
+/// The last committed offset seen per partition, and every move backwards.
+type Watched = (BTreeMap<i32, i64>, Vec<String>);
+
+/// Samples the group's committed offsets from a thread and remembers any that moved back.
+struct OffsetWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Watched>>,
+}
+
+impl OffsetWatch {
+    fn start(topic: &str, group: &str) -> OffsetWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(topic, p);
+        }
+        let thread = std::thread::spawn(move || {
+            let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut backwards = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok(committed) =
+                    consumer.committed_offsets(tpl.clone(), Duration::from_secs(5))
+                {
+                    for e in committed.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            let before = last.insert(e.partition(), o);
+                            if before.is_some_and(|b| o < b) {
+                                backwards.push(format!(
+                                    "partition {}: {} then {o}",
+                                    e.partition(),
+                                    before.unwrap()
+                                ));
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (last, backwards)
+        });
+        OffsetWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop; the last offsets seen and every backwards move.
+    fn stop(mut self) -> Watched {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+struct Setup {
+    source: String,
+    group: String,
+    cleaned: String,
+    prefix: String,
+}
+
+impl Setup {
+    fn new(name: &str) -> Setup {
+        let setup = Setup {
+            source: unique(&format!("{name}-src")),
+            group: unique(name),
+            cleaned: unique(&format!("{name}-cleaned")),
+            prefix: unique(name),
+        };
+        create_topic(&setup.source, PARTITIONS);
+        create_topic(&setup.cleaned, PARTITIONS);
+        setup
+    }
+
+    /// A host of the group: normalize; raw and cleaned to the lake through `s3_endpoint` at
+    /// the default rotation and idle settings; cleaned and dead letters to Kafka.
+    fn config(&self, s3_endpoint: &str) -> String {
+        let dlq = unique("lake-rebalance-dlq");
+        create_topic(&dlq, 1);
+        let mut c = kafka_source_toml(&self.source, &self.group, "");
+        c.push_str(&format!(
+            "\n[[plugins]]\nname = \"normalize\"\npath = \"{}\"\n",
+            plugin("normalize").display()
+        ));
+        c.push_str(&kafka_sink_toml("cleaned", &self.cleaned, "cleaned"));
+        c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+        for table in ["raw", "cleaned"] {
+            c.push_str(&lake_sink_toml(table, &self.prefix, s3_endpoint, ""));
+        }
+        c
+    }
+
+    /// Wait until the Kafka sink has every line (the lake waits for a cut, the idle flush or
+    /// the hosts' shutdown).
+    fn wait_for_cleaned(&self, n: usize) {
+        let started = Instant::now();
+        loop {
+            let got = consume(
+                &self.cleaned,
+                n,
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+            );
+            // Replays may repeat lines in Kafka: count each line's number ("request <seq>") once.
+            let distinct: std::collections::BTreeSet<i64> = got
+                .iter()
+                .filter_map(|m| request_number(&m.payload))
+                .collect();
+            if distinct.len() >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} of {n} lines cleaned",
+                distinct.len()
+            );
+        }
+    }
+
+    /// Every line in both tables exactly once, and the committed offsets at the end of the
+    /// topic, never having moved back.
+    fn check(&self, n: usize, watch: OffsetWatch, logs: &str) {
+        let ends = high_watermarks(&self.source);
+        let keys: Vec<String> = list(&self.prefix).into_iter().map(|(k, _)| k).collect();
+        let logs = format!("{logs}\nobjects: {keys:#?}");
+        assert_eq!(ends.values().sum::<i64>() as usize, n);
+        if let Some(report) = exactly_once_report(&cleaned_seqs(&self.prefix), 0..n as i64) {
+            panic!("cleaned table: {report}\n{logs}");
+        }
+        let expected = ends
+            .iter()
+            .flat_map(|(p, end)| (0..*end).map(move |o| (*p, o)));
+        if let Some(report) = exactly_once_report(&raw_offsets(&self.prefix), expected) {
+            panic!("raw table: {report}\n{logs}");
+        }
+        let (last, backwards) = watch.stop();
+        assert!(
+            backwards.is_empty(),
+            "committed offsets moved back: {backwards:?}"
+        );
+        assert_eq!(last, ends, "committed offsets at the end of the topic");
+    }
+}
+
+/// The `<seq>` of "request <seq>" in a payload.
+fn request_number(payload: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let rest = &text[text.find("request ")? + "request ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn high_watermarks(topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            (p, high)
+        })
+        .collect()
+}
+
+fn wait_for_log(host: &Host, text: &str, timeout: Duration) {
+    let started = Instant::now();
+    while !host.log().contains(text) {
+        assert!(
+            started.elapsed() < timeout,
+            "no `{text}` in the log within {timeout:?}:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn scale_out_then_in_keeps_every_record_in_the_lake_exactly_once() {
+    let setup = Setup::new("lake-scale");
+    let config = setup.config(&endpoint());
+    let stream = Stream::start(&setup.source);
+    let watch = OffsetWatch::start(&setup.source, &setup.group);
+    let mut a = Host::start(&config);
+    wait_for_log(&a, "partitions assigned", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+
+    // Scale out: B takes a partition from A while A holds an open segment of it.
+    let mut b = Host::start(&config);
+    wait_for_log(&a, "partitions revoked", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(b.is_running(), "{}", b.log());
+
+    // Scale in: B leaves; its partitions go back to A, which must not still hold records
+    // of them from before.
+    assert!(b.terminate().success(), "{}", b.log());
+    std::thread::sleep(Duration::from_secs(4));
+    let n = stream.stop();
+    setup.wait_for_cleaned(n);
+    assert!(a.terminate().success(), "{}", a.log());
+    setup.check(n, watch, &format!("A:\n{}\nB:\n{}", a.log(), b.log()));
+}
+
+#[test]
+fn an_s3_outage_during_a_rebalance_never_writes_a_revoked_partition_late() {
+    let setup = Setup::new("lake-revoke-outage");
+    let proxy = S3Proxy::start(&endpoint());
+    let stream = Stream::start(&setup.source);
+    let watch = OffsetWatch::start(&setup.source, &setup.group);
+    // A writes through a proxy that fails on demand: an S3 outage for A alone.
+    let mut a = Host::start(&setup.config(&proxy.url()));
+    wait_for_log(&a, "partitions assigned", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+
+    // A cannot reach S3 while B takes a partition from it, works on it and leaves.
+    proxy.set_up(false);
+    let direct = setup.config(&endpoint());
+    let mut b = Host::start(&direct);
+    wait_for_log(&a, "partitions revoked", Duration::from_secs(30));
+    // A's drain times out (10 s), then B owns the partition.
+    std::thread::sleep(Duration::from_secs(14));
+    assert!(b.terminate().success(), "{}", b.log());
+
+    // S3 is back for A. Whatever A held of the revoked partition must not land now, over
+    // what B wrote of it.
+    proxy.set_up(true);
+    let mut c = Host::start(&direct);
+    std::thread::sleep(Duration::from_secs(6));
+    let n = stream.stop();
+    assert!(n > 0);
+    setup.wait_for_cleaned(n);
+    assert!(c.terminate().success(), "{}", c.log());
+    if a.is_running() {
+        a.terminate();
+    }
+    setup.check(
+        n,
+        watch,
+        &format!("A:\n{}\nB:\n{}\nC:\n{}", a.log(), b.log(), c.log()),
+    );
+}
