@@ -68,8 +68,9 @@ fn parse_rfc3339_ns(ts: &str) -> i64 {
     ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000_000) + frac_ns
 }
 
-/// The documented chain (normalize → dedup → metrics) from a 3-partition topic to Kafka
-/// topics, plus a search sink on `cleaned` behind `search_url`.
+/// The documented chain (normalize → dedup → metrics) from a 3-partition topic to the
+/// whole fan-out: Kafka topics, the S3 lake (raw and cleaned, default rotation), SNS on
+/// alerts and metrics, and a search sink on `cleaned` behind `search_url`.
 fn fan_out_config(source: &str, topics: &Topics, search_url: &str, namespace: &str) -> String {
     let mut c = common::kafka_source_toml(source, &unique("event-time"), "");
     for name in ["normalize", "dedup", "metrics"] {
@@ -92,6 +93,29 @@ url = "{search_url}"
 index = {{ mode = "data_stream", dataset = "sluice", namespace = "{namespace}" }}
 "#
     ));
+    let prefix = unique("et-lake");
+    for table in ["raw", "cleaned"] {
+        c.push_str(&common::lake::lake_sink_toml(
+            table,
+            &prefix,
+            &common::lake::endpoint(),
+            "",
+        ));
+    }
+    let topic_arn = std::env::var("SLUICE_SNS_TOPIC_ARN")
+        .unwrap_or_else(|_| "arn:aws:sns:us-east-1:123456789012:sluice-alerts".into());
+    c.push_str(&format!(
+        r#"
+[sinks.alerting]
+type = "sns"
+routes = ["alerts", "metrics"]
+topic_arn = "{topic_arn}"
+endpoint = "{endpoint}"
+kibana_url = "http://kibana.example:5601"
+athena_table = "sluice.logs"
+"#,
+        endpoint = common::lake::endpoint(),
+    ));
     c
 }
 
@@ -103,7 +127,7 @@ struct Topics {
 }
 
 #[test]
-fn a_slow_search_sink_changes_no_metric_and_silences_no_alert() {
+fn a_slow_search_sink_in_the_full_fan_out_changes_no_metric_and_silences_no_alert() {
     let source = unique("et-raw");
     create_topic(&source, 3);
     let topics = Topics {
