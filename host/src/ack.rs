@@ -144,6 +144,10 @@ impl AckIssuer {
 pub struct OffsetTracker {
     partitions: BTreeMap<(String, i32), VecDeque<Pending>>,
     failed: bool,
+    /// The partitions the source owns, once it tracks ownership ([`OffsetTracker::assign`]):
+    /// a batch cut before a revoke and sent after it must not make a partition that now
+    /// belongs to another host committable here.
+    owned: Option<std::collections::BTreeSet<(String, i32)>>,
 }
 
 #[derive(Debug)]
@@ -154,9 +158,19 @@ struct Pending {
 }
 
 impl OffsetTracker {
-    /// A batch was issued: remember its offsets, in issue order.
+    /// The source was assigned these partitions.
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = (String, i32)>) {
+        self.owned
+            .get_or_insert_with(Default::default)
+            .extend(partitions);
+    }
+
+    /// A batch was issued: remember its offsets, in issue order (for owned partitions).
     pub fn issued(&mut self, seq: u64, offsets: &BatchOffsets) {
         for (tp, &highest) in &offsets.highest {
+            if self.owned.as_ref().is_some_and(|owned| !owned.contains(tp)) {
+                continue;
+            }
             self.partitions
                 .entry(tp.clone())
                 .or_default()
@@ -221,9 +235,14 @@ impl OffsetTracker {
         self.partitions.values().map(VecDeque::len).sum()
     }
 
-    /// Forget a partition (revoked): its in-flight batches no longer commit anything here.
+    /// Forget a partition (revoked): its in-flight batches no longer commit anything here,
+    /// nor do batches of it issued later.
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.partitions.remove(&(topic.to_owned(), partition));
+        let tp = (topic.to_owned(), partition);
+        self.partitions.remove(&tp);
+        if let Some(owned) = &mut self.owned {
+            owned.remove(&tp);
+        }
     }
 }
 
@@ -276,6 +295,24 @@ mod tests {
         assert!(!c.delivered);
         assert!(tracker.complete(&c).is_empty());
         assert!(tracker.has_failed());
+    }
+
+    #[test]
+    fn a_batch_of_a_partition_given_up_is_never_committable() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        tracker.assign([("t".to_string(), 0), ("t".to_string(), 1)]);
+        tracker.forget("t", 1);
+        // Cut before the revoke, sent after it (it waited for room in the pipeline).
+        let o = offsets(&[(0, 3), (1, 7)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        b.ack();
+        assert_eq!(
+            tracker.complete(&rx.try_recv().unwrap()),
+            vec![(("t".to_string(), 0), 4)],
+            "partition 1 belongs to another host now"
+        );
     }
 
     #[test]

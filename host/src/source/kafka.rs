@@ -213,6 +213,14 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             tracing::info!(count = tpl.count(), "partitions assigned");
+            self.tracker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .assign(
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition())),
+                );
             if self.paused.load(Ordering::Relaxed) {
                 let _ = consumer.pause(tpl);
             }
