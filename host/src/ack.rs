@@ -97,7 +97,8 @@ impl AckHandle {
         drop(self)
     }
 
-    /// The batch's sequence number (for logs).
+    /// The batch's number, unique in the process whichever issuer issued it: sinks tell
+    /// one pipeline output from the next by it.
     pub fn seq(&self) -> u64 {
         self.shared.seq
     }
@@ -113,20 +114,22 @@ impl Drop for AckHandle {
 
 /// Issues batch handles whose completions arrive on one channel.
 pub struct AckIssuer {
-    next_seq: u64,
     done: mpsc::UnboundedSender<Completion>,
 }
+
+/// The next batch number, shared by every issuer (a source's, the backfill's, the
+/// pipeline's own for ticks) so that numbers never repeat across them.
+static NEXT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl AckIssuer {
     pub fn new() -> (AckIssuer, mpsc::UnboundedReceiver<Completion>) {
         let (done, rx) = mpsc::unbounded_channel();
-        (AckIssuer { next_seq: 0, done }, rx)
+        (AckIssuer { done }, rx)
     }
 
     /// A handle for a new batch covering `offsets`.
     pub fn issue(&mut self, offsets: BatchOffsets) -> AckHandle {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
         AckHandle {
             shared: Arc::new(Shared {
                 seq,
