@@ -21,8 +21,8 @@ use crate::health::{self, FailState};
 use crate::lake::layout::parse_s3_url;
 use crate::lake::{ObjectName, Table, raw};
 use crate::pipeline::Pipeline;
-use crate::sink::s3::{self, Mode};
-use crate::sink::{self, Router, SinkConfig, SinkContext, SinkHandle, SinkStats};
+use crate::sink::s3;
+use crate::sink::{self, InputTraits, Router, SinkConfig, SinkHandle};
 use crate::source::{PipelineInput, SourceBatch};
 use crate::{Origin, runner};
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -33,7 +33,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -298,8 +297,10 @@ type Started = (
 async fn start_pipeline(config: &Config) -> Result<Started, runner::RunError> {
     let (runtime, stages) = runner::load_plugins(config)?;
     let router = Router::new();
-    let shared = Arc::new(config.clone());
     let capacity = config.pipeline.channel_capacity;
+    // Offsets in the lake are not positions in a durable log: S3 sinks rewrite, relying
+    // on the same input giving the same keys.
+    let input = InputTraits::default();
     let mut sinks = Vec::new();
     for (name, sink_config) in &config.sinks {
         let routes: Vec<String> = sink_config
@@ -311,30 +312,7 @@ async fn start_pipeline(config: &Config) -> Result<Started, runner::RunError> {
         if routes.is_empty() {
             continue;
         }
-        let mut handle = match sink_config {
-            SinkConfig::S3(c) => {
-                let (tx, rx) = mpsc::channel(capacity);
-                let ctx = SinkContext {
-                    name: name.clone(),
-                    router: router.clone(),
-                    stats: Arc::new(SinkStats::default()),
-                    config: shared.clone(),
-                };
-                let stats = ctx.stats.clone();
-                let task = s3::start_with_mode(ctx, c, rx, Mode::Rewrite).await?;
-                SinkHandle {
-                    name: name.clone(),
-                    routes: routes.clone(),
-                    reads_packed: false,
-                    tx,
-                    task,
-                    stats,
-                }
-            }
-            other => sink::start(name, other, router.clone(), shared.clone(), capacity).await?,
-        };
-        handle.routes = routes;
-        sinks.push(handle);
+        sinks.push(sink::start(name, sink_config, routes, router.clone(), input, capacity).await?);
     }
     router.install(&sinks);
     let stages: Vec<Box<dyn Stage>> = stages

@@ -4,6 +4,8 @@
 //! acknowledgements flow back through [`ack`] so a source offset is committed only after
 //! every sink has durably accepted everything derived from it.
 
+mod registry;
+
 pub mod ack;
 pub mod admin;
 pub mod backfill;

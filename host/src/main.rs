@@ -244,7 +244,16 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Athena(AthenaCommand::Ddl { config }) => {
-            print!("{}", sluice::lake::athena::ddl(&Config::load(&config)?));
+            let config = Config::load(&config)?;
+            let lake: Vec<_> = config
+                .sinks
+                .values()
+                .filter_map(|s| match s {
+                    sluice::sink::SinkConfig::S3(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            print!("{}", sluice::sink::s3::athena::ddl(&lake));
             Ok(())
         }
         Command::Backfill {
@@ -292,22 +301,14 @@ fn run(command: Command) -> Result<()> {
 fn validate(path: PathBuf) -> Result<()> {
     let config = Config::load(&path)?;
     let (_runtime, stages) = runner::load_plugins(&config)?;
-    // What can be checked without sending anything: the alert topic exists and is ours.
-    let has_sns = config
-        .sinks
-        .values()
-        .any(|s| matches!(s, sluice::sink::SinkConfig::Sns(_)));
-    if has_sns {
-        let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-        for (name, sink) in &config.sinks {
-            if let sluice::sink::SinkConfig::Sns(c) = sink {
-                rt.block_on(sluice::sink::sns::validate(name, c))?;
-            }
-        }
+    // What can be checked without sending anything (the alert topic exists and is ours).
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    for (name, sink) in &config.sinks {
+        rt.block_on(sink.kind().preflight(name))?;
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: OK", path.display())?;
-    writeln!(out, "  source: {}", describe_source(&config))?;
+    writeln!(out, "  source: {}", config.source.kind().describe())?;
     for stage in &stages {
         writeln!(
             out,
@@ -320,18 +321,6 @@ fn validate(path: PathBuf) -> Result<()> {
         writeln!(out, "  sink {name}: routes {:?}", sink.routes())?;
     }
     Ok(())
-}
-
-fn describe_source(config: &Config) -> String {
-    match &config.source {
-        sluice::source::SourceConfig::Kafka(k) => {
-            format!(
-                "kafka {} topics {:?} group {}",
-                k.brokers, k.topics, k.group_id
-            )
-        }
-        sluice::source::SourceConfig::Stdin(_) => "stdin".into(),
-    }
 }
 
 fn generate(args: GenArgs) -> Result<()> {

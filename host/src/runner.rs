@@ -11,7 +11,7 @@ use crate::plugin::{LoadError, PluginRuntime, WasmStage};
 use crate::reload::Watcher;
 use crate::sink::{self, Router, SinkError};
 use crate::source::SourceStats;
-use crate::source::{self, PipelineInput, SourceConfig, SourceError};
+use crate::source::{PipelineInput, SourceError, SourceLinks};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -142,15 +142,16 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     tracing::info!(plugins = ?names, "plugins loaded");
 
     let router = Router::new();
-    let shared_config = Arc::new(config.clone());
+    let input = config.source.input_traits();
     let mut sinks = Vec::with_capacity(config.sinks.len());
     for (name, sink_config) in &config.sinks {
         sinks.push(
             sink::start(
                 name,
                 sink_config,
+                sink_config.routes().to_vec(),
                 router.clone(),
-                shared_config.clone(),
+                input,
                 config.pipeline.channel_capacity,
             )
             .await?,
@@ -202,13 +203,13 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     let stats = source_stats.clone();
     let source_thread = std::thread::Builder::new()
         .name("source".into())
-        .spawn(move || match &source_config {
-            SourceConfig::Kafka(c) => {
-                source::kafka::run(c, tx, source_stop, stats, (drain_timeout, deadline_out))
-            }
-            SourceConfig::Stdin(c) => {
-                source::stdin::run(c, std::io::stdin().lock(), tx, source_stop, stats)
-            }
+        .spawn(move || {
+            source_config.kind().run(SourceLinks {
+                pipeline: tx,
+                stop: source_stop,
+                stats,
+                shutdown: (drain_timeout, deadline_out),
+            })
         })
         .map_err(|e| RunError::Internal(e.to_string()))?;
 

@@ -500,7 +500,7 @@ mod in_process {
     use sluice::sink::sns::message::{QueryHints, render};
     use sluice::sink::sns::policy::{DataAlert, Notification};
     use sluice::sink::sns::publish::{self, Publisher};
-    use sluice::sink::{Router, SinkConfig, SinkStats};
+    use sluice::sink::{InputTraits, Router, SinkConfig, SinkStats};
     use std::sync::Arc;
 
     fn sns_config(topic_arn: &str) -> SnsSinkConfig {
@@ -516,25 +516,16 @@ mod in_process {
         let rt = runtime();
         let tap = rt.block_on(tap(false));
         let config = sns_config(&tap.topic_arn);
-        let dir = tempfile::tempdir().unwrap();
-        let host_config = Arc::new(
-            sluice::config::Config::from_toml(
-                &format!(
-                    "[source]\ntype = \"stdin\"\n[sinks.dlq]\ntype = \"file\"\npath = \"{}\"\nroutes = [\"dlq\"]\n",
-                    dir.path().join("dlq.ndjson").display()
-                ),
-                &dir.path().join("sluice.toml"),
-            )
-            .unwrap(),
-        );
         let name = unique("fail-alerts");
         let subject = unique("127.0.0.1:19092");
         let messages = rt.block_on(async {
+            let config = SinkConfig::Sns(config);
             let sink = sluice::sink::start(
                 &name,
-                &SinkConfig::Sns(config),
+                &config,
+                config.routes().to_vec(),
                 Router::new(),
-                host_config,
+                InputTraits::default(),
                 4,
             )
             .await

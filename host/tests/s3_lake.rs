@@ -7,7 +7,8 @@ mod common;
 use common::lake::*;
 use common::{Host, create_topic, produce, unique};
 use serde_json::Value;
-use sluice::lake::{ObjectName, Table, athena, raw};
+use sluice::lake::{ObjectName, Table, raw};
+use sluice::sink::s3::athena;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 

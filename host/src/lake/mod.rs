@@ -3,12 +3,11 @@
 //! - [`layout`]: tables, Hive-style partitions and object keys.
 //! - [`raw`]: the NDJSON (gzip) envelope of the `raw` table, written and read back.
 //! - [`columns`]: the Parquet schema of `cleaned` and `metrics`, and the encoder.
-//! - [`athena`]: the `CREATE EXTERNAL TABLE` statements and partition registration.
 //!
-//! The sink (`sink::s3`) and the backfill (`backfill`) share these, so what is written,
-//! what is declared to Athena and what a backfill reads back cannot drift apart.
+//! The sink (`sink::s3`, which also declares its tables to Athena) and the backfill share
+//! these, so what is written, what is declared to Athena and what a backfill reads back
+//! cannot drift apart. This module knows nothing of either.
 
-pub mod athena;
 pub mod columns;
 pub mod layout;
 pub mod raw;

@@ -4,7 +4,7 @@
 //! It never dead-letters: a write that fails stops the sink and fails the batch. So it may
 //! take `dlq` along with other routes without ever waiting on its own channel.
 
-use super::{SinkContext, SinkError, SinkInput, SinkStats};
+use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, SinkStats, Starting};
 use crate::codec;
 use crate::event::{Events, SinkBatch};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use tokio::sync::mpsc;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     pub routes: Vec<String>,
@@ -40,6 +40,20 @@ impl FileSinkConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl SinkKind for FileSinkConfig {
+    fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        FileSinkConfig::check(self)
+    }
+
+    fn start(&self, ctx: SinkContext, input: SinkInputs) -> Starting<'_> {
+        Box::pin(start(ctx, self, input))
     }
 }
 

@@ -25,12 +25,12 @@
 //! a dead letter never fails a batch for its size, so one oversized record cannot stop the
 //! host.
 
-use super::{Router, SinkContext, SinkError, SinkInput, SinkStats};
+use super::driver::{Answer, Driver, DriverSettings, Failure, Failures, Protocol};
+use super::retry::Backoff;
+use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, Starting};
 use crate::codec;
 use crate::event::{DeadLetter, Events, SinkBatch};
-use crate::health::{self, FailState};
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
     pub routes: Vec<String>,
@@ -133,43 +133,115 @@ impl KafkaSinkConfig {
     }
 }
 
-/// Failed attempts at sending messages again before `SinkUnavailable` is raised.
-const ATTEMPTS_BEFORE_UNAVAILABLE: u32 = 3;
+impl SinkKind for KafkaSinkConfig {
+    fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        KafkaSinkConfig::check(self)
+    }
+
+    fn reads_packed(&self) -> bool {
+        true
+    }
+
+    fn start(&self, ctx: SinkContext, input: SinkInputs) -> Starting<'_> {
+        Box::pin(start(ctx, self, input))
+    }
+}
 
 pub async fn start(
     ctx: SinkContext,
     config: &KafkaSinkConfig,
     rx: mpsc::Receiver<SinkInput>,
 ) -> Result<tokio::task::JoinHandle<()>, SinkError> {
-    let producer = producer(&ctx.name, config)?;
-    let sink = KafkaSink {
-        shared: Arc::new(Shared {
-            name: ctx.name,
-            router: ctx.router,
-            stats: ctx.stats,
-            message_max_bytes: config.message_max_bytes(),
-        }),
-        config: config.clone(),
-        producer,
-        next_seq: 0,
-        attempt: 0,
-        stalled: Vec::new(),
+    let protocol = KafkaProtocol::new(&ctx.name, config)?;
+    let settings = DriverSettings {
+        max_in_flight: config.max_in_flight_batches,
+        backoff: Backoff::from_millis(config.retry_initial_backoff_ms, config.retry_max_backoff_ms),
+        hint: "Check that the topic exists, that the sink may write to it, and that the brokers are reachable.",
     };
-    Ok(tokio::spawn(sink.run(rx)))
+    Ok(Driver::spawn(&ctx, protocol, settings, rx))
 }
 
-/// What the settling of each batch needs.
+/// How this sink writes a batch: messages handed to an idempotent producer, answered by
+/// its delivery reports.
+struct KafkaProtocol {
+    shared: Arc<Shared>,
+    producer: Arc<Producer>,
+}
+
+/// What the answer to each hand-over needs.
 struct Shared {
     name: String,
-    router: Arc<Router>,
-    stats: Arc<SinkStats>,
+    config: KafkaSinkConfig,
     message_max_bytes: usize,
 }
 
-/// A batch being settled: done (`None`) or with messages to send again.
-type Settling = BoxFuture<'static, Option<Unsettled>>;
+impl KafkaProtocol {
+    fn new(name: &str, config: &KafkaSinkConfig) -> Result<KafkaProtocol, SinkError> {
+        Ok(KafkaProtocol {
+            producer: Arc::new(producer(name, config)?),
+            shared: Arc::new(Shared {
+                name: name.to_owned(),
+                config: config.clone(),
+                message_max_bytes: config.message_max_bytes(),
+            }),
+        })
+    }
+}
 
-/// The messages of a batch to send again.
+impl Protocol for KafkaProtocol {
+    fn send<'a>(
+        &'a self,
+        batch: &'a SinkBatch,
+        only: Option<&'a [usize]>,
+    ) -> BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            let resend = only.map(|indices| Resend {
+                indices: indices.to_vec(),
+                bare: Vec::new(),
+            });
+            let handed =
+                enqueue(&self.producer, &self.shared, &batch.events, resend.as_ref()).await;
+            let answer = answer(
+                self.shared.clone(),
+                self.producer.clone(),
+                batch.events.clone(),
+                &*batch.route == "dlq",
+                handed,
+            );
+            Answer::new(answer)
+        })
+    }
+
+    fn describe(&self, items: usize) -> String {
+        format!(
+            "sending {items} messages to topic `{}`",
+            self.shared.config.topic
+        )
+    }
+
+    /// A producer with a fatal error (its idempotence broken, say) refuses every message
+    /// from then on: replace it. Every message it held has been answered by now.
+    fn before_retry(&mut self) {
+        let Some((code, reason)) = self.producer.client.client().fatal_error() else {
+            return;
+        };
+        let name = &self.shared.name;
+        tracing::error!(sink = %name, ?code, %reason,
+            "the Kafka producer failed fatally; replacing it and sending again what it did not deliver");
+        match producer(name, &self.shared.config) {
+            Ok(fresh) => self.producer = Arc::new(fresh),
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "cannot replace the producer; trying again later")
+            }
+        }
+    }
+}
+
+/// The messages of a batch to send, when not all of them.
 #[derive(Debug, Default, PartialEq)]
 struct Resend {
     /// Places in the batch, ascending.
@@ -178,186 +250,11 @@ struct Resend {
     bare: Vec<usize>,
 }
 
-/// A batch with messages not yet delivered nor dead-lettered.
-struct Unsettled {
-    /// The order batches came in, kept when they are sent again.
-    seq: u64,
-    batch: SinkBatch,
-    resend: Resend,
-    /// Why the destination could not take some of them; `None` when all there is to do is
-    /// send dead letters again without their payload, which needs no wait.
-    unavailable: Option<KafkaError>,
-}
-
-struct KafkaSink {
-    shared: Arc<Shared>,
-    config: KafkaSinkConfig,
-    producer: Producer,
-    next_seq: u64,
-    /// Attempts so far at sending again what the destination could not take.
-    attempt: u32,
-    /// Batches waiting to be sent again once every batch in flight has settled.
-    stalled: Vec<Unsettled>,
-}
-
-impl KafkaSink {
-    async fn run(mut self, mut rx: mpsc::Receiver<SinkInput>) {
-        let mut in_flight: FuturesUnordered<Settling> = FuturesUnordered::new();
-        loop {
-            // Once everything in flight has answered, send the stalled batches again; no
-            // input is read until they are delivered.
-            if in_flight.is_empty() && !self.stalled.is_empty() {
-                self.retry(&mut in_flight).await;
-            }
-            tokio::select! {
-                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.settled(outcome, &mut in_flight).await;
-                }
-                input = rx.recv(),
-                    if in_flight.len() < self.config.max_in_flight_batches
-                        && self.stalled.is_empty() =>
-                {
-                    let Some(input) = input else { break };
-                    match input {
-                        SinkInput::Flush(done) => {
-                            self.drain(&mut in_flight).await;
-                            let _ = done.send(());
-                        }
-                        // In-flight batches complete on their own: nothing held per partition.
-                        SinkInput::Revoked(_) => {}
-                        SinkInput::Batch(batch) => {
-                            self.next_seq += 1;
-                            self.send(self.next_seq, batch, None, &mut in_flight).await;
-                        }
-                    }
-                }
-            }
-        }
-        self.drain(&mut in_flight).await;
-    }
-
-    /// Hand a batch's messages (all, or those in `resend`) to the producer and settle them.
-    async fn send(
-        &self,
-        seq: u64,
-        batch: SinkBatch,
-        resend: Option<Resend>,
-        in_flight: &mut FuturesUnordered<Settling>,
-    ) {
-        let (sent, answers) = enqueue(
-            &self.producer,
-            &self.config,
-            &batch,
-            resend.as_ref(),
-            self.shared.message_max_bytes,
-        )
-        .await;
-        SinkStats::add(&self.shared.stats.sent, sent as u64);
-        let bare = resend.map(|r| r.bare).unwrap_or_default();
-        in_flight.push(Box::pin(settle(
-            self.shared.clone(),
-            seq,
-            batch,
-            bare,
-            sent,
-            answers,
-        )));
-    }
-
-    async fn settled(
-        &mut self,
-        outcome: Option<Unsettled>,
-        in_flight: &mut FuturesUnordered<Settling>,
-    ) {
-        match outcome {
-            None => {
-                if self.attempt > 0 && in_flight.is_empty() && self.stalled.is_empty() {
-                    tracing::info!(sink = %self.shared.name, attempts = self.attempt,
-                        "the destination takes messages again; everything held back is delivered");
-                    self.attempt = 0;
-                    health::global().clear(FailState::SinkUnavailable, &self.shared.name);
-                }
-            }
-            Some(u) if u.unavailable.is_none() => {
-                self.send(u.seq, u.batch, Some(u.resend), in_flight).await;
-            }
-            Some(u) => self.stalled.push(u),
-        }
-    }
-
-    /// Settle everything in flight, sending again what must be, until nothing is left.
-    async fn drain(&mut self, in_flight: &mut FuturesUnordered<Settling>) {
-        loop {
-            while let Some(outcome) = in_flight.next().await {
-                self.settled(outcome, in_flight).await;
-            }
-            if self.stalled.is_empty() {
-                return;
-            }
-            self.retry(in_flight).await;
-        }
-    }
-
-    /// Wait (backoff with jitter), then send the stalled batches again in their order,
-    /// with a new producer if the old one failed fatally.
-    async fn retry(&mut self, in_flight: &mut FuturesUnordered<Settling>) {
-        self.attempt += 1;
-        let attempt = self.attempt;
-        let name = &self.shared.name;
-        let count: usize = self.stalled.iter().map(|u| u.resend.indices.len()).sum();
-        let error = self
-            .stalled
-            .iter()
-            .rev()
-            .find_map(|u| u.unavailable.as_ref())
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        SinkStats::add(&self.shared.stats.retried, count as u64);
-        if attempt == 1 || attempt.is_multiple_of(20) {
-            tracing::warn!(sink = %name, topic = %self.config.topic, attempt, messages = count, %error,
-                "Kafka cannot take these messages now; sending them again, and reading no more input until it does");
-        }
-        if attempt >= ATTEMPTS_BEFORE_UNAVAILABLE {
-            health::global().raise(
-                FailState::SinkUnavailable,
-                name,
-                format!(
-                    "{count} messages for topic `{}` not accepted after {attempt} attempts: {error}. \
-                     Check that the topic exists, that the sink may write to it, and that the brokers are reachable.",
-                    self.config.topic
-                ),
-            );
-        }
-        tokio::time::sleep(super::backoff(
-            attempt,
-            Duration::from_millis(self.config.retry_initial_backoff_ms),
-            Duration::from_millis(self.config.retry_max_backoff_ms),
-        ))
-        .await;
-        self.replace_producer_if_fatal();
-        let mut stalled = std::mem::take(&mut self.stalled);
-        stalled.sort_unstable_by_key(|u| u.seq);
-        for u in stalled {
-            self.send(u.seq, u.batch, Some(u.resend), in_flight).await;
-        }
-    }
-
-    /// A producer with a fatal error (its idempotence broken, say) refuses every message
-    /// from then on: replace it. Every message it held has been answered by now.
-    fn replace_producer_if_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client.client().fatal_error() else {
-            return;
-        };
-        let name = &self.shared.name;
-        tracing::error!(sink = %name, ?code, %reason,
-            "the Kafka producer failed fatally; replacing it and sending again what it did not deliver");
-        match producer(name, &self.config) {
-            Ok(fresh) => self.producer = fresh,
-            Err(e) => {
-                tracing::error!(sink = %name, error = %e, "cannot replace the producer; trying again later")
-            }
-        }
-    }
+/// The messages handed to the producer in one go.
+struct Handed {
+    /// Which, when not every message of the batch.
+    resend: Option<Resend>,
+    answers: oneshot::Receiver<FailedMessages>,
 }
 
 /// How one message failed.
@@ -371,21 +268,21 @@ struct Failed {
 }
 
 /// The messages of a batch that failed: (place in the batch, how).
-type Failures = Vec<(usize, Failed)>;
+type FailedMessages = Vec<(usize, Failed)>;
 
 /// The broker's answers for one batch, gathered by the producer's delivery callback: one
 /// count and one signal per batch rather than a future per message.
 struct Answers {
     /// Messages not answered yet.
     pending: AtomicUsize,
-    failed: Mutex<Failures>,
+    failed: Mutex<FailedMessages>,
     /// Gets `failed` once every message is answered. Dropped unsent if the producer
     /// drops messages without answering, which fails the batch.
-    done: Mutex<Option<oneshot::Sender<Failures>>>,
+    done: Mutex<Option<oneshot::Sender<FailedMessages>>>,
 }
 
 impl Answers {
-    fn new(count: usize) -> (Arc<Answers>, oneshot::Receiver<Failures>) {
+    fn new(count: usize) -> (Arc<Answers>, oneshot::Receiver<FailedMessages>) {
         let (tx, rx) = oneshot::channel();
         let answers = Arc::new(Answers {
             pending: AtomicUsize::new(count),
@@ -550,17 +447,16 @@ fn producer(name: &str, config: &KafkaSinkConfig) -> Result<Producer, SinkError>
     Producer::start(name, client)
 }
 
-/// Hand the batch's events to the producer — every one, or those `resend` names —
-/// waiting while its queue is full. Returns how many were handed over, and the receiver
-/// of the failures once all are answered.
+/// Hand events to the producer — every one, or those `resend` names — waiting while its
+/// queue is full.
 async fn enqueue(
     producer: &Producer,
-    config: &KafkaSinkConfig,
-    batch: &SinkBatch,
+    shared: &Shared,
+    events: &Events,
     resend: Option<&Resend>,
-    message_max_bytes: usize,
-) -> (usize, oneshot::Receiver<Failures>) {
-    let count = resend.map_or(batch.events.len(), |r| r.indices.len());
+) -> Handed {
+    let config = &shared.config;
+    let count = resend.map_or(events.len(), |r| r.indices.len());
     let (answers, done) = Answers::new(count);
     let sender = Sender {
         producer,
@@ -572,7 +468,7 @@ async fn enqueue(
     let wanted = |index: usize| resend.is_none_or(|r| r.indices.binary_search(&index).is_ok());
     let mut buf = Vec::with_capacity(512);
     let mut origin_key = String::new();
-    match &*batch.events {
+    match events {
         Events::Logs(logs) => match logs.packed() {
             // The chain's output, read in place: no record is decoded to be encoded.
             Some(packed) => {
@@ -614,13 +510,19 @@ async fn enqueue(
                     } else {
                         config.dead_letter_max_payload_bytes
                     };
-                    let (payload, headers) = dead_letter_message(d, max, message_max_bytes);
+                    let (payload, headers) = dead_letter_message(d, max, shared.message_max_bytes);
                     sender.send(index, None, payload, Some(headers)).await;
                 }
             }
         }
     }
-    (count, done)
+    Handed {
+        resend: resend.map(|r| Resend {
+            indices: r.indices.clone(),
+            bare: r.bare.clone(),
+        }),
+        answers: done,
+    }
 }
 
 /// Sends the messages of one batch, each with its place in the batch.
@@ -756,90 +658,67 @@ fn truncate_str(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Wait for the answers to the `sent` messages of one send of a batch. Dead-letter what
-/// was refused for good; return what must be sent again (dead letters refused for good
-/// go again without payload, once); acknowledge the batch when nothing is left. `bare`:
-/// the dead letters this send carried without payload.
-async fn settle(
+/// Wait for the producer's answers to one hand-over and sort what failed: the
+/// destination unavailable (sent again by the driver) or a message refused for good
+/// (dead-lettered). A dead letter refused for good is sent again at once without its
+/// payload (reason and origin kept), and one refused even so is only logged: a dead letter
+/// never fails a batch for its size.
+async fn answer(
     shared: Arc<Shared>,
-    seq: u64,
-    batch: SinkBatch,
-    bare: Vec<usize>,
-    sent: usize,
-    answers: oneshot::Receiver<Failures>,
-) -> Option<Unsettled> {
+    producer: Arc<Producer>,
+    events: Arc<Events>,
+    dead_letters: bool,
+    mut handed: Handed,
+) -> Failures {
     let name = &shared.name;
-    let Ok(mut failures) = answers.await else {
-        tracing::error!(sink = %name, "producer went away before delivering; batch fails");
-        return None;
-    };
-    SinkStats::add(&shared.stats.acknowledged, (sent - failures.len()) as u64);
-    if failures.is_empty() {
-        batch.ack.ack();
-        return None;
-    }
-    // Answers arrive in any order across partitions; what follows keeps the batch's order.
-    failures.sort_unstable_by_key(|&(index, _)| index);
-    let dead_letters = &*batch.route == "dlq";
-    let mut resend = Resend::default();
-    let mut unavailable = None;
-    let mut refused = Vec::new();
-    for (index, failure) in failures {
-        let was_bare = bare.binary_search(&index).is_ok();
-        match verdict(&failure.error) {
-            Verdict::Unavailable => {
-                resend.indices.push(index);
-                if was_bare {
-                    resend.bare.push(index);
+    let mut out = Failures::new();
+    loop {
+        let Ok(mut failed) = handed.answers.await else {
+            tracing::warn!(sink = %name, "the producer went away before answering; sending the messages again");
+            let all = handed
+                .resend
+                .map_or_else(|| (0..events.len()).collect(), |r| r.indices);
+            let why = "the producer went away before answering";
+            out.extend(all.into_iter().map(|i| (i, Failure::Retry(why.into()))));
+            return out;
+        };
+        // Answers arrive in any order across partitions; what follows keeps the batch's order.
+        failed.sort_unstable_by_key(|&(index, _)| index);
+        let sent_bare = handed.resend.map(|r| r.bare).unwrap_or_default();
+        let mut bare = Resend::default();
+        for (index, failure) in failed {
+            let was_bare = sent_bare.binary_search(&index).is_ok();
+            match verdict(&failure.error) {
+                Verdict::Unavailable => {
+                    out.push((index, Failure::Retry(failure.error.to_string())));
                 }
-                unavailable = Some(failure.error);
+                Verdict::Refused if dead_letters && !was_bare => {
+                    tracing::warn!(sink = %name, error = %refusal(name, &failure, shared.message_max_bytes),
+                        "a dead letter was refused; sending it again without its payload");
+                    bare.indices.push(index);
+                    bare.bare.push(index);
+                }
+                Verdict::Refused if dead_letters => give_up(name, &events, index, &failure),
+                Verdict::Refused => {
+                    let why = refusal(name, &failure, shared.message_max_bytes);
+                    out.push((
+                        index,
+                        Failure::Refused(dead_letter(name, &events, index, &why)),
+                    ));
+                }
             }
-            Verdict::Refused if dead_letters && !was_bare => {
-                tracing::warn!(sink = %name, error = %refusal(name, &failure, shared.message_max_bytes),
-                    "a dead letter was refused; sending it again without its payload");
-                resend.indices.push(index);
-                resend.bare.push(index);
-            }
-            Verdict::Refused if dead_letters => give_up(name, &batch, index, &failure),
-            Verdict::Refused => refused.push((index, failure)),
         }
-    }
-    if !refused.is_empty() {
-        let reason = refusal(name, &refused[0].1, shared.message_max_bytes);
-        tracing::warn!(sink = %name, count = refused.len(), %reason, "messages refused for good; dead-lettering them");
-        let letters: Vec<DeadLetter> = refused
-            .iter()
-            .map(|(index, failure)| {
-                let why = refusal(name, failure, shared.message_max_bytes);
-                dead_letter(name, &batch, *index, &why)
-            })
-            .collect();
-        SinkStats::add(&shared.stats.dead_lettered, letters.len() as u64);
-        if !shared
-            .router
-            .dead_letter(name, letters, &batch.ack)
-            .await
-            .sent(name)
-        {
-            return None;
+        if bare.indices.is_empty() {
+            return out;
         }
+        handed = enqueue(&producer, &shared, &events, Some(&bare)).await;
     }
-    if resend.indices.is_empty() {
-        batch.ack.ack();
-        return None;
-    }
-    Some(Unsettled {
-        seq,
-        batch,
-        resend,
-        unavailable,
-    })
 }
 
 /// A dead letter refused even without its payload (a topic whose max.message.bytes is
 /// smaller than its headers): the log keeps what it says, and the batch goes on.
-fn give_up(sink: &str, batch: &SinkBatch, index: usize, failure: &Failed) {
-    if let Events::DeadLetters(letters) = &*batch.events {
+fn give_up(sink: &str, events: &Events, index: usize, failure: &Failed) {
+    if let Events::DeadLetters(letters) = events {
         let d = &letters[index];
         tracing::error!(sink = %sink, error = %failure.error, origin.topic = %d.origin.topic,
             origin.partition = d.origin.partition, origin.offset = d.origin.offset,
@@ -848,10 +727,10 @@ fn give_up(sink: &str, batch: &SinkBatch, index: usize, failure: &Failed) {
     }
 }
 
-fn dead_letter(sink: &str, batch: &SinkBatch, index: usize, why: &str) -> DeadLetter {
+fn dead_letter(sink: &str, events: &Events, index: usize, why: &str) -> DeadLetter {
     let reason = format!("sink `{sink}` rejected it: {why}");
     let timestamp = crate::time::now_ns();
-    match &*batch.events {
+    match events {
         Events::Logs(logs) => DeadLetter {
             origin: logs.records()[index].origin().clone(),
             reason,
@@ -1037,20 +916,8 @@ mod tests {
             retry_max_backoff_ms: 100,
             options: BTreeMap::new(),
         };
-        let sink = KafkaSink {
-            shared: Arc::new(Shared {
-                name: "fatal".into(),
-                router: Router::new(),
-                stats: Arc::default(),
-                message_max_bytes: DEFAULT_MESSAGE_MAX_BYTES,
-            }),
-            producer: producer("fatal", &config).unwrap(),
-            config,
-            next_seq: 0,
-            attempt: 0,
-            stalled: Vec::new(),
-        };
-        let client = sink.producer.client.clone();
+        let protocol = KafkaProtocol::new("fatal", &config).unwrap();
+        let client = protocol.producer.client.clone();
         let code = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
         // SAFETY: a live client handle and a NUL-terminated reason.
         let raised = unsafe {
@@ -1066,8 +933,14 @@ mod tests {
         );
         assert!(client.client().fatal_error().is_some());
 
+        let ctx = SinkContext::new("fatal", super::super::Router::new());
+        let settings = DriverSettings {
+            max_in_flight: 1,
+            backoff: Backoff::from_millis(10, 100),
+            hint: "",
+        };
         let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(sink.run(rx));
+        let task = Driver::spawn(&ctx, protocol, settings, rx);
         let (mut issuer, mut completions) = AckIssuer::new();
         let message = RawMessage {
             origin: crate::Origin::default(),

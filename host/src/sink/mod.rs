@@ -11,44 +11,79 @@
 //! takes `dlq` as well gets its own dead letters back from the router to write at once
 //! (never through its own channel, which it is not reading while it settles a batch).
 //!
-//! To add a sink: a module with its config struct (`deny_unknown_fields`, a `routes` list),
-//! a variant in [`SinkConfig`], and a `start` function returning a [`SinkHandle`].
+//! To add a sink: a folder `sink/<name>/` with its config struct (`deny_unknown_fields`, a
+//! `routes` list) implementing [`SinkKind`], and one line in the [`registry!`] below. A sink
+//! that writes each batch as it comes brings a [`driver::Protocol`] and lets the
+//! [`driver::Driver`] run it (see `kafka.rs`); one that buffers runs its own loop under the
+//! same contract (see `s3/`). `docs/architecture.md` walks through it.
 
+pub mod driver;
 pub mod elasticsearch;
 pub mod file;
 pub mod kafka;
+pub mod retry;
 pub mod s3;
 pub mod sns;
 
+pub use retry::backoff;
+
 use crate::ack::AckHandle;
 use crate::event::{DeadLetter, Events, SinkBatch};
+use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// One sink's configuration, selected by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SinkConfig {
-    Kafka(kafka::KafkaSinkConfig),
-    File(file::FileSinkConfig),
-    S3(s3::S3SinkConfig),
-    Elasticsearch(elasticsearch::ElasticsearchSinkConfig),
-    Sns(sns::SnsSinkConfig),
+/// A kind of sink, implemented by its config struct: what `[sinks.<name>] type = "…"`
+/// builds.
+pub trait SinkKind: Send + Sync {
+    /// The routes this sink takes (its `routes` key).
+    fn routes(&self) -> &[String];
+
+    /// Checks that need no network: `Err((key, message))`.
+    fn check(&self) -> Result<(), (String, String)>;
+
+    /// Whether it writes log records from the packed batch, read in place, rather than
+    /// from owned records.
+    fn reads_packed(&self) -> bool {
+        false
+    }
+
+    /// Checks against the destination that write nothing (`sluice validate`).
+    fn preflight<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Start the sink's task. Fails with a clear error when the destination is unusable
+    /// (missing credentials, bucket, topic…).
+    fn start(&self, ctx: SinkContext, input: SinkInputs) -> Starting<'_>;
+}
+
+/// A sink's input channel.
+pub type SinkInputs = mpsc::Receiver<SinkInput>;
+
+/// A sink starting: its task, or why it cannot start.
+pub type Starting<'a> = BoxFuture<'a, Result<tokio::task::JoinHandle<()>, SinkError>>;
+
+crate::registry::registry! {
+    /// One sink's configuration, selected by `type`.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    SinkConfig: SinkKind {
+        Kafka(kafka::KafkaSinkConfig),
+        File(file::FileSinkConfig),
+        S3(s3::S3SinkConfig),
+        Elasticsearch(elasticsearch::ElasticsearchSinkConfig),
+        Sns(sns::SnsSinkConfig),
+    }
 }
 
 impl SinkConfig {
     /// The routes this sink takes.
     pub fn routes(&self) -> &[String] {
-        match self {
-            SinkConfig::Kafka(c) => &c.routes,
-            SinkConfig::File(c) => &c.routes,
-            SinkConfig::S3(c) => &c.routes,
-            SinkConfig::Elasticsearch(c) => &c.routes,
-            SinkConfig::Sns(c) => &c.routes,
-        }
+        self.kind().routes()
     }
 
     /// Checks that need no network: `Err((key, message))`.
@@ -59,13 +94,7 @@ impl SinkConfig {
                 "must name at least one route (e.g. [\"cleaned\"])".into(),
             ));
         }
-        match self {
-            SinkConfig::Kafka(c) => c.check(),
-            SinkConfig::File(c) => c.check(),
-            SinkConfig::S3(c) => c.check(),
-            SinkConfig::Elasticsearch(c) => c.check(),
-            SinkConfig::Sns(c) => c.check(),
-        }
+        self.kind().check()
     }
 }
 
@@ -110,6 +139,25 @@ impl SinkStats {
     }
 }
 
+/// What sinks may rely on about their input, from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputTraits {
+    /// A replay gives the same records at the same offsets (a Kafka log), so a sink may
+    /// skip by offset what it wrote before. Not so for stdin or a backfill.
+    pub durable_offsets: bool,
+    /// How long the source waits for the sinks to write out a revoked partition.
+    pub rebalance_drain: Duration,
+}
+
+impl Default for InputTraits {
+    fn default() -> Self {
+        InputTraits {
+            durable_offsets: false,
+            rebalance_drain: Duration::ZERO,
+        }
+    }
+}
+
 /// What every sink gets besides its config and input.
 #[derive(Clone)]
 pub struct SinkContext {
@@ -118,8 +166,18 @@ pub struct SinkContext {
     /// For dead letters.
     pub router: Arc<Router>,
     pub stats: Arc<SinkStats>,
-    /// The whole host config, for sinks that need to know about others (DDL, Athena).
-    pub config: Arc<crate::config::Config>,
+    pub input: InputTraits,
+}
+
+impl SinkContext {
+    pub fn new(name: &str, router: Arc<Router>) -> SinkContext {
+        SinkContext {
+            name: name.to_owned(),
+            router,
+            stats: Arc::default(),
+            input: InputTraits::default(),
+        }
+    }
 }
 
 /// A running sink.
@@ -134,34 +192,26 @@ pub struct SinkHandle {
     pub stats: Arc<SinkStats>,
 }
 
-/// Start the sink `name`. Fails with a clear error when the destination is unusable
-/// (missing credentials, bucket, topic…).
+/// Start the sink `name` taking `routes` (its configured ones unless a command narrows
+/// them), behind a channel of `capacity` batches.
 pub async fn start(
     name: &str,
     config: &SinkConfig,
+    routes: Vec<String>,
     router: Arc<Router>,
-    host_config: Arc<crate::config::Config>,
+    input: InputTraits,
     capacity: usize,
 ) -> Result<SinkHandle, SinkError> {
     let (tx, rx) = mpsc::channel(capacity);
-    let ctx = SinkContext {
-        name: name.to_owned(),
-        router,
-        stats: Arc::new(SinkStats::default()),
-        config: host_config,
-    };
+    let mut ctx = SinkContext::new(name, router);
+    ctx.input = input;
     let stats = ctx.stats.clone();
-    let task = match config {
-        SinkConfig::Kafka(c) => kafka::start(ctx, c, rx).await?,
-        SinkConfig::File(c) => file::start(ctx, c, rx).await?,
-        SinkConfig::S3(c) => s3::start(ctx, c, rx).await?,
-        SinkConfig::Elasticsearch(c) => elasticsearch::start(ctx, c, rx).await?,
-        SinkConfig::Sns(c) => sns::start(ctx, c, rx).await?,
-    };
+    let kind = config.kind();
+    let task = kind.start(ctx, rx).await?;
     Ok(SinkHandle {
         name: name.to_owned(),
-        routes: config.routes().to_vec(),
-        reads_packed: matches!(config, SinkConfig::Kafka(_)),
+        routes,
+        reads_packed: kind.reads_packed(),
         tx,
         task,
         stats,
@@ -401,20 +451,6 @@ impl DeadLettered {
     }
 }
 
-/// Retry delays for transient sink failures: exponential from `base`, capped, with full
-/// jitter so many hosts do not retry in step.
-pub fn backoff(
-    attempt: u32,
-    base: std::time::Duration,
-    cap: std::time::Duration,
-) -> std::time::Duration {
-    use rand::Rng;
-    let exp = base.saturating_mul(1u32 << attempt.min(16));
-    let ceiling = exp.min(cap);
-    let millis = ceiling.as_millis().max(1) as u64;
-    std::time::Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,7 +476,8 @@ mod tests {
         (handle, rx)
     }
 
-    fn letter(offset: i64) -> DeadLetter {
+    /// A dead letter of offset `offset` of topic `t`.
+    pub(super) fn letter(offset: i64) -> DeadLetter {
         DeadLetter {
             origin: crate::Origin {
                 topic: "t".into(),

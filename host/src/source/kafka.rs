@@ -12,9 +12,11 @@
 //! before letting them go. On shutdown it does the same for every partition.
 
 use super::{
-    DecodingConfig, PartitionProgress, PipelineInput, SourceBatch, SourceError, SourceStats,
+    DecodingConfig, PartitionProgress, PipelineInput, SourceBatch, SourceError, SourceKind,
+    SourceLinks, SourceStats,
 };
 use crate::health::{self, FailState};
+use crate::sink::InputTraits;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ack::{AckIssuer, BatchOffsets, Completion, OffsetTracker};
@@ -92,6 +94,47 @@ pub enum StartFrom {
     #[default]
     Earliest,
     Latest,
+}
+
+impl SourceKind for KafkaSourceConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        KafkaSourceConfig::check(self)
+    }
+
+    fn decoding(&self) -> DecodingConfig {
+        let c = self;
+        DecodingConfig::new(
+            c.batch_max_records,
+            c.batch_max_wait_ms,
+            c.max_message_bytes,
+            c.invalid_json,
+        )
+    }
+
+    /// A Kafka log replays the same records at the same offsets.
+    fn input_traits(&self) -> InputTraits {
+        InputTraits {
+            durable_offsets: true,
+            rebalance_drain: Duration::from_millis(self.rebalance_drain_timeout_ms),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "kafka {} topics {:?} group {}",
+            self.brokers, self.topics, self.group_id
+        )
+    }
+
+    fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
+        run(
+            self,
+            links.pipeline,
+            links.stop,
+            links.stats,
+            links.shutdown,
+        )
+    }
 }
 
 impl KafkaSourceConfig {

@@ -8,16 +8,54 @@ pub mod stdin;
 use crate::ack::AckHandle;
 use crate::codec::InvalidJson;
 use crate::event::RawMessage;
+use crate::sink::InputTraits;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    Kafka(kafka::KafkaSourceConfig),
-    Stdin(stdin::StdinSourceConfig),
+/// A kind of source, implemented by its config struct: what `[source] type = "…"` runs.
+pub trait SourceKind: Send + Sync {
+    /// Checks that need no network: `Err((key, message))`.
+    fn check(&self) -> Result<(), (String, String)>;
+
+    /// Its batching and decoding settings.
+    fn decoding(&self) -> DecodingConfig;
+
+    /// What the sinks may rely on about its input.
+    fn input_traits(&self) -> InputTraits {
+        InputTraits::default()
+    }
+
+    /// One line for `sluice validate`: what it reads.
+    fn describe(&self) -> String;
+
+    /// Read on the calling (source) thread until the input ends or `links.stop` is set,
+    /// sending batches to the pipeline and committing what completes.
+    fn run(&self, links: SourceLinks) -> Result<(), SourceError>;
+}
+
+/// What a running source is connected to.
+pub struct SourceLinks {
+    /// Batches and progress for the pipeline (bounded: a full channel is backpressure).
+    pub pipeline: SyncSender<PipelineInput>,
+    /// Set when the host is asked to stop.
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<SourceStats>,
+    /// How long the shutdown may drain, and where the source records when it began to
+    /// stop (the host's whole shutdown is bounded from then on).
+    pub shutdown: (Duration, Arc<OnceLock<Instant>>),
+}
+
+crate::registry::registry! {
+    /// The source's configuration, selected by `type`.
+    #[derive(Debug, Clone, Deserialize)]
+    SourceConfig: SourceKind {
+        Kafka(kafka::KafkaSourceConfig),
+        Stdin(stdin::StdinSourceConfig),
+    }
 }
 
 impl SourceConfig {
@@ -30,33 +68,16 @@ impl SourceConfig {
         if common.max_message_bytes == 0 {
             return Err(("max_message_bytes".into(), "must be at least 1".into()));
         }
-        match self {
-            SourceConfig::Kafka(c) => c.check(),
-            SourceConfig::Stdin(_) => Ok(()),
-        }
+        self.kind().check()
+    }
+
+    /// What the sinks may rely on about this source's input.
+    pub fn input_traits(&self) -> InputTraits {
+        self.kind().input_traits()
     }
 
     pub fn decoding(&self) -> DecodingConfig {
-        let (batch_max_records, batch_max_wait_ms, max_message_bytes, invalid_json) = match self {
-            SourceConfig::Kafka(c) => (
-                c.batch_max_records,
-                c.batch_max_wait_ms,
-                c.max_message_bytes,
-                c.invalid_json,
-            ),
-            SourceConfig::Stdin(c) => (
-                c.batch_max_records,
-                c.batch_max_wait_ms,
-                c.max_message_bytes,
-                c.invalid_json,
-            ),
-        };
-        DecodingConfig {
-            batch_max_records,
-            batch_max_wait_ms,
-            max_message_bytes,
-            invalid_json,
-        }
+        self.kind().decoding()
     }
 }
 
@@ -72,6 +93,22 @@ pub struct DecodingConfig {
     pub max_message_bytes: usize,
     /// What to do with a message that starts with `{` but is not valid JSON.
     pub invalid_json: InvalidJson,
+}
+
+impl DecodingConfig {
+    pub fn new(
+        batch_max_records: usize,
+        batch_max_wait_ms: u64,
+        max_message_bytes: usize,
+        invalid_json: InvalidJson,
+    ) -> DecodingConfig {
+        DecodingConfig {
+            batch_max_records,
+            batch_max_wait_ms,
+            max_message_bytes,
+            invalid_json,
+        }
+    }
 }
 
 impl Default for DecodingConfig {

@@ -3,7 +3,7 @@
 //! source waits until every line is delivered, then the host exits.
 
 use super::kafka::defaults;
-use super::{PipelineInput, SourceBatch, SourceError};
+use super::{DecodingConfig, PipelineInput, SourceBatch, SourceError, SourceKind, SourceLinks};
 use crate::ack::{AckIssuer, BatchOffsets};
 use crate::codec::InvalidJson;
 use crate::event::RawMessage;
@@ -32,6 +32,36 @@ pub struct StdinSourceConfig {
 
 fn default_topic() -> String {
     "stdin".into()
+}
+
+impl SourceKind for StdinSourceConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
+
+    fn decoding(&self) -> DecodingConfig {
+        let c = self;
+        DecodingConfig::new(
+            c.batch_max_records,
+            c.batch_max_wait_ms,
+            c.max_message_bytes,
+            c.invalid_json,
+        )
+    }
+
+    fn describe(&self) -> String {
+        "stdin".into()
+    }
+
+    fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
+        run(
+            self,
+            std::io::stdin().lock(),
+            links.pipeline,
+            links.stop,
+            links.stats,
+        )
+    }
 }
 
 /// Read `input` to the end (or until `stop`), sending batches; then wait for delivery.

@@ -39,26 +39,40 @@ pub mod template;
 
 pub use config::ElasticsearchSinkConfig;
 
-use super::{DeadLettered, Router, SinkContext, SinkError, SinkInput, SinkStats};
+use super::driver::{Answer, Driver, DriverSettings, Failure, Failures, Protocol};
+use super::retry::Backoff;
+use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, SinkStats, Starting};
 use crate::event::{DeadLetter, Events, SinkBatch};
-use crate::health::{self, FailState};
 use bulk::{ItemOutcome, Transport};
-use document::{BulkItem, Encoder, IndexNaming};
-use futures::stream::{FuturesUnordered, StreamExt};
+use document::{Encoder, IndexNaming};
+use futures::future::BoxFuture;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use template::{Engine, Lifecycle, SetupError};
 use tokio::sync::mpsc;
 
-/// Failed attempts of one batch before `SinkUnavailable` is raised.
-const ATTEMPTS_BEFORE_UNAVAILABLE: u32 = 3;
 /// Start-up tries to reach the engine this many times before giving up.
 const SETUP_ATTEMPTS: u32 = 5;
+
+impl SinkKind for ElasticsearchSinkConfig {
+    fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        ElasticsearchSinkConfig::check(self)
+    }
+
+    fn start(&self, ctx: SinkContext, input: SinkInputs) -> Starting<'_> {
+        Box::pin(start(ctx, self, input))
+    }
+}
 
 pub async fn start(
     ctx: SinkContext,
     config: &ElasticsearchSinkConfig,
-    mut rx: mpsc::Receiver<SinkInput>,
+    rx: mpsc::Receiver<SinkInput>,
 ) -> Result<tokio::task::JoinHandle<()>, SinkError> {
     let fail = |message: String| SinkError::Start {
         sink: ctx.name.clone(),
@@ -76,38 +90,19 @@ pub async fn start(
         .map_err(|e| fail(e.to_string()))?;
     tracing::info!(sink = %ctx.name, engine = %engine.name(), "search sink ready");
 
-    let writer = Arc::new(Writer {
+    let protocol = SearchProtocol(Arc::new(Writer {
         name: ctx.name.clone(),
         transport,
         naming,
-        router: ctx.router.clone(),
         stats: ctx.stats.clone(),
-        batch_max_bytes: config.batch_max_bytes,
-        backoff_base: Duration::from_millis(config.retry_initial_backoff_ms),
-        backoff_cap: Duration::from_millis(config.retry_max_backoff_ms),
-    });
-    let max_in_flight = config.max_in_flight_batches;
-    Ok(tokio::spawn(async move {
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                input = rx.recv(), if in_flight.len() < max_in_flight => {
-                    let Some(input) = input else { break };
-                    match input {
-                        SinkInput::Flush(done) => {
-                            while in_flight.next().await.is_some() {}
-                            let _ = done.send(());
-                        }
-                        // In-flight batches complete on their own: nothing held per partition.
-                        SinkInput::Revoked(_) => {}
-                        SinkInput::Batch(batch) => in_flight.push(writer.clone().write(batch)),
-                    }
-                }
-            }
-        }
-        while in_flight.next().await.is_some() {}
-    }))
+        max_bytes: AtomicUsize::new(config.batch_max_bytes),
+    }));
+    let settings = DriverSettings {
+        max_in_flight: config.max_in_flight_batches,
+        backoff: Backoff::from_millis(config.retry_initial_backoff_ms, config.retry_max_backoff_ms),
+        hint: "Check that the search engine is up, reachable and taking writes (index blocks, disk watermarks, privileges).",
+    };
+    Ok(Driver::spawn(&ctx, protocol, settings, rx))
 }
 
 /// Detect the engine and install templates and the lifecycle policy, retrying a few times
@@ -191,69 +186,42 @@ async fn install_templates(
     Ok(())
 }
 
-/// Writes batches: encode, send, retry what is transient, dead-letter what is refused.
+/// How this sink writes a batch: `_bulk` requests of its documents, read item by item.
+struct SearchProtocol(Arc<Writer>);
+
+impl Protocol for SearchProtocol {
+    fn send<'a>(
+        &'a self,
+        batch: &'a SinkBatch,
+        only: Option<&'a [usize]>,
+    ) -> BoxFuture<'a, Answer> {
+        let writer = self.0.clone();
+        let route = batch.route.clone();
+        let events = batch.events.clone();
+        let only = only.map(<[usize]>::to_vec);
+        Box::pin(
+            async move { Answer::new(async move { writer.write(&route, &events, only).await }) },
+        )
+    }
+
+    fn describe(&self, items: usize) -> String {
+        format!("indexing {items} documents")
+    }
+}
+
+/// Encodes and sends documents, and reads the engine's answers.
 struct Writer {
     name: String,
     transport: Transport,
     naming: IndexNaming,
-    router: Arc<Router>,
     stats: Arc<SinkStats>,
-    batch_max_bytes: usize,
-    backoff_base: Duration,
-    backoff_cap: Duration,
+    /// Largest request body; halved on `413`, for every batch from then on.
+    max_bytes: AtomicUsize,
 }
 
 impl Writer {
-    async fn write(self: Arc<Self>, batch: SinkBatch) {
-        let (items, rejected) = self.index(&batch.route, &batch.events).await;
-        if rejected.is_empty() {
-            batch.ack.ack();
-            return;
-        }
-        if &*batch.route == "dlq" {
-            tracing::error!(sink = %self.name, count = rejected.len(), error = %rejected[0].1,
-                "the engine refused dead letters; the batch fails and will be replayed");
-            return;
-        }
-        tracing::warn!(sink = %self.name, count = rejected.len(), error = %rejected[0].1,
-            "the engine refused documents; dead-lettering them");
-        let letters: Vec<DeadLetter> = rejected
-            .into_iter()
-            .map(|(index, reason)| DeadLetter {
-                origin: origin_of(&batch.events, index),
-                reason: format!("sink `{}`: {reason}", self.name),
-                payload: items[index].source().to_vec(),
-                timestamp: crate::time::now_ns(),
-            })
-            .collect();
-        drop(items);
-        SinkStats::add(&self.stats.dead_lettered, letters.len() as u64);
-        let written = match self
-            .router
-            .dead_letter(&self.name, letters, &batch.ack)
-            .await
-        {
-            DeadLettered::Own(letters) => self.write_own_dead_letters(letters).await,
-            other => other.sent(&self.name),
-        };
-        if written {
-            batch.ack.ack();
-        }
-    }
-
-    /// This sink takes `dlq` too: write the dead letters of the batch now, within it.
-    async fn write_own_dead_letters(&self, letters: Vec<DeadLetter>) -> bool {
-        let (_, rejected) = self.index("dlq", &Events::DeadLetters(letters)).await;
-        if let Some((_, error)) = rejected.first() {
-            tracing::error!(sink = %self.name, count = rejected.len(), %error,
-                "the engine refused dead letters; the batch fails and will be replayed");
-            return false;
-        }
-        true
-    }
-
-    /// Encode `events` of `route` and deliver them: the items, and those refused for good.
-    async fn index(&self, route: &str, events: &Events) -> (Vec<BulkItem>, Vec<(usize, String)>) {
+    /// One attempt at the documents of `events` (all, or `only`): what was not indexed.
+    async fn write(&self, route: &str, events: &Events, only: Option<Vec<usize>>) -> Failures {
         let encoder = Encoder {
             naming: &self.naming,
             route,
@@ -263,145 +231,85 @@ impl Writer {
             Events::Raw(messages) => encoder.raw(messages),
             Events::DeadLetters(letters) => encoder.dead_letters(letters),
         };
-        let bytes: u64 = items.iter().map(|i| i.lines.len() as u64).sum();
+        let pending = only.unwrap_or_else(|| (0..items.len()).collect());
+        let bytes: u64 = pending.iter().map(|&i| items[i].lines.len() as u64).sum();
         SinkStats::add(&self.stats.in_flight_bytes, bytes);
-        SinkStats::add(&self.stats.sent, items.len() as u64);
-        let rejected = self.deliver(&items).await;
+        let mut failures = Failures::new();
+        let max_bytes = self.max_bytes.load(Ordering::Relaxed);
+        for (indices, body) in bulk::bodies(&items, &pending, max_bytes) {
+            let response = self
+                .transport
+                .send(
+                    reqwest::Method::POST,
+                    bulk::BULK_PATH,
+                    Some(&body),
+                    "application/x-ndjson",
+                )
+                .await;
+            for (index, failure) in self.read_answer(indices, body.len(), response) {
+                let failure = failure.map_err(|reason| DeadLetter {
+                    origin: origin_of(events, index),
+                    reason: format!("sink `{}`: {reason}", self.name),
+                    payload: items[index].source().to_vec(),
+                    timestamp: crate::time::now_ns(),
+                });
+                failures.push((index, failure.map_or_else(Failure::Refused, Failure::Retry)));
+            }
+        }
         self.stats
             .in_flight_bytes
-            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
-        SinkStats::add(
-            &self.stats.acknowledged,
-            (items.len() - rejected.len()) as u64,
-        );
-        (items, rejected)
+            .fetch_sub(bytes, Ordering::Relaxed);
+        failures
     }
 
-    /// Send until every item is settled; returns the refused ones with the engine's error.
-    async fn deliver(&self, items: &[BulkItem]) -> Vec<(usize, String)> {
-        let mut pending: Vec<usize> = (0..items.len()).collect();
-        let mut round = Round {
-            max_bytes: self.batch_max_bytes,
-            ..Round::default()
-        };
-        let mut attempt = 0u32;
-        while !pending.is_empty() {
-            for (indices, body) in bulk::bodies(items, &pending, round.max_bytes) {
-                let response = self
-                    .transport
-                    .send(
-                        reqwest::Method::POST,
-                        bulk::BULK_PATH,
-                        Some(&body),
-                        "application/x-ndjson",
-                    )
-                    .await;
-                self.read_answer(indices, body.len(), response, &mut round);
-            }
-            if round.retry.is_empty() {
-                break;
-            }
-            let mut retry = std::mem::take(&mut round.retry);
-            retry.sort_unstable();
-            attempt += 1;
-            SinkStats::add(&self.stats.retried, retry.len() as u64);
-            let error = &round.last_error;
-            if attempt == 1 || attempt.is_multiple_of(20) {
-                tracing::warn!(sink = %self.name, attempt, items = retry.len(), %error,
-                    "search engine did not take every document; retrying");
-            }
-            if attempt >= ATTEMPTS_BEFORE_UNAVAILABLE {
-                health::global().raise(
-                    FailState::SinkUnavailable,
-                    &self.name,
-                    format!(
-                        "{} documents not accepted after {attempt} attempts: {error}. Check that the search engine is up, reachable and taking writes (index blocks, disk watermarks, privileges).",
-                        retry.len()
-                    ),
-                );
-            }
-            tokio::time::sleep(super::backoff(attempt, self.backoff_base, self.backoff_cap)).await;
-            pending = retry;
-        }
-        round.rejected
-    }
-
-    /// Settle the items `indices` of one request from the engine's answer.
+    /// The items `indices` of one request not indexed, from the engine's answer: to send
+    /// again (`Ok`, why) or refused for good (`Err`, the engine's error).
     fn read_answer(
         &self,
         indices: Vec<usize>,
         body_len: usize,
         response: Result<bulk::HttpResponse, bulk::TransportError>,
-        round: &mut Round,
-    ) {
+    ) -> Vec<(usize, Result<String, String>)> {
+        let retry_all = |indices: Vec<usize>, why: String| {
+            indices.into_iter().map(|i| (i, Ok(why.clone()))).collect()
+        };
         let response = match response {
             Ok(r) => r,
-            Err(e) => {
-                round.last_error = e.to_string();
-                round.retry.extend(indices);
-                return;
-            }
+            Err(e) => return retry_all(indices, e.to_string()),
         };
         match response.status {
             200 => match bulk::parse_response(&response.body, indices.len()) {
-                Ok(outcomes) => {
-                    let mut settled = false;
-                    for (index, outcome) in indices.into_iter().zip(outcomes) {
-                        match outcome {
-                            ItemOutcome::Indexed | ItemOutcome::AlreadyThere => settled = true,
-                            ItemOutcome::Retry(e) => {
-                                round.last_error = e;
-                                round.retry.push(index);
-                            }
-                            ItemOutcome::Reject(e) => {
-                                settled = true;
-                                round.rejected.push((index, e));
-                            }
-                        }
-                    }
-                    // Answers that settle nothing (every item blocked, say) are no recovery.
-                    if settled {
-                        health::global().clear(FailState::SinkUnavailable, &self.name);
-                    }
-                }
+                Ok(outcomes) => indices
+                    .into_iter()
+                    .zip(outcomes)
+                    .filter_map(|(index, outcome)| match outcome {
+                        ItemOutcome::Indexed | ItemOutcome::AlreadyThere => None,
+                        ItemOutcome::Retry(e) => Some((index, Ok(e))),
+                        ItemOutcome::Reject(e) => Some((index, Err(e))),
+                    })
+                    .collect(),
                 // Not an answer about these documents: none of them is settled.
-                Err(e) => {
-                    round.last_error = e;
-                    round.retry.extend(indices);
-                }
+                Err(e) => retry_all(indices, e),
             },
             // Too large for the engine's http.max_content_length: send smaller requests; a
             // single document that is too large is refused for good.
-            413 if indices.len() == 1 => round.rejected.push((
+            413 if indices.len() == 1 => vec![(
                 indices[0],
-                format!("413: the document is larger than the engine accepts ({body_len} bytes)"),
-            )),
+                Err(format!(
+                    "413: the document is larger than the engine accepts ({body_len} bytes)"
+                )),
+            )],
             413 => {
-                round.max_bytes = (body_len / 2).max(1);
-                round.last_error = "413: request too large; splitting".into();
-                round.retry.extend(indices);
+                self.max_bytes
+                    .fetch_min((body_len / 2).max(1), Ordering::Relaxed);
+                retry_all(indices, "413: request too large; splitting".into())
             }
-            status => {
-                // 429/5xx are transient by definition; other whole-request errors (auth,
-                // proxy) are not the documents' fault, so they are retried too — the sink
-                // stalls visibly rather than losing data.
-                round.last_error = format!("{status}: {}", response.excerpt());
-                round.retry.extend(indices);
-            }
+            // 429/5xx are transient by definition; other whole-request errors (auth,
+            // proxy) are not the documents' fault, so they are retried too — the sink
+            // stalls visibly rather than losing data.
+            status => retry_all(indices, format!("{status}: {}", response.excerpt())),
         }
     }
-}
-
-/// The state of delivering one batch across its attempts.
-#[derive(Default)]
-struct Round {
-    /// Items to send again, and the last reason one was not taken.
-    retry: Vec<usize>,
-    last_error: String,
-    /// Items refused for good, with the engine's error.
-    rejected: Vec<(usize, String)>,
-    /// Largest request body; halved on `413`.
-    max_bytes: usize,
 }
 
 fn origin_of(events: &Events, index: usize) -> crate::Origin {

@@ -1,26 +1,16 @@
 //! Athena: the `CREATE EXTERNAL TABLE` statements for what the S3 sinks write, and the
 //! registration of new partitions when partition projection is off.
 
-use super::layout::{Partition, table_location};
-use super::{Table, columns, raw};
-use crate::config::Config;
-use crate::sink::SinkConfig;
-use crate::sink::s3::S3SinkConfig;
+use super::S3SinkConfig;
+use crate::lake::layout::{Partition, table_location};
+use crate::lake::{Table, columns, raw};
 use aws_sdk_athena::types::{QueryExecutionContext, QueryExecutionState, ResultConfiguration};
 use std::fmt::Write;
 use std::time::Duration;
 
-/// `CREATE DATABASE` and `CREATE EXTERNAL TABLE` statements for every S3 sink of `config`,
+/// `CREATE DATABASE` and `CREATE EXTERNAL TABLE` statements for the S3 sinks `sinks`,
 /// separated by blank lines, each ending in `;`. What `sluice athena ddl` prints.
-pub fn ddl(config: &Config) -> String {
-    let sinks: Vec<&S3SinkConfig> = config
-        .sinks
-        .values()
-        .filter_map(|s| match s {
-            SinkConfig::S3(c) => Some(c),
-            _ => None,
-        })
-        .collect();
+pub fn ddl(sinks: &[&S3SinkConfig]) -> String {
     let mut out = String::new();
     let mut databases: Vec<&str> = sinks.iter().map(|s| s.athena.database.as_str()).collect();
     databases.sort_unstable();

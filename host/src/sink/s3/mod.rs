@@ -4,6 +4,8 @@
 //! - `config.rs`: the sink's keys and their checks.
 //! - `segment.rs`: how a source partition's records are cut into objects (deterministic).
 //! - `store.rs`: S3 access with start-up checks and retries without a deadline.
+//! - `athena.rs`: the `CREATE EXTERNAL TABLE` statements for its table, and the
+//!   registration of new partitions when partition projection is off.
 //!
 //! Batches are acknowledged only once every object holding their records is written (and
 //! the partition's offset marker updated), so a crash replays exactly what is not in the
@@ -15,19 +17,19 @@
 //! conditional PUT), so it never moves backwards. On `Revoked` the partition's segment is
 //! written within the source's drain timeout or abandoned: never written later.
 
+pub mod athena;
 mod config;
 mod segment;
 mod store;
 
 pub use config::{AthenaConfig, Format, S3SinkConfig};
 
-use super::{SinkContext, SinkError, SinkInput, SinkStats};
+use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, SinkStats, Starting};
 use crate::event::SinkBatch;
 use crate::health::{self, FailState};
-use crate::lake::athena::{self, AthenaRunner};
 use crate::lake::layout::{Partition, prefix_path};
 use crate::lake::{ObjectName, Table, columns, raw};
-use crate::source::SourceConfig;
+use athena::AthenaRunner;
 use segment::{Item, Limits, Segment};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -36,34 +38,27 @@ use std::time::{Duration, Instant};
 use store::{Expect, PutIfError, Store};
 use tokio::sync::mpsc;
 
-/// How the sink treats offsets it has written before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Kafka replays: skip what the partition's offset marker says is already written.
-    Streaming,
-    /// Backfill and stdin: offsets are not positions in a durable log; write everything,
-    /// relying on the same input giving the same keys.
-    Rewrite,
+impl SinkKind for S3SinkConfig {
+    fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        S3SinkConfig::check(self)
+    }
+
+    fn start(&self, ctx: SinkContext, input: SinkInputs) -> Starting<'_> {
+        Box::pin(start(ctx, self, input))
+    }
 }
 
+/// Start the sink. With a Kafka source (durable offsets) it keeps an offset marker per
+/// partition and skips what a replay would write again; otherwise (stdin, a backfill) it
+/// writes everything, relying on the same input giving the same keys.
 pub async fn start(
     ctx: SinkContext,
     config: &S3SinkConfig,
     rx: mpsc::Receiver<SinkInput>,
-) -> Result<tokio::task::JoinHandle<()>, SinkError> {
-    let mode = match ctx.config.source {
-        SourceConfig::Kafka(_) => Mode::Streaming,
-        SourceConfig::Stdin(_) => Mode::Rewrite,
-    };
-    start_with_mode(ctx, config, rx, mode).await
-}
-
-/// Start the sink with an explicit [`Mode`] (the backfill uses [`Mode::Rewrite`]).
-pub async fn start_with_mode(
-    ctx: SinkContext,
-    config: &S3SinkConfig,
-    rx: mpsc::Receiver<SinkInput>,
-    mode: Mode,
 ) -> Result<tokio::task::JoinHandle<()>, SinkError> {
     let sdk = store::sdk_config(config).await;
     let store = Store::connect(&ctx.name, config, &sdk, ctx.stats.clone()).await?;
@@ -80,7 +75,7 @@ pub async fn start_with_mode(
         },
         // Metrics records come from ticks, keyed by the first record of their window: not
         // in offset order, so an offset marker cannot tell what was written.
-        markers: mode == Mode::Streaming && table != Table::Metrics,
+        markers: ctx.input.durable_offsets && table != Table::Metrics,
         config: config.clone(),
         store,
         athena,
@@ -88,10 +83,7 @@ pub async fn start_with_mode(
         open: BTreeMap::new(),
         written: HashMap::new(),
         stats: ctx.stats.clone(),
-        drain_timeout: match &ctx.config.source {
-            SourceConfig::Kafka(k) => Duration::from_millis(k.rebalance_drain_timeout_ms),
-            SourceConfig::Stdin(_) => Duration::ZERO,
-        },
+        drain_timeout: ctx.input.rebalance_drain,
     };
     let idle = Duration::from_millis(config.idle_flush_ms);
     Ok(tokio::spawn(writer.run(rx, idle)))
@@ -293,7 +285,7 @@ impl Writer {
             match result {
                 Some(Ok(())) => break,
                 Some(Err(Attempt::Moved)) => objects = None,
-                Some(Err(Attempt::Failed(e))) => retry.failed(&what, &e, deadline).await,
+                Some(Err(Attempt::Failed(e))) => retry.failed(1, &what, &e, deadline).await,
                 Some(Err(Attempt::Encode(e))) => {
                     // Not transient: fail the batches so the host stops and they are
                     // replayed, rather than acknowledging what was not written.

@@ -3,8 +3,8 @@
 //! and, through the bounded channels, pauses the source — instead of losing data.
 
 use super::S3SinkConfig;
-use crate::health::{self, FailState};
-use crate::sink::{SinkError, SinkStats, backoff};
+use crate::sink::retry::{Backoff, Retry};
+use crate::sink::{SinkError, SinkStats};
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -12,10 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Failed attempts before the sink is reported unavailable.
-const RAISE_AFTER: u32 = 3;
+use std::time::Duration;
 
 /// The AWS configuration of a sink: region, endpoint and timeouts from its config, the
 /// rest (credentials) from the environment.
@@ -112,18 +109,19 @@ impl Store {
                     retry.succeeded();
                     return value;
                 }
-                Err(e) => retry.failed(what, &e.to_string(), None).await,
+                Err(e) => retry.failed(1, what, &e.to_string(), None).await,
             }
         }
     }
 
     /// Retry bookkeeping for a caller that runs its own attempts.
     pub fn retrier(&self) -> Retry {
-        Retry {
-            sink: self.sink.clone(),
-            stats: self.stats.clone(),
-            attempt: 0,
-        }
+        Retry::new(
+            &self.sink,
+            self.stats.clone(),
+            Backoff::from_millis(200, 30_000),
+            "Check that the bucket exists, that the sink may write to it, and that S3 is reachable.",
+        )
     }
 
     /// Write `body` at `key`, whole or not at all: a single PUT, or a multipart upload that
@@ -304,42 +302,5 @@ impl std::fmt::Display for PutIfError {
             PutIfError::Changed => f.write_str("the object was changed by another writer"),
             PutIfError::Failed(e) => f.write_str(e),
         }
-    }
-}
-
-/// Failed attempts of one operation: backoff with jitter, `SinkUnavailable` while they
-/// keep failing.
-pub struct Retry {
-    sink: String,
-    stats: Arc<SinkStats>,
-    attempt: u32,
-}
-
-impl Retry {
-    pub fn succeeded(&mut self) {
-        if self.attempt > 0 {
-            health::global().clear(FailState::SinkUnavailable, &self.sink);
-        }
-        self.attempt = 0;
-    }
-
-    /// Count a failure and wait before the next attempt — no later than `until`.
-    pub async fn failed(&mut self, what: &str, error: &str, until: Option<Instant>) {
-        self.attempt += 1;
-        let attempt = self.attempt;
-        SinkStats::add(&self.stats.retried, 1);
-        tracing::warn!(sink = %self.sink, attempt, error = %error, "{what} failed; retrying");
-        if attempt == RAISE_AFTER {
-            health::global().raise(
-                FailState::SinkUnavailable,
-                &self.sink,
-                format!("{what} failed {attempt} times: {error}"),
-            );
-        }
-        let mut delay = backoff(attempt, Duration::from_millis(200), Duration::from_secs(30));
-        if let Some(until) = until {
-            delay = delay.min(until.saturating_duration_since(Instant::now()));
-        }
-        tokio::time::sleep(delay).await;
     }
 }

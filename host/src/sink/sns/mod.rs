@@ -25,16 +25,35 @@ pub mod publish;
 
 pub use config::SnsSinkConfig;
 
-use super::{SinkContext, SinkError, SinkInput, SinkStats};
+use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, SinkStats, Starting};
 use crate::ack::AckHandle;
 use crate::event::{DeadLetter, Events, SinkBatch};
 use crate::health::{self, FailState, HealthEvent};
 use crate::{Origin, time};
+use futures::future::BoxFuture;
 use message::{QueryHints, render};
 use policy::{AlertPolicy, Notification, Verdict};
 use publish::Publisher;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
+
+impl SinkKind for SnsSinkConfig {
+    fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        SnsSinkConfig::check(self)
+    }
+
+    fn preflight<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(validate(name, self))
+    }
+
+    fn start(&self, ctx: SinkContext, input: SinkInputs) -> Starting<'_> {
+        Box::pin(start(ctx, self, input))
+    }
+}
 
 /// Start the sink: connect, check the topic (failing with a clear error), then run.
 pub async fn start(

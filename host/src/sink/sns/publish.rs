@@ -3,8 +3,8 @@
 
 use super::config::SnsSinkConfig;
 use super::message::Rendered;
-use crate::health::{self, FailState};
-use crate::sink::{SinkStats, backoff};
+use crate::sink::SinkStats;
+use crate::sink::retry::{Backoff, Retry};
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
@@ -16,8 +16,6 @@ use std::time::Duration;
 
 pub const MAX_BATCH_ENTRIES: usize = 10;
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// Failed attempts before the sink reports `SinkUnavailable`.
-const ATTEMPTS_BEFORE_UNAVAILABLE: u32 = 3;
 
 /// Why the sink cannot start. Each names the key at fault and what to try.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +212,12 @@ impl Publisher {
     pub async fn publish(&self, messages: Vec<Rendered>) -> Vec<(Rendered, String)> {
         let mut refused = Vec::new();
         let mut pending = messages;
-        let mut attempt = 0u32;
+        let mut retry = Retry::new(
+            &self.sink,
+            self.stats.clone(),
+            Backoff::from_millis(200, 30_000),
+            "Check that the topic exists, that the sink may publish to it, and that SNS is reachable.",
+        );
         SinkStats::add(&self.stats.sent, pending.len() as u64);
         while !pending.is_empty() {
             let sizes: Vec<usize> = pending.iter().map(Rendered::size).collect();
@@ -222,45 +225,27 @@ impl Publisher {
             for range in chunks(&sizes, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES) {
                 outcomes.extend(self.publish_batch(&pending[range]).await);
             }
-            let mut retry = Vec::new();
+            let mut again = Vec::new();
             let mut last_error = String::new();
             for (message, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
                     Outcome::Sent => SinkStats::add(&self.stats.acknowledged, 1),
                     Outcome::Retry(why) => {
                         last_error = why;
-                        retry.push(message);
+                        again.push(message);
                     }
                     Outcome::Refused(why) => refused.push((message, why)),
                 }
             }
-            if retry.is_empty() {
-                if attempt >= ATTEMPTS_BEFORE_UNAVAILABLE {
-                    health::global().clear(FailState::SinkUnavailable, &self.sink);
-                }
+            if again.is_empty() {
+                retry.succeeded();
                 break;
             }
-            attempt += 1;
-            SinkStats::add(&self.stats.retried, retry.len() as u64);
-            tracing::warn!(sink = %self.sink, attempt, count = retry.len(), error = %last_error,
-                "SNS publish failed; retrying");
-            if attempt == ATTEMPTS_BEFORE_UNAVAILABLE {
-                health::global().raise(
-                    FailState::SinkUnavailable,
-                    &self.sink,
-                    format!(
-                        "SNS publish to {} keeps failing: {last_error}",
-                        self.topic_arn
-                    ),
-                );
-            }
-            tokio::time::sleep(backoff(
-                attempt,
-                Duration::from_millis(200),
-                Duration::from_secs(30),
-            ))
-            .await;
-            pending = retry;
+            let what = format!("publishing {} messages to {}", again.len(), self.topic_arn);
+            retry
+                .failed(again.len() as u64, &what, &last_error, None)
+                .await;
+            pending = again;
         }
         refused
     }
