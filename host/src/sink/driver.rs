@@ -337,8 +337,8 @@ impl<P: Protocol> Driver<P> {
 mod tests {
     use super::*;
     use crate::ack::{AckIssuer, BatchOffsets, Completion};
-    use crate::sink::tests::letter;
     use crate::event::RawMessage;
+    use crate::sink::tests::letter;
     use std::collections::VecDeque;
     use std::sync::Mutex;
     use std::time::Duration;

@@ -104,15 +104,7 @@ impl KafkaSinkConfig {
         if self.max_in_flight_batches == 0 {
             return Err(("max_in_flight_batches".into(), "must be at least 1".into()));
         }
-        if self.retry_initial_backoff_ms == 0
-            || self.retry_max_backoff_ms < self.retry_initial_backoff_ms
-        {
-            return Err((
-                "retry_max_backoff_ms".into(),
-                "retry_initial_backoff_ms must be at least 1 and no more than retry_max_backoff_ms"
-                    .into(),
-            ));
-        }
+        Backoff::check_keys(self.retry_initial_backoff_ms, self.retry_max_backoff_ms)?;
         if let Some(value) = self.options.get("message.max.bytes")
             && value.parse::<usize>().is_err()
         {

@@ -27,6 +27,18 @@ impl Backoff {
         }
     }
 
+    /// Check the `retry_initial_backoff_ms` and `retry_max_backoff_ms` keys of a sink.
+    pub fn check_keys(initial_ms: u64, max_ms: u64) -> Result<(), (String, String)> {
+        if initial_ms == 0 || max_ms < initial_ms {
+            return Err((
+                "retry_max_backoff_ms".into(),
+                "retry_initial_backoff_ms must be at least 1 and no more than retry_max_backoff_ms"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The delay before attempt `attempt + 1`: exponential, capped, with full jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
         backoff(attempt, self.initial, self.max)

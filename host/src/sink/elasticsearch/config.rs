@@ -1,6 +1,7 @@
 //! `[sinks.<name>] type = "elasticsearch"`: where the engine is, how to authenticate, how to
 //! name indices, and how large a `_bulk` request may grow.
 
+use crate::sink::retry::Backoff;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -224,16 +225,27 @@ impl ElasticsearchSinkConfig {
         if self.max_in_flight_batches == 0 {
             return Err(("max_in_flight_batches".into(), "must be at least 1".into()));
         }
-        if self.retry_initial_backoff_ms == 0
-            || self.retry_max_backoff_ms < self.retry_initial_backoff_ms
+        Backoff::check_keys(self.retry_initial_backoff_ms, self.retry_max_backoff_ms)?;
+        self.auth.check()?;
+        if let Some(ca) = &self.tls.ca_file
+            && ca.as_os_str().is_empty()
         {
-            return Err((
-                "retry_max_backoff_ms".into(),
-                "retry_initial_backoff_ms must be at least 1 and no more than retry_max_backoff_ms"
-                    .into(),
-            ));
+            return Err(("tls.ca_file".into(), "must not be empty".into()));
         }
-        match &self.auth {
+        match &self.index {
+            IndexConfig::DataStream { dataset, namespace } => {
+                check_name_part(dataset, "index.dataset", true)?;
+                check_name_part(namespace, "index.namespace", false)?;
+            }
+            IndexConfig::Daily { prefix } => check_name_part(prefix, "index.prefix", true)?,
+        }
+        Ok(())
+    }
+}
+
+impl AuthConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        match self {
             AuthConfig::None => {}
             AuthConfig::Basic { user, .. } if user.is_empty() => {
                 return Err(("auth.user".into(), "must not be empty".into()));
@@ -267,18 +279,6 @@ impl ElasticsearchSinkConfig {
                     ));
                 }
             }
-        }
-        if let Some(ca) = &self.tls.ca_file
-            && ca.as_os_str().is_empty()
-        {
-            return Err(("tls.ca_file".into(), "must not be empty".into()));
-        }
-        match &self.index {
-            IndexConfig::DataStream { dataset, namespace } => {
-                check_name_part(dataset, "index.dataset", true)?;
-                check_name_part(namespace, "index.namespace", false)?;
-            }
-            IndexConfig::Daily { prefix } => check_name_part(prefix, "index.prefix", true)?,
         }
         Ok(())
     }

@@ -125,6 +125,13 @@ impl S3SinkConfig {
     }
 
     pub fn check(&self) -> Result<(), (String, String)> {
+        self.check_table()?;
+        self.check_limits()?;
+        self.athena.check()
+    }
+
+    /// Where it writes: the bucket, and which table in which format its routes make.
+    fn check_table(&self) -> Result<(), (String, String)> {
         let err = |key: &str, msg: &str| Err((key.to_owned(), msg.to_owned()));
         if self.bucket.trim().is_empty() || self.bucket.contains('/') {
             return err(
@@ -170,6 +177,12 @@ impl S3SinkConfig {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// How objects are cut and sent.
+    fn check_limits(&self) -> Result<(), (String, String)> {
+        let err = |key: &str, msg: &str| Err((key.to_owned(), msg.to_owned()));
         if self.max_records == 0 {
             return err("max_records", "must be at least 1");
         }
@@ -193,18 +206,25 @@ impl S3SinkConfig {
         {
             return err("endpoint", "must be a URL such as http://127.0.0.1:4566");
         }
-        if !self.athena.partition_projection && self.athena.database.trim().is_empty() {
+        Ok(())
+    }
+}
+
+impl AthenaConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        let err = |key: &str, msg: &str| Err((key.to_owned(), msg.to_owned()));
+        if !self.partition_projection && self.database.trim().is_empty() {
             return err(
                 "athena.database",
                 "must name a database to register partitions in",
             );
         }
-        if let Some(loc) = &self.athena.output_location
+        if let Some(loc) = &self.output_location
             && !loc.starts_with("s3://")
         {
             return err("athena.output_location", "must be an s3:// URL");
         }
-        let start = &self.athena.projection_start;
+        let start = &self.projection_start;
         let valid_date = start.len() == 10
             && start.chars().enumerate().all(|(i, c)| {
                 if i == 4 || i == 7 {

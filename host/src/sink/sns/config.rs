@@ -132,6 +132,13 @@ const ROUTES: &[&str] = &["alerts", "metrics"];
 
 impl SnsSinkConfig {
     pub fn check(&self) -> Result<(), (String, String)> {
+        self.check_topic()?;
+        self.check_urls()?;
+        self.policy.check()
+    }
+
+    /// What it takes and where it publishes.
+    fn check_topic(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, message: String| Err((key.to_owned(), message));
         if let Some(route) = self.routes.iter().find(|r| !ROUTES.contains(&r.as_str())) {
             return bad(
@@ -179,6 +186,12 @@ impl SnsSinkConfig {
                 "must be 1–128 letters, digits or punctuation".into(),
             );
         }
+        Ok(())
+    }
+
+    /// The endpoints and the links its messages carry.
+    fn check_urls(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_owned(), message));
         if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
             return bad(
                 "region",
@@ -211,19 +224,6 @@ impl SnsSinkConfig {
                 "must be a table name like `sluice.logs`, or omitted".into(),
             );
         }
-        let p = &self.policy;
-        if p.group_window_s == 0 {
-            return bad("policy.group_window_s", "must be at least 1".into());
-        }
-        if p.max_messages_per_minute == 0 {
-            return bad(
-                "policy.max_messages_per_minute",
-                "must be at least 1; use `policy.min_severity` to silence alerts".into(),
-            );
-        }
-        if p.resolve_after_windows == 0 {
-            return bad("policy.resolve_after_windows", "must be at least 1".into());
-        }
         Ok(())
     }
 
@@ -241,6 +241,26 @@ impl SnsSinkConfig {
 
     pub fn takes_metrics(&self) -> bool {
         self.routes.iter().any(|r| r == "metrics")
+    }
+}
+
+impl PolicyConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_owned(), message));
+        let p = self;
+        if p.group_window_s == 0 {
+            return bad("policy.group_window_s", "must be at least 1".into());
+        }
+        if p.max_messages_per_minute == 0 {
+            return bad(
+                "policy.max_messages_per_minute",
+                "must be at least 1; use `policy.min_severity` to silence alerts".into(),
+            );
+        }
+        if p.resolve_after_windows == 0 {
+            return bad("policy.resolve_after_windows", "must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
