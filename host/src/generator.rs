@@ -189,6 +189,38 @@ impl Iterator for Generator {
         self.index += 1;
 
         let service = &SERVICES[self.rng.random_range(0..SERVICES.len())];
+        // The order of the random draws below is the corpus: a seed gives the same lines.
+        let event = self.event(service, offset_s);
+        let text = self.render(service, &event, &time::rfc3339_millis(event_time));
+        let line = Line {
+            key: service.name.to_owned(),
+            text,
+            event_time,
+            duplicate: false,
+        };
+        self.previous = Some(line.clone());
+        Some(line)
+    }
+}
+
+/// One generated request, before it is written in one of the formats.
+struct Event {
+    level: &'static str,
+    status: u16,
+    latency: f64,
+    method: &'static str,
+    path: &'static str,
+    msg: &'static str,
+    host: String,
+    trace: String,
+    span: String,
+    event_id: String,
+}
+
+impl Generator {
+    /// What `service` did at `offset_s` seconds of event time: errors and latency follow
+    /// the configured bursts.
+    fn event(&mut self, service: &Service, offset_s: f64) -> Event {
         let burst = self.burst_for(service.name, offset_s).cloned();
         let error_ratio = burst.as_ref().map_or(0.004, |b| b.error_ratio);
         let failed = self.rng.random_bool(error_ratio);
@@ -204,68 +236,74 @@ impl Iterator for Generator {
             latency *= 6.0;
         }
         let (method, path) = service.routes[self.rng.random_range(0..service.routes.len())];
-        let status = if failed {
-            [500, 502, 503][self.rng.random_range(0..3)]
+        let (level, status) = if failed {
+            ("error", [500, 502, 503][self.rng.random_range(0..3)])
         } else if warn {
-            [404, 429][self.rng.random_range(0..2)]
+            ("warn", [404, 429][self.rng.random_range(0..2)])
         } else {
-            200
-        };
-        let level = if failed {
-            "error"
-        } else if warn {
-            "warn"
-        } else {
-            "info"
+            ("info", 200)
         };
         let msg = if failed {
             service.failures[self.rng.random_range(0..service.failures.len())]
         } else {
             service.messages[self.rng.random_range(0..service.messages.len())]
         };
-        let host = format!("{}-{}", service.name, self.rng.random_range(1..=4));
-        let trace = self.hex(32);
-        let span = self.hex(16);
-        let event_id = self.hex(20);
-        let ts = time::rfc3339_millis(event_time);
+        Event {
+            level,
+            status,
+            latency,
+            method,
+            path,
+            msg,
+            host: format!("{}-{}", service.name, self.rng.random_range(1..=4)),
+            trace: self.hex(32),
+            span: self.hex(16),
+            event_id: self.hex(20),
+        }
+    }
 
+    /// The event as a plain, logfmt or JSON line, in the configured shares.
+    fn render(&mut self, service: &Service, e: &Event, ts: &str) -> String {
+        let Event {
+            level,
+            status,
+            latency,
+            method,
+            path,
+            msg,
+            ..
+        } = e;
+        let (host, trace) = (&e.host, &e.trace);
         let pick: f64 = self.rng.random();
-        let text = if pick < self.options.plain_ratio {
-            format!(
+        if pick < self.options.plain_ratio {
+            return format!(
                 "{ts} {} [{}] {msg} (status={status}, took {latency:.1}ms)",
                 level.to_uppercase(),
                 service.name
-            )
-        } else if pick < self.options.plain_ratio + self.options.logfmt_ratio {
-            format!(
+            );
+        }
+        if pick < self.options.plain_ratio + self.options.logfmt_ratio {
+            return format!(
                 "ts={ts} level={level} service={} host={host} msg=\"{msg}\" method={method} path={path} status={status} duration={latency:.1}ms trace_id={trace}",
                 service.name
-            )
-        } else {
-            let mut line = String::with_capacity(320);
-            line.push_str("{\"ts\":\"");
-            line.push_str(&ts);
-            line.push_str("\",\"level\":\"");
-            line.push_str(level);
-            line.push_str("\",\"service\":\"");
-            line.push_str(service.name);
-            line.push_str("\",\"host\":\"");
-            line.push_str(&host);
-            line.push_str("\",\"msg\":\"");
-            line.push_str(msg);
-            line.push_str(&format!(
-                "\",\"trace_id\":\"{trace}\",\"span_id\":\"{span}\",\"http\":{{\"method\":\"{method}\",\"path\":\"{path}\",\"status\":{status}}},\"duration_ms\":{latency:.3},\"event_id\":\"{event_id}\"}}"
-            ));
-            line
-        };
-        let line = Line {
-            key: service.name.to_owned(),
-            text,
-            event_time,
-            duplicate: false,
-        };
-        self.previous = Some(line.clone());
-        Some(line)
+            );
+        }
+        let mut line = String::with_capacity(320);
+        line.push_str("{\"ts\":\"");
+        line.push_str(ts);
+        line.push_str("\",\"level\":\"");
+        line.push_str(level);
+        line.push_str("\",\"service\":\"");
+        line.push_str(service.name);
+        line.push_str("\",\"host\":\"");
+        line.push_str(host);
+        line.push_str("\",\"msg\":\"");
+        line.push_str(msg);
+        line.push_str(&format!(
+            "\",\"trace_id\":\"{trace}\",\"span_id\":\"{}\",\"http\":{{\"method\":\"{method}\",\"path\":\"{path}\",\"status\":{status}}},\"duration_ms\":{latency:.3},\"event_id\":\"{}\"}}",
+            e.span, e.event_id
+        ));
+        line
     }
 }
 

@@ -227,90 +227,106 @@ fn as_text(value: &Value) -> Option<String> {
     }
 }
 
+/// One column of `records`, filled from `from`; `used` are the attributes that have
+/// columns of their own (left out of the attributes map).
 fn build_column(from: From, records: &[&Record], used: &[&str]) -> ArrayRef {
-    fn attr(from: From, r: &Record) -> Option<&Value> {
-        from.attribute().and_then(|k| r.get(k))
-    }
     match from.kind() {
-        Kind::Timestamp => {
-            let mut b = TimestampMicrosecondBuilder::with_capacity(records.len());
-            for r in records {
-                let ns = match from {
-                    From::Timestamp => Some(event_time(r)),
-                    From::ObservedTimestamp => Some(r.observed_timestamp),
-                    _ => attr(from, r).and_then(as_i64),
-                };
-                b.append_option(ns.filter(|&n| n > 0).map(micros).or(match from {
-                    From::Timestamp => Some(0),
-                    _ => None,
-                }));
+        Kind::Timestamp => timestamp_column(from, records),
+        Kind::Text => text_column(from, records),
+        Kind::Int32 => int32_column(from, records),
+        Kind::Int64 => int64_column(from, records),
+        Kind::Float => float_column(from, records),
+        Kind::Map => attributes_column(records, used),
+    }
+}
+
+/// The attribute a column is filled from, when it is one.
+fn attr(from: From, r: &Record) -> Option<&Value> {
+    from.attribute().and_then(|k| r.get(k))
+}
+
+fn timestamp_column(from: From, records: &[&Record]) -> ArrayRef {
+    let mut b = TimestampMicrosecondBuilder::with_capacity(records.len());
+    for r in records {
+        let ns = match from {
+            From::Timestamp => Some(event_time(r)),
+            From::ObservedTimestamp => Some(r.observed_timestamp),
+            _ => attr(from, r).and_then(as_i64),
+        };
+        b.append_option(ns.filter(|&n| n > 0).map(micros).or(match from {
+            From::Timestamp => Some(0),
+            _ => None,
+        }));
+    }
+    Arc::new(b.finish().with_timezone("UTC"))
+}
+
+fn text_column(from: From, records: &[&Record]) -> ArrayRef {
+    let mut b = StringBuilder::new();
+    for r in records {
+        match from {
+            From::Level => {
+                let level = codec::level_text(r);
+                b.append_option((!level.is_empty()).then_some(level));
             }
-            Arc::new(b.finish().with_timezone("UTC"))
-        }
-        Kind::Text => {
-            let mut b = StringBuilder::new();
-            for r in records {
-                match from {
-                    From::Level => {
-                        let level = codec::level_text(r);
-                        b.append_option((!level.is_empty()).then_some(level));
-                    }
-                    From::Body => b.append_option((!r.body.is_empty()).then_some(&r.body)),
-                    From::SourceTopic => b.append_value(&r.origin().topic),
-                    _ => b.append_option(attr(from, r).and_then(as_text)),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Kind::Int32 => {
-            let mut b = Int32Builder::with_capacity(records.len());
-            for r in records {
-                match from {
-                    From::SeverityNumber => b.append_value(i32::from(r.severity_number)),
-                    From::SourcePartition => b.append_value(r.origin().partition),
-                    _ => b.append_option(
-                        attr(from, r)
-                            .and_then(as_i64)
-                            .and_then(|v| i32::try_from(v).ok()),
-                    ),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Kind::Int64 => {
-            let mut b = Int64Builder::with_capacity(records.len());
-            for r in records {
-                match from {
-                    From::SourceOffset => b.append_value(r.origin().offset),
-                    _ => b.append_option(attr(from, r).and_then(as_i64)),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Kind::Float => {
-            let mut b = Float64Builder::with_capacity(records.len());
-            for r in records {
-                b.append_option(attr(from, r).and_then(as_f64));
-            }
-            Arc::new(b.finish())
-        }
-        Kind::Map => {
-            let mut b = attributes_builder();
-            for r in records {
-                for a in &r.attributes {
-                    if used.contains(&a.key.as_str()) || ALSO_COLUMNS.contains(&a.key.as_str()) {
-                        continue;
-                    }
-                    let (keys, values) = b.entries();
-                    keys.append_value(&a.key);
-                    values.append_option(as_text(&a.value));
-                }
-                // Keys and values always grow together, so appending cannot fail.
-                let _ = b.append(true);
-            }
-            Arc::new(b.finish())
+            From::Body => b.append_option((!r.body.is_empty()).then_some(&r.body)),
+            From::SourceTopic => b.append_value(&r.origin().topic),
+            _ => b.append_option(attr(from, r).and_then(as_text)),
         }
     }
+    Arc::new(b.finish())
+}
+
+fn int32_column(from: From, records: &[&Record]) -> ArrayRef {
+    let mut b = Int32Builder::with_capacity(records.len());
+    for r in records {
+        match from {
+            From::SeverityNumber => b.append_value(i32::from(r.severity_number)),
+            From::SourcePartition => b.append_value(r.origin().partition),
+            _ => b.append_option(
+                attr(from, r)
+                    .and_then(as_i64)
+                    .and_then(|v| i32::try_from(v).ok()),
+            ),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+fn int64_column(from: From, records: &[&Record]) -> ArrayRef {
+    let mut b = Int64Builder::with_capacity(records.len());
+    for r in records {
+        match from {
+            From::SourceOffset => b.append_value(r.origin().offset),
+            _ => b.append_option(attr(from, r).and_then(as_i64)),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+fn float_column(from: From, records: &[&Record]) -> ArrayRef {
+    let mut b = Float64Builder::with_capacity(records.len());
+    for r in records {
+        b.append_option(attr(from, r).and_then(as_f64));
+    }
+    Arc::new(b.finish())
+}
+
+fn attributes_column(records: &[&Record], used: &[&str]) -> ArrayRef {
+    let mut b = attributes_builder();
+    for r in records {
+        for a in &r.attributes {
+            if used.contains(&a.key.as_str()) || ALSO_COLUMNS.contains(&a.key.as_str()) {
+                continue;
+            }
+            let (keys, values) = b.entries();
+            keys.append_value(&a.key);
+            values.append_option(as_text(&a.value));
+        }
+        // Keys and values always grow together, so appending cannot fail.
+        let _ = b.append(true);
+    }
+    Arc::new(b.finish())
 }
 
 /// Records as an Arrow batch with the table's schema.
