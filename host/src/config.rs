@@ -62,7 +62,7 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
-    pub reload: crate::reload::ReloadConfig,
+    pub reload: ReloadConfig,
     /// Where the file was read from; relative plugin paths resolve against its directory.
     #[serde(skip)]
     pub path: PathBuf,
@@ -155,6 +155,38 @@ impl Default for AdminConfig {
     }
 }
 
+/// `[reload]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the plugins' directories for changes.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading (a copy is many events).
+    pub debounce_ms: u64,
+    /// What to do when a plugin's file disappears.
+    pub on_removed: OnRemoved,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            debounce_ms: 500,
+            on_removed: OnRemoved::Keep,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRemoved {
+    /// Keep running the version already loaded.
+    #[default]
+    Keep,
+    /// Take the stage out: records pass it unchanged.
+    Bypass,
+}
+
 /// Route names the host itself understands.
 pub const BUILTIN_ROUTES: &[&str] = &["raw", "cleaned", "metrics", "alerts", "dlq"];
 
@@ -221,7 +253,7 @@ impl Config {
                 ));
             }
             let path = self.resolve(&plugin.path);
-            if crate::runner::native_plugin_name(&plugin.path).is_some() {
+            if plugin.native_name().is_some() {
                 continue;
             }
             if !path.is_file() {
@@ -288,6 +320,12 @@ impl Config {
 }
 
 impl PluginConfig {
+    /// `native:<name>` as its path selects the bundled plugin's logic compiled into the
+    /// host (feature `native-plugins`, for the benchmark) instead of a wasm file.
+    pub fn native_name(&self) -> Option<&str> {
+        self.path.to_str()?.strip_prefix("native:")
+    }
+
     /// The plugin's own config as JSON text, for its `init`.
     pub fn config_json(&self) -> String {
         serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into())

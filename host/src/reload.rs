@@ -12,45 +12,12 @@
 //! reordering plugins, and any change to the source, sinks, pipeline or admin sections,
 //! need a restart; the host says so in its log and keeps the running setup.
 
-use crate::config::{Config, PluginConfig};
+use crate::config::{Config, OnRemoved, PluginConfig};
 use crate::plugin::{LoadedPlugin, PluginRuntime, PluginStats};
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, SystemTime};
-
-/// `[reload]` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReloadConfig {
-    /// Watch the plugins' directories for changes.
-    pub watch: bool,
-    /// Quiet time after the last file event before reloading (a copy is many events).
-    pub debounce_ms: u64,
-    /// What to do when a plugin's file disappears.
-    pub on_removed: OnRemoved,
-}
-
-impl Default for ReloadConfig {
-    fn default() -> Self {
-        ReloadConfig {
-            watch: true,
-            debounce_ms: 500,
-            on_removed: OnRemoved::Keep,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnRemoved {
-    /// Keep running the version already loaded.
-    #[default]
-    Keep,
-    /// Take the stage out: records pass it unchanged.
-    Bypass,
-}
 
 /// A change for the pipeline to apply between batches.
 pub enum Reload {

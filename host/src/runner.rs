@@ -35,12 +35,6 @@ pub enum RunError {
     DrainTimedOut(Duration),
 }
 
-/// `native:<name>` in a plugin path selects the bundled plugin's logic compiled into the
-/// host (feature `native-plugins`, for the benchmark), instead of a wasm file.
-pub fn native_plugin_name(path: &std::path::Path) -> Option<&str> {
-    path.to_str()?.strip_prefix("native:")
-}
-
 /// The runtime, the chain's stages, and each plugin's counters by name.
 pub type Stages = (
     Arc<PluginRuntime>,
@@ -53,7 +47,7 @@ pub fn build_stages(config: &Config) -> Result<Stages, LoadError> {
     let natives: Vec<&crate::config::PluginConfig> = config
         .plugins
         .iter()
-        .filter(|p| native_plugin_name(&p.path).is_some())
+        .filter(|p| p.native_name().is_some())
         .collect();
     if natives.is_empty() {
         let (runtime, stages) = load_plugins(config)?;
@@ -88,7 +82,7 @@ fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadE
         name: p.name.clone(),
         message: e.message,
     };
-    Ok(match native_plugin_name(&p.path) {
+    Ok(match p.native_name() {
         Some("normalize") => {
             Box::new(NativeStage::<sluice_normalize::Normalize>::new(&p.name, &json).map_err(init)?)
         }
