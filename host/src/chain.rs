@@ -3,37 +3,32 @@
 
 use crate::Record;
 use crate::Route;
-use crate::batch::{Batch, PackedBatch};
+use crate::batch::Batch;
 use crate::config::OnFailure;
-use crate::plugin::{CallFailure, WasmStage};
 use crate::source::PartitionProgress;
 use std::time::Duration;
 
-/// One step of the chain. Implemented by wasm plugins and, for tests and benchmarks, by
-/// plugin logic compiled natively.
+/// One step of the chain. Plugins are stages (`crate::plugin::stage`): wasm components
+/// and, for tests and benchmarks, plugin logic compiled natively.
 pub trait Stage: Send {
     fn name(&self) -> &str;
     /// What to do with the input when a call fails.
     fn on_failure(&self) -> OnFailure {
         OnFailure::DeadLetter
     }
-    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure>;
-    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure>;
+    fn process(&mut self, batch: &Batch) -> Result<Batch, StageError>;
+    fn tick(&mut self, watermark: i64) -> Result<Batch, StageError>;
 }
 
-impl Stage for WasmStage {
-    fn name(&self) -> &str {
-        &self.plugin().name
-    }
-    fn on_failure(&self) -> OnFailure {
-        self.plugin().on_failure
-    }
-    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
-        WasmStage::process_batch(self, batch)
-    }
-    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
-        WasmStage::tick_batch(self, watermark)
-    }
+/// Why a stage failed a call. Its input is dead-lettered with this as the reason (or passed
+/// on unchanged, for a stage whose `on_failure` says so).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct StageError {
+    /// The stage that failed.
+    pub stage: String,
+    /// What happened, naming the stage.
+    pub reason: String,
 }
 
 /// A stage taken out of service (its plugin file was removed): records pass unchanged.
@@ -45,57 +40,11 @@ impl Stage for Bypass {
     fn name(&self) -> &str {
         &self.name
     }
-    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
+    fn process(&mut self, batch: &Batch) -> Result<Batch, StageError> {
         Ok(Batch::Records(batch.records().into_owned()))
     }
-    fn tick(&mut self, _watermark: i64) -> Result<Batch, CallFailure> {
+    fn tick(&mut self, _watermark: i64) -> Result<Batch, StageError> {
         Ok(Batch::Records(Vec::new()))
-    }
-}
-
-/// A plugin's logic compiled into the host: the same calls on the same packed batches as
-/// its wasm build, no sandbox.
-pub struct NativeStage<P: sluice_plugin_sdk::PackedPlugin + Send> {
-    name: String,
-    plugin: sluice_plugin_sdk::native::NativePlugin<P>,
-}
-
-impl<P: sluice_plugin_sdk::PackedPlugin + Send> NativeStage<P> {
-    pub fn new(name: &str, config_json: &str) -> Result<Self, sluice_plugin_sdk::PluginError> {
-        Ok(NativeStage {
-            name: name.to_owned(),
-            plugin: sluice_plugin_sdk::native::NativePlugin::new(config_json)?,
-        })
-    }
-
-    fn output(
-        &self,
-        result: Result<Vec<u8>, sluice_plugin_sdk::PluginError>,
-    ) -> Result<Batch, CallFailure> {
-        let error = |message: String| CallFailure::Error {
-            plugin: self.name.clone(),
-            message,
-        };
-        let bytes = result.map_err(|e| error(e.message))?;
-        PackedBatch::new(bytes)
-            .map(Batch::Packed)
-            .map_err(|e| error(e.to_string()))
-    }
-}
-
-impl<P: sluice_plugin_sdk::PackedPlugin + Send> Stage for NativeStage<P> {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
-        // SAFETY: a batch holds records (Rust strings) or bytes that passed `packed::scan`
-        // (`PackedBatch::new`): every string in it is UTF-8.
-        let result = unsafe { self.plugin.process_from_host(&batch.packed()) };
-        self.output(result)
-    }
-    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
-        let result = self.plugin.tick_packed(watermark);
-        self.output(result)
     }
 }
 
@@ -110,7 +59,7 @@ pub struct ChainOutput {
     /// Records to dead-letter, with the reason.
     pub dead: Vec<(Record, String)>,
     /// Stage failures, for health and counters.
-    pub failures: Vec<CallFailure>,
+    pub failures: Vec<StageError>,
     /// Stages that completed a call, for health.
     pub succeeded: Vec<String>,
 }

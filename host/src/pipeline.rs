@@ -324,7 +324,7 @@ impl Pipeline {
         let health = health::global();
         for failure in &out.failures {
             tracing::warn!(%failure, "plugin call failed; its input is dead-lettered");
-            let plugin = failure.plugin();
+            let plugin = failure.stage.as_str();
             self.healthy_calls.insert(plugin.to_owned(), 0);
             health.raise(FailState::PluginFailing, plugin, failure.to_string());
             if generates_metrics(plugin) {

@@ -76,7 +76,7 @@ pub fn build_stages(config: &Config) -> Result<Stages, LoadError> {
 
 #[cfg(feature = "native-plugins")]
 fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadError> {
-    use crate::chain::NativeStage;
+    use crate::plugin::NativeStage;
     let json = p.config_json();
     let init = |e: sluice_plugin_sdk::PluginError| LoadError::Init {
         name: p.name.clone(),

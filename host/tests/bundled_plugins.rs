@@ -4,10 +4,11 @@
 mod common;
 
 use sluice::batch::Batch;
-use sluice::chain::{Chain, ChainOutput, NativeStage, Stage};
+use sluice::chain::{Chain, ChainOutput, Stage};
 use sluice::codec::{self, DecodeOptions, InvalidJson};
 use sluice::config::PluginConfig;
 use sluice::generator::{Burst, GenOptions, Generator};
+use sluice::plugin::NativeStage;
 use sluice::plugin::{PluginRuntime, WasmStage};
 use sluice::{Origin, Record};
 use std::sync::Arc;

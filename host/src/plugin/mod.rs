@@ -17,9 +17,11 @@ mod host_api;
 pub mod inspect;
 mod origins;
 mod runtime;
+mod stage;
 mod stats;
 
 pub use runtime::{LoadedPlugin, PluginRuntime, WasmStage, World};
+pub use stage::NativeStage;
 pub use stats::{LATENCY_BUCKETS_SECONDS, PluginStats};
 
 /// Generated bindings for `wit/plugin.wit`.
