@@ -81,6 +81,7 @@ fn main() {
             memory_limit_mb: 64,
             max_output_factor: 16,
             on_failure: Default::default(),
+            role: None,
             config: toml::Table::new(),
         };
         let loaded = runtime

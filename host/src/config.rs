@@ -90,6 +90,10 @@ pub struct PluginConfig {
     /// such as metrics, so logs keep flowing while the failure is reported.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// What the host holds the plugin to besides the contract (see [`crate::role`]); none
+    /// by default.
+    #[serde(default, deserialize_with = "role_named")]
+    pub role: Option<Role>,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -101,6 +105,26 @@ pub enum OnFailure {
     #[default]
     DeadLetter,
     PassThrough,
+}
+
+/// A plugin's part in the pipeline beyond transforming records, declared as `role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// It generates the pipeline's metrics: its failures raise `MetricsGenerationFailed`,
+    /// and what it emits on the `metrics` route must be a metric.
+    Metrics,
+}
+
+/// `role`, refused by name when it is no role the host knows.
+fn role_named<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Role>, D::Error> {
+    let name = String::deserialize(d)?;
+    match name.as_str() {
+        "metrics" => Ok(Some(Role::Metrics)),
+        _ => Err(serde::de::Error::custom(format!(
+            "`role = \"{name}\"` is no role: the one role is \"metrics\" (the plugin that generates the metrics); leave `role` out for any other plugin"
+        ))),
+    }
 }
 
 fn default_plugin_timeout_ms() -> u64 {
@@ -516,6 +540,18 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("QUOTE") && msg.contains("double quotes"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_plugin_role_is_refused_naming_the_key() {
+        let text = "[source]\ntype = \"stdin\"\n\n[[plugins]]\nname = \"m\"\npath = \"m.wasm\"\nrole = \"metric\"\n";
+        let msg = Config::from_toml(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 7") && msg.contains("`role = \"metric\"` is no role"),
             "{msg}"
         );
     }

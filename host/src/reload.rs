@@ -8,7 +8,7 @@
 //! bypass the stage.
 //!
 //! On SIGHUP the config file is read again: each plugin's `config`, `timeout_ms`,
-//! `memory_limit_mb`, `max_output_factor` and `on_failure` apply live. Adding, removing or
+//! `memory_limit_mb`, `max_output_factor`, `on_failure` and `role` apply live. Adding, removing or
 //! reordering plugins, and any change to the source, sinks, pipeline or admin sections,
 //! need a restart; the host says so in its log and keeps the running setup.
 
@@ -264,4 +264,5 @@ fn same_settings(a: &PluginConfig, b: &PluginConfig) -> bool {
         && a.memory_limit_mb == b.memory_limit_mb
         && a.max_output_factor == b.max_output_factor
         && a.on_failure == b.on_failure
+        && a.role == b.role
 }

@@ -83,15 +83,21 @@ fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadE
         message: e.message,
     };
     Ok(match p.native_name() {
-        Some("normalize") => {
-            Box::new(NativeStage::<sluice_normalize::Normalize>::new(&p.name, &json).map_err(init)?)
-        }
-        Some("dedup") => {
-            Box::new(NativeStage::<sluice_dedup::Dedup>::new(&p.name, &json).map_err(init)?)
-        }
-        Some("metrics") => {
-            Box::new(NativeStage::<sluice_metrics::Metrics>::new(&p.name, &json).map_err(init)?)
-        }
+        Some("normalize") => Box::new(
+            NativeStage::<sluice_normalize::Normalize>::new(&p.name, &json)
+                .map_err(init)?
+                .with_role(p.role),
+        ),
+        Some("dedup") => Box::new(
+            NativeStage::<sluice_dedup::Dedup>::new(&p.name, &json)
+                .map_err(init)?
+                .with_role(p.role),
+        ),
+        Some("metrics") => Box::new(
+            NativeStage::<sluice_metrics::Metrics>::new(&p.name, &json)
+                .map_err(init)?
+                .with_role(p.role),
+        ),
         other => {
             return Err(LoadError::Runtime(format!(
                 "plugin `{}`: no native plugin {other:?}; native ones are normalize, dedup, metrics",

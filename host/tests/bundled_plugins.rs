@@ -22,6 +22,7 @@ fn wasm(runtime: &PluginRuntime, name: &str, config: &str) -> Box<dyn Stage> {
         memory_limit_mb: 64,
         max_output_factor: 16,
         on_failure: Default::default(),
+        role: None,
         config: serde_json::from_str(config).unwrap(),
     };
     Box::new(WasmStage::new(Arc::new(

@@ -20,6 +20,7 @@ fn hostile(runtime: &PluginRuntime, timeout_ms: u64, memory_limit_mb: u64) -> Wa
         memory_limit_mb,
         max_output_factor: 16,
         on_failure: Default::default(),
+        role: None,
         config: toml::Table::new(),
     };
     let loaded = runtime.load(&config, &config.path).expect("load hostile");
@@ -161,6 +162,7 @@ fn failing_init_is_a_load_error_naming_the_plugin() {
         memory_limit_mb: 64,
         max_output_factor: 16,
         on_failure: Default::default(),
+        role: None,
         config: table,
     };
     let err = runtime
@@ -201,6 +203,7 @@ fn a_pass_through_stage_lets_its_input_continue_when_it_fails() {
         memory_limit_mb: 64,
         max_output_factor: 16,
         on_failure: sluice::config::OnFailure::PassThrough,
+        role: None,
         config: toml::Table::new(),
     };
     let observer = runtime.load(&config, &config.path.clone()).unwrap();

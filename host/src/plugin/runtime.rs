@@ -7,7 +7,7 @@ use super::origins::GivenOrigins;
 use super::{CallFailure, LoadError, PluginStats};
 use crate::Record;
 use crate::batch::{Batch, PackedBatch};
-use crate::config::{OnFailure, PluginConfig};
+use crate::config::{OnFailure, PluginConfig, Role};
 use sluice_plugin_sdk::{PluginError, packed};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,6 +173,7 @@ impl PluginRuntime {
             memory_limit_mb: config.memory_limit_mb,
             max_output_factor: config.max_output_factor,
             on_failure: config.on_failure,
+            role: config.role,
             stats,
         };
         plugin.instantiate().map_err(|failure| LoadError::Init {
@@ -216,6 +217,7 @@ pub struct LoadedPlugin {
     memory_limit_mb: u64,
     max_output_factor: usize,
     pub on_failure: OnFailure,
+    pub role: Option<Role>,
     pub stats: Arc<PluginStats>,
 }
 

@@ -4,7 +4,7 @@
 use super::{CallFailure, WasmStage};
 use crate::batch::{Batch, PackedBatch};
 use crate::chain::{Stage, StageError};
-use crate::config::OnFailure;
+use crate::config::{OnFailure, Role};
 
 impl From<CallFailure> for StageError {
     fn from(failure: CallFailure) -> Self {
@@ -22,6 +22,9 @@ impl Stage for WasmStage {
     fn on_failure(&self) -> OnFailure {
         self.plugin().on_failure
     }
+    fn role(&self) -> Option<Role> {
+        self.plugin().role
+    }
     fn process(&mut self, batch: &Batch) -> Result<Batch, StageError> {
         Ok(self.process_batch(batch)?)
     }
@@ -34,6 +37,7 @@ impl Stage for WasmStage {
 /// its wasm build, no sandbox.
 pub struct NativeStage<P: sluice_plugin_sdk::PackedPlugin + Send> {
     name: String,
+    role: Option<Role>,
     plugin: sluice_plugin_sdk::native::NativePlugin<P>,
 }
 
@@ -41,8 +45,15 @@ impl<P: sluice_plugin_sdk::PackedPlugin + Send> NativeStage<P> {
     pub fn new(name: &str, config_json: &str) -> Result<Self, sluice_plugin_sdk::PluginError> {
         Ok(NativeStage {
             name: name.to_owned(),
+            role: None,
             plugin: sluice_plugin_sdk::native::NativePlugin::new(config_json)?,
         })
+    }
+
+    /// The same stage, with the role declared for it.
+    pub fn with_role(mut self, role: Option<Role>) -> Self {
+        self.role = role;
+        self
     }
 
     fn output(
@@ -66,6 +77,9 @@ impl<P: sluice_plugin_sdk::PackedPlugin + Send> NativeStage<P> {
 impl<P: sluice_plugin_sdk::PackedPlugin + Send> Stage for NativeStage<P> {
     fn name(&self) -> &str {
         &self.name
+    }
+    fn role(&self) -> Option<Role> {
+        self.role
     }
     fn process(&mut self, batch: &Batch) -> Result<Batch, StageError> {
         // SAFETY: a batch holds records (Rust strings) or bytes that passed `packed::scan`
