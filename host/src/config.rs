@@ -138,7 +138,7 @@ fn default_max_output_factor() -> usize {
 }
 
 /// How batches move between the source, the chain and the sinks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Batches buffered between stages; when full, the source pauses (backpressure).
@@ -164,7 +164,7 @@ impl Default for PipelineConfig {
 }
 
 /// The admin HTTP endpoint (health, metrics).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `host:port`, loopback by default; empty disables it.
@@ -180,7 +180,7 @@ impl Default for AdminConfig {
 }
 
 /// `[reload]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadConfig {
     /// Watch the plugins' directories for changes.

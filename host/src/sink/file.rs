@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use tokio::sync::mpsc;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     pub routes: Vec<String>,

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSinkConfig {
     /// Routes written by this sink: `cleaned`, and optionally `metrics`, `alerts`, `raw`, `dlq`.
@@ -61,7 +61,7 @@ pub enum EngineChoice {
 
 /// How requests authenticate. Its `Debug` form hides the secrets, so a config printed for
 /// diagnosis cannot leak them.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, PartialEq, Default, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     #[default]
@@ -117,7 +117,7 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file with the CA certificate(s) that signed the engine's certificate.
@@ -129,7 +129,7 @@ pub struct TlsConfig {
 }
 
 /// How documents are spread over indices.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum IndexConfig {
     /// Data streams `logs-<dataset>-<namespace>` (and `metrics-…`, `logs-<dataset>.alerts-…`).

@@ -3,7 +3,7 @@
 use crate::lake::Table;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3SinkConfig {
     /// The routes written to this sink's table (one, unless `table` is set).
@@ -50,7 +50,7 @@ pub enum Format {
     NdjsonGzip,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AthenaConfig {
     /// The Glue/Athena database the table is declared in.
