@@ -11,10 +11,11 @@
 //! packed world), each gets a column, measured in the same run.
 
 use sluice::batch::{Batch, PackedBatch};
-use sluice::chain::{NativeStage, Stage};
+use sluice::chain::Stage;
 use sluice::codec::{self, DecodeOptions, InvalidJson};
 use sluice::config::PluginConfig;
 use sluice::generator::{GenOptions, Generator};
+use sluice::plugin::NativeStage;
 use sluice::plugin::{PluginRuntime, WasmStage};
 use sluice::{Origin, Record};
 use std::sync::Arc;
@@ -80,6 +81,7 @@ fn main() {
             memory_limit_mb: 64,
             max_output_factor: 16,
             on_failure: Default::default(),
+            role: None,
             config: toml::Table::new(),
         };
         let loaded = runtime

@@ -129,9 +129,22 @@ impl Out {
 }
 
 /// The Prometheus text exposition of every counter.
+/// The Prometheus text exposition of every counter.
 pub fn render(state: &AdminState) -> String {
     let mut o = Out(String::with_capacity(8 * 1024));
+    source(&mut o, state);
+    pipeline(&mut o, state);
+    plugin_counters(&mut o, state);
+    plugin_latency(&mut o, state);
+    plugin_custom(&mut o, state);
+    sinks(&mut o, state);
+    fail_states(&mut o);
+    process(&mut o);
+    o.0
+}
 
+/// Messages read and each partition's lag.
+fn source(o: &mut Out, state: &AdminState) {
     o.family(
         "sluice_source_consumed_total",
         "counter",
@@ -161,7 +174,10 @@ pub fn render(state: &AdminState) -> String {
             lag,
         );
     }
+}
 
+/// The pipeline's own counters.
+fn pipeline(o: &mut Out, state: &AdminState) {
     let p = &state.pipeline;
     for (name, help, value) in [
         (
@@ -198,7 +214,10 @@ pub fn render(state: &AdminState) -> String {
         o.family(name, "counter", help);
         o.sample(name, &[], value);
     }
+}
 
+/// Each plugin's counters and memory.
+fn plugin_counters(o: &mut Out, state: &AdminState) {
     let plugin_counters: [Counter<PluginStats>; 8] = [
         (
             "sluice_plugin_records_in_total",
@@ -257,6 +276,10 @@ pub fn render(state: &AdminState) -> String {
             load(&stats.memory_bytes),
         );
     }
+}
+
+/// The histogram of each plugin's call durations.
+fn plugin_latency(o: &mut Out, state: &AdminState) {
     o.family(
         "sluice_plugin_call_seconds",
         "histogram",
@@ -290,6 +313,10 @@ pub fn render(state: &AdminState) -> String {
             count,
         );
     }
+}
+
+/// The counters plugins keep themselves (`counter-add`).
+fn plugin_custom(o: &mut Out, state: &AdminState) {
     o.family(
         "sluice_plugin_counter_total",
         "counter",
@@ -304,7 +331,10 @@ pub fn render(state: &AdminState) -> String {
             );
         }
     }
+}
 
+/// Each sink's counters and bytes in flight.
+fn sinks(o: &mut Out, state: &AdminState) {
     let sink_counters: [Counter<SinkStats>; 4] = [
         (
             "sluice_sink_sent_total",
@@ -343,7 +373,10 @@ pub fn render(state: &AdminState) -> String {
             load(&stats.in_flight_bytes),
         );
     }
+}
 
+/// Fail states raised and active, and readiness.
+fn fail_states(o: &mut Out) {
     let health = health::global();
     let counts = health.counts();
     let active = health.conditions();
@@ -368,14 +401,16 @@ pub fn render(state: &AdminState) -> String {
     }
     o.family("sluice_ready", "gauge", "1 when the host is ready.");
     o.sample("sluice_ready", &[], u8::from(health.is_ready()));
+}
 
+/// The process's resident memory.
+fn process(o: &mut Out) {
     o.family(
         "process_resident_memory_bytes",
         "gauge",
         "Resident set size of the process.",
     );
     o.sample("process_resident_memory_bytes", &[], resident_bytes());
-    o.0
 }
 
 /// Resident set size from /proc (0 where unavailable).

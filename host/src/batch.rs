@@ -126,8 +126,9 @@ impl Batch {
     }
 
     /// The packed bytes, encoded if these are records. Every string in them is UTF-8: they
-    /// were encoded from records, or passed `packed::scan` in [`PackedBatch::new`].
-    pub fn packed(&self) -> Cow<'_, [u8]> {
+    /// were encoded from records, or passed `packed::scan` in [`PackedBatch::new`]. A `Vec`,
+    /// as the packed world's bindings take a `packed-batch`.
+    pub fn packed(&self) -> Cow<'_, Vec<u8>> {
         match self {
             Batch::Records(records) => {
                 let mut bytes = Vec::new();

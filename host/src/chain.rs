@@ -3,37 +3,37 @@
 
 use crate::Record;
 use crate::Route;
-use crate::batch::{Batch, PackedBatch};
-use crate::config::OnFailure;
-use crate::plugin::{CallFailure, WasmStage};
+use crate::batch::Batch;
+use crate::config::{OnFailure, Role};
+use crate::role;
 use crate::source::PartitionProgress;
 use std::time::Duration;
 
-/// One step of the chain. Implemented by wasm plugins and, for tests and benchmarks, by
-/// plugin logic compiled natively.
+/// One step of the chain. Plugins are stages (`crate::plugin::stage`): wasm components
+/// and, for tests and benchmarks, plugin logic compiled natively.
 pub trait Stage: Send {
     fn name(&self) -> &str;
     /// What to do with the input when a call fails.
     fn on_failure(&self) -> OnFailure {
         OnFailure::DeadLetter
     }
-    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure>;
-    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure>;
+    /// Its declared part beyond transforming records (see [`crate::role`]).
+    fn role(&self) -> Option<Role> {
+        None
+    }
+    fn process(&mut self, batch: &Batch) -> Result<Batch, StageError>;
+    fn tick(&mut self, watermark: i64) -> Result<Batch, StageError>;
 }
 
-impl Stage for WasmStage {
-    fn name(&self) -> &str {
-        &self.plugin().name
-    }
-    fn on_failure(&self) -> OnFailure {
-        self.plugin().on_failure
-    }
-    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
-        WasmStage::process_batch(self, batch)
-    }
-    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
-        WasmStage::tick_batch(self, watermark)
-    }
+/// Why a stage failed a call. Its input is dead-lettered with this as the reason (or passed
+/// on unchanged, for a stage whose `on_failure` says so).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct StageError {
+    /// The stage that failed.
+    pub stage: String,
+    /// What happened, naming the stage.
+    pub reason: String,
 }
 
 /// A stage taken out of service (its plugin file was removed): records pass unchanged.
@@ -45,57 +45,11 @@ impl Stage for Bypass {
     fn name(&self) -> &str {
         &self.name
     }
-    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
+    fn process(&mut self, batch: &Batch) -> Result<Batch, StageError> {
         Ok(Batch::Records(batch.records().into_owned()))
     }
-    fn tick(&mut self, _watermark: i64) -> Result<Batch, CallFailure> {
+    fn tick(&mut self, _watermark: i64) -> Result<Batch, StageError> {
         Ok(Batch::Records(Vec::new()))
-    }
-}
-
-/// A plugin's logic compiled into the host: the same calls on the same packed batches as
-/// its wasm build, no sandbox.
-pub struct NativeStage<P: sluice_plugin_sdk::PackedPlugin + Send> {
-    name: String,
-    plugin: sluice_plugin_sdk::native::NativePlugin<P>,
-}
-
-impl<P: sluice_plugin_sdk::PackedPlugin + Send> NativeStage<P> {
-    pub fn new(name: &str, config_json: &str) -> Result<Self, sluice_plugin_sdk::PluginError> {
-        Ok(NativeStage {
-            name: name.to_owned(),
-            plugin: sluice_plugin_sdk::native::NativePlugin::new(config_json)?,
-        })
-    }
-
-    fn output(
-        &self,
-        result: Result<Vec<u8>, sluice_plugin_sdk::PluginError>,
-    ) -> Result<Batch, CallFailure> {
-        let error = |message: String| CallFailure::Error {
-            plugin: self.name.clone(),
-            message,
-        };
-        let bytes = result.map_err(|e| error(e.message))?;
-        PackedBatch::new(bytes)
-            .map(Batch::Packed)
-            .map_err(|e| error(e.to_string()))
-    }
-}
-
-impl<P: sluice_plugin_sdk::PackedPlugin + Send> Stage for NativeStage<P> {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn process(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
-        // SAFETY: a batch holds records (Rust strings) or bytes that passed `packed::scan`
-        // (`PackedBatch::new`): every string in it is UTF-8.
-        let result = unsafe { self.plugin.process_from_host(&batch.packed()) };
-        self.output(result)
-    }
-    fn tick(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
-        let result = self.plugin.tick_packed(watermark);
-        self.output(result)
     }
 }
 
@@ -110,9 +64,21 @@ pub struct ChainOutput {
     /// Records to dead-letter, with the reason.
     pub dead: Vec<(Record, String)>,
     /// Stage failures, for health and counters.
-    pub failures: Vec<CallFailure>,
+    pub failures: Vec<StageError>,
+    /// Records a stage emitted against its role, now among `dead`.
+    pub breaches: Vec<Breach>,
     /// Stages that completed a call, for health.
     pub succeeded: Vec<String>,
+}
+
+/// A stage emitted records its role forbids (see [`crate::role`]) in one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breach {
+    pub stage: String,
+    pub role: Option<Role>,
+    /// How many records, and why they break the role.
+    pub records: usize,
+    pub reason: &'static str,
 }
 
 impl ChainOutput {
@@ -340,7 +306,7 @@ impl Chain {
         match retired.tick(i64::MAX) {
             Ok(emitted) => {
                 out.succeeded.push(retired.name().to_owned());
-                let next = split(emitted, retired.name(), out);
+                let next = split(emitted, &*retired, out);
                 self.run_from(index + 1, next, out);
             }
             Err(failure) => out.failures.push(failure),
@@ -353,6 +319,14 @@ impl Chain {
 
     pub fn stage_names(&self) -> Vec<&str> {
         self.stages.iter().map(|s| s.name()).collect()
+    }
+
+    /// The role of the stage called `name`.
+    pub fn role_of(&self, name: &str) -> Option<Role> {
+        self.stages
+            .iter()
+            .find(|s| s.name() == name)
+            .and_then(|s| s.role())
     }
 
     /// Run a batch through every stage.
@@ -376,7 +350,7 @@ impl Chain {
             match self.stages[index].tick(watermark) {
                 Ok(emitted) => {
                     out.succeeded.push(self.stages[index].name().to_owned());
-                    let next = split(emitted, self.stages[index].name(), out);
+                    let next = split(emitted, &*self.stages[index], out);
                     self.run_from(index + 1, next, out);
                 }
                 Err(failure) => out.failures.push(failure),
@@ -394,7 +368,7 @@ impl Chain {
             match stage.process(&current) {
                 Ok(emitted) => {
                     out.succeeded.push(stage.name().to_owned());
-                    current = split(emitted, stage.name(), out)
+                    current = split(emitted, &**stage, out)
                 }
                 Err(failure) => {
                     let pass_through = stage.on_failure() == OnFailure::PassThrough;
@@ -423,18 +397,33 @@ impl Chain {
     }
 }
 
-/// Keep `cleaned` records for the next stage; move the rest to the output.
-fn split(emitted: Batch, stage: &str, out: &mut ChainOutput) -> Batch {
+/// Keep `cleaned` records for the next stage; move the rest to the output. A record its
+/// stage's role forbids is dead-lettered.
+fn split(emitted: Batch, stage: &dyn Stage, out: &mut ChainOutput) -> Batch {
     let (next, leaving) = emitted.split_cleaned();
+    let (name, role) = (stage.name(), stage.role());
+    let mut breach: Option<Breach> = None;
     for record in leaving {
+        if let Some(why) = role::breach(role, &record) {
+            let entry = breach.get_or_insert_with(|| Breach {
+                stage: name.to_owned(),
+                role,
+                records: 0,
+                reason: why,
+            });
+            entry.records += 1;
+            out.dead.push((record, format!("plugin `{name}`: {why}")));
+            continue;
+        }
         match &record.route {
             Route::Dlq(reason) => {
-                let reason = format!("plugin `{stage}`: {reason}");
+                let reason = format!("plugin `{name}`: {reason}");
                 out.dead.push((record, reason));
             }
             _ => out.routed.push(record),
         }
     }
+    out.breaches.extend(breach);
     next
 }
 
@@ -573,6 +562,64 @@ mod tests {
             clock.watermark(&untracked, secs(10), secs(0)),
             Some(NOW - 1_000)
         );
+    }
+
+    /// Emits on the `metrics` route one record with a service and one without.
+    struct Emitter {
+        role: Option<Role>,
+    }
+
+    impl Stage for Emitter {
+        fn name(&self) -> &str {
+            "m"
+        }
+        fn role(&self) -> Option<Role> {
+            self.role
+        }
+        fn process(&mut self, _batch: &Batch) -> Result<Batch, StageError> {
+            Ok(Batch::Records(Vec::new()))
+        }
+        fn tick(&mut self, watermark: i64) -> Result<Batch, StageError> {
+            let mut good = at(0, watermark);
+            good.set("service.name", "api");
+            let bad = at(0, watermark);
+            Ok(Batch::Records(
+                [good, bad]
+                    .into_iter()
+                    .map(|mut r| {
+                        r.route = Route::Metrics;
+                        r
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    #[test]
+    fn records_a_stage_emits_against_its_role_are_dead_lettered() {
+        let stage = Emitter {
+            role: Some(Role::Metrics),
+        };
+        let mut chain = Chain::new(vec![Box::new(stage)], secs(10));
+        let mut out = ChainOutput::default();
+        chain.tick(true, &mut out);
+        assert_eq!(out.routed.len(), 1);
+        assert_eq!(out.dead.len(), 1);
+        assert!(
+            out.dead[0]
+                .1
+                .starts_with("plugin `m`: invalid metric record")
+        );
+        assert_eq!(out.breaches.len(), 1);
+        assert_eq!(out.breaches[0].records, 1);
+        assert_eq!(chain.role_of("m"), Some(Role::Metrics));
+
+        // Without the role, the same output is delivered as it is.
+        let mut chain = Chain::new(vec![Box::new(Emitter { role: None })], secs(10));
+        let mut out = ChainOutput::default();
+        chain.tick(true, &mut out);
+        assert_eq!((out.routed.len(), out.dead.len()), (2, 0));
+        assert!(out.breaches.is_empty());
     }
 
     #[test]

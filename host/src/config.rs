@@ -62,7 +62,7 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
-    pub reload: crate::reload::ReloadConfig,
+    pub reload: ReloadConfig,
     /// Where the file was read from; relative plugin paths resolve against its directory.
     #[serde(skip)]
     pub path: PathBuf,
@@ -90,6 +90,10 @@ pub struct PluginConfig {
     /// such as metrics, so logs keep flowing while the failure is reported.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// What the host holds the plugin to besides the contract (see [`crate::role`]); none
+    /// by default.
+    #[serde(default, deserialize_with = "role_named")]
+    pub role: Option<Role>,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -103,6 +107,26 @@ pub enum OnFailure {
     PassThrough,
 }
 
+/// A plugin's part in the pipeline beyond transforming records, declared as `role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// It generates the pipeline's metrics: its failures raise `MetricsGenerationFailed`,
+    /// and what it emits on the `metrics` route must be a metric.
+    Metrics,
+}
+
+/// `role`, refused by name when it is no role the host knows.
+fn role_named<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Role>, D::Error> {
+    let name = String::deserialize(d)?;
+    match name.as_str() {
+        "metrics" => Ok(Some(Role::Metrics)),
+        _ => Err(serde::de::Error::custom(format!(
+            "`role = \"{name}\"` is no role: the one role is \"metrics\" (the plugin that generates the metrics); leave `role` out for any other plugin"
+        ))),
+    }
+}
+
 fn default_plugin_timeout_ms() -> u64 {
     2_000
 }
@@ -114,7 +138,7 @@ fn default_max_output_factor() -> usize {
 }
 
 /// How batches move between the source, the chain and the sinks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Batches buffered between stages; when full, the source pauses (backpressure).
@@ -140,7 +164,7 @@ impl Default for PipelineConfig {
 }
 
 /// The admin HTTP endpoint (health, metrics).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `host:port`, loopback by default; empty disables it.
@@ -153,6 +177,38 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9898".into(),
         }
     }
+}
+
+/// `[reload]` settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the plugins' directories for changes.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading (a copy is many events).
+    pub debounce_ms: u64,
+    /// What to do when a plugin's file disappears.
+    pub on_removed: OnRemoved,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            debounce_ms: 500,
+            on_removed: OnRemoved::Keep,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRemoved {
+    /// Keep running the version already loaded.
+    #[default]
+    Keep,
+    /// Take the stage out: records pass it unchanged.
+    Bypass,
 }
 
 /// Route names the host itself understands.
@@ -221,7 +277,7 @@ impl Config {
                 ));
             }
             let path = self.resolve(&plugin.path);
-            if crate::runner::native_plugin_name(&plugin.path).is_some() {
+            if plugin.native_name().is_some() {
                 continue;
             }
             if !path.is_file() {
@@ -288,6 +344,12 @@ impl Config {
 }
 
 impl PluginConfig {
+    /// `native:<name>` as its path selects the bundled plugin's logic compiled into the
+    /// host (feature `native-plugins`, for the benchmark) instead of a wasm file.
+    pub fn native_name(&self) -> Option<&str> {
+        self.path.to_str()?.strip_prefix("native:")
+    }
+
     /// The plugin's own config as JSON text, for its `init`.
     pub fn config_json(&self) -> String {
         serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into())
@@ -478,6 +540,18 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("QUOTE") && msg.contains("double quotes"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_plugin_role_is_refused_naming_the_key() {
+        let text = "[source]\ntype = \"stdin\"\n\n[[plugins]]\nname = \"m\"\npath = \"m.wasm\"\nrole = \"metric\"\n";
+        let msg = Config::from_toml(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 7") && msg.contains("`role = \"metric\"` is no role"),
             "{msg}"
         );
     }

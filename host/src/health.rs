@@ -18,7 +18,7 @@ pub enum FailState {
     KafkaUnavailable,
     /// A backfill asked for an S3 object that is not there.
     S3MissingFile,
-    /// The metrics plugin trapped, timed out or emitted invalid records.
+    /// The plugin with `role = "metrics"` failed a call or emitted invalid metrics.
     MetricsGenerationFailed,
     /// A plugin keeps failing (its batches are dead-lettered).
     PluginFailing,

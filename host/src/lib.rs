@@ -21,6 +21,7 @@ pub mod memory;
 pub mod pipeline;
 pub mod plugin;
 pub mod reload;
+pub mod role;
 pub mod runner;
 pub mod sink;
 pub mod source;

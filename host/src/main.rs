@@ -454,6 +454,7 @@ fn plugin_test(
                 memory_limit_mb: 64,
                 max_output_factor: 16,
                 on_failure: Default::default(),
+                role: None,
                 config,
             };
             let loaded = runtime.load(&plugin_config, path)?;

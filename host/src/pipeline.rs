@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::event::{DeadLetter, Events, Logs, RawMessage};
 use crate::health::{self, FailState};
 use crate::reload::Reload;
+use crate::role;
 use crate::sink::Router;
 use crate::source::{PipelineInput, SourceBatch};
 use crate::{Record, time};
@@ -58,12 +59,6 @@ pub struct Pipeline {
 
 /// Successful calls after which a failing plugin counts as recovered.
 const RECOVERED_AFTER_CALLS: u32 = 3;
-
-/// Whether a plugin generates the metrics, so its failures are `MetricsGenerationFailed`.
-/// The bundled metrics plugin is configured under the name `metrics`.
-fn generates_metrics(plugin: &str) -> bool {
-    plugin == "metrics"
-}
 
 impl Pipeline {
     /// The pipeline `config` describes, running `stages` in order and sending to `router`.
@@ -256,17 +251,6 @@ impl Pipeline {
         ack: &AckHandle,
     ) {
         self.track_plugin_health(&out);
-        let mut out = out;
-        let invalid_metrics = take_invalid_metrics(&mut out.routed);
-        if !invalid_metrics.is_empty() {
-            let reason = format!(
-                "invalid metric record ({} of them): a metric needs `service.name` and an event timestamp",
-                invalid_metrics.len()
-            );
-            health::global().raise(FailState::MetricsGenerationFailed, "metrics", &reason);
-            out.dead
-                .extend(invalid_metrics.into_iter().map(|r| (r, reason.clone())));
-        }
         if !out.dead.is_empty() {
             self.stats
                 .plugin_dead_lettered
@@ -318,21 +302,24 @@ impl Pipeline {
         }
     }
 
-    /// Raise `PluginFailing` (and `MetricsGenerationFailed` for the metrics plugin) when a
-    /// call fails; clear them after a few good calls in a row.
+    /// Raise `PluginFailing` (and the fail state of the plugin's role, see [`role`]) when
+    /// a call fails; clear them after a few good calls in a row. Raise the role's fail state
+    /// when a plugin emits records against its role.
     fn track_plugin_health(&mut self, out: &ChainOutput) {
         let health = health::global();
         for failure in &out.failures {
             tracing::warn!(%failure, "plugin call failed; its input is dead-lettered");
-            let plugin = failure.plugin();
+            let plugin = failure.stage.as_str();
             self.healthy_calls.insert(plugin.to_owned(), 0);
             health.raise(FailState::PluginFailing, plugin, failure.to_string());
-            if generates_metrics(plugin) {
-                health.raise(
-                    FailState::MetricsGenerationFailed,
-                    plugin,
-                    failure.to_string(),
-                );
+            if let Some(state) = role::fail_state(self.chain.role_of(plugin)) {
+                health.raise(state, plugin, failure.to_string());
+            }
+        }
+        for breach in &out.breaches {
+            if let Some(state) = role::fail_state(breach.role) {
+                let context = format!("{} ({} of them)", breach.reason, breach.records);
+                health.raise(state, &breach.stage, context);
             }
         }
         for plugin in &out.succeeded {
@@ -343,7 +330,9 @@ impl Pipeline {
             if *streak >= RECOVERED_AFTER_CALLS {
                 self.healthy_calls.remove(plugin);
                 health.clear(FailState::PluginFailing, plugin);
-                health.clear(FailState::MetricsGenerationFailed, plugin);
+                if let Some(state) = role::fail_state(self.chain.role_of(plugin)) {
+                    health.clear(state, plugin);
+                }
             }
         }
     }
@@ -372,20 +361,6 @@ fn partitions_of(messages: &[RawMessage]) -> Vec<(String, i32)> {
         }
     }
     partitions
-}
-
-/// Remove metric records that downstream tables cannot hold (no service, no time).
-fn take_invalid_metrics(routed: &mut Vec<Record>) -> Vec<Record> {
-    if !routed.iter().any(|r| r.route == crate::Route::Metrics) {
-        return Vec::new();
-    }
-    let (invalid, valid): (Vec<Record>, Vec<Record>) =
-        std::mem::take(routed).into_iter().partition(|r| {
-            r.route == crate::Route::Metrics
-                && (r.timestamp <= 0 || r.get_str("service.name").is_none_or(str::is_empty))
-        });
-    *routed = valid;
-    invalid
 }
 
 /// Dead letters for records the chain rejected, carrying the original message bytes when

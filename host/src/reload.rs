@@ -8,49 +8,16 @@
 //! bypass the stage.
 //!
 //! On SIGHUP the config file is read again: each plugin's `config`, `timeout_ms`,
-//! `memory_limit_mb`, `max_output_factor` and `on_failure` apply live. Adding, removing or
+//! `memory_limit_mb`, `max_output_factor`, `on_failure` and `role` apply live. Adding, removing or
 //! reordering plugins, and any change to the source, sinks, pipeline or admin sections,
 //! need a restart; the host says so in its log and keeps the running setup.
 
-use crate::config::{Config, PluginConfig};
+use crate::config::{Config, OnRemoved, PluginConfig};
 use crate::plugin::{LoadedPlugin, PluginRuntime, PluginStats};
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, SystemTime};
-
-/// `[reload]` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReloadConfig {
-    /// Watch the plugins' directories for changes.
-    pub watch: bool,
-    /// Quiet time after the last file event before reloading (a copy is many events).
-    pub debounce_ms: u64,
-    /// What to do when a plugin's file disappears.
-    pub on_removed: OnRemoved,
-}
-
-impl Default for ReloadConfig {
-    fn default() -> Self {
-        ReloadConfig {
-            watch: true,
-            debounce_ms: 500,
-            on_removed: OnRemoved::Keep,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnRemoved {
-    /// Keep running the version already loaded.
-    #[default]
-    Keep,
-    /// Take the stage out: records pass it unchanged.
-    Bypass,
-}
 
 /// A change for the pipeline to apply between batches.
 pub enum Reload {
@@ -193,14 +160,7 @@ impl Watcher {
             );
             return;
         }
-        let restart_needed = format!(
-            "{:?}{:?}{:?}{:?}",
-            fresh.source, fresh.sinks, fresh.pipeline, fresh.admin
-        ) != format!(
-            "{:?}{:?}{:?}{:?}",
-            self.config.source, self.config.sinks, self.config.pipeline, self.config.admin
-        );
-        if restart_needed {
+        if needs_restart(&fresh, &self.config) {
             tracing::warn!(
                 "source, sinks, pipeline or admin settings changed: restart to apply them"
             );
@@ -297,4 +257,44 @@ fn same_settings(a: &PluginConfig, b: &PluginConfig) -> bool {
         && a.memory_limit_mb == b.memory_limit_mb
         && a.max_output_factor == b.max_output_factor
         && a.on_failure == b.on_failure
+        && a.role == b.role
+}
+
+/// Whether `fresh` changes what only a restart applies: the source, sinks, pipeline or admin.
+fn needs_restart(fresh: &Config, running: &Config) -> bool {
+    fresh.source != running.source
+        || fresh.sinks != running.sinks
+        || fresh.pipeline != running.pipeline
+        || fresh.admin != running.admin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(password: &str, batch_max_records: usize) -> Config {
+        let text = format!(
+            r#"
+[source]
+type = "stdin"
+batch_max_records = {batch_max_records}
+
+[sinks.search]
+type = "elasticsearch"
+url = "http://127.0.0.1:9200"
+routes = ["cleaned", "dlq"]
+auth = {{ type = "basic", user = "sluice", password = "{password}" }}
+"#
+        );
+        Config::from_toml(&text, Path::new("sluice.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_changed_sink_secret_needs_a_restart() {
+        assert!(!needs_restart(&config("a", 10), &config("a", 10)));
+        assert!(needs_restart(&config("a", 10), &config("a", 20)));
+        // The password never shows in the config's Debug form, yet it changed.
+        assert!(needs_restart(&config("b", 10), &config("a", 10)));
+    }
 }

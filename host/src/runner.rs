@@ -35,12 +35,6 @@ pub enum RunError {
     DrainTimedOut(Duration),
 }
 
-/// `native:<name>` in a plugin path selects the bundled plugin's logic compiled into the
-/// host (feature `native-plugins`, for the benchmark), instead of a wasm file.
-pub fn native_plugin_name(path: &std::path::Path) -> Option<&str> {
-    path.to_str()?.strip_prefix("native:")
-}
-
 /// The runtime, the chain's stages, and each plugin's counters by name.
 pub type Stages = (
     Arc<PluginRuntime>,
@@ -53,7 +47,7 @@ pub fn build_stages(config: &Config) -> Result<Stages, LoadError> {
     let natives: Vec<&crate::config::PluginConfig> = config
         .plugins
         .iter()
-        .filter(|p| native_plugin_name(&p.path).is_some())
+        .filter(|p| p.native_name().is_some())
         .collect();
     if natives.is_empty() {
         let (runtime, stages) = load_plugins(config)?;
@@ -82,22 +76,28 @@ pub fn build_stages(config: &Config) -> Result<Stages, LoadError> {
 
 #[cfg(feature = "native-plugins")]
 fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadError> {
-    use crate::chain::NativeStage;
+    use crate::plugin::NativeStage;
     let json = p.config_json();
     let init = |e: sluice_plugin_sdk::PluginError| LoadError::Init {
         name: p.name.clone(),
         message: e.message,
     };
-    Ok(match native_plugin_name(&p.path) {
-        Some("normalize") => {
-            Box::new(NativeStage::<sluice_normalize::Normalize>::new(&p.name, &json).map_err(init)?)
-        }
-        Some("dedup") => {
-            Box::new(NativeStage::<sluice_dedup::Dedup>::new(&p.name, &json).map_err(init)?)
-        }
-        Some("metrics") => {
-            Box::new(NativeStage::<sluice_metrics::Metrics>::new(&p.name, &json).map_err(init)?)
-        }
+    Ok(match p.native_name() {
+        Some("normalize") => Box::new(
+            NativeStage::<sluice_normalize::Normalize>::new(&p.name, &json)
+                .map_err(init)?
+                .with_role(p.role),
+        ),
+        Some("dedup") => Box::new(
+            NativeStage::<sluice_dedup::Dedup>::new(&p.name, &json)
+                .map_err(init)?
+                .with_role(p.role),
+        ),
+        Some("metrics") => Box::new(
+            NativeStage::<sluice_metrics::Metrics>::new(&p.name, &json)
+                .map_err(init)?
+                .with_role(p.role),
+        ),
         other => {
             return Err(LoadError::Runtime(format!(
                 "plugin `{}`: no native plugin {other:?}; native ones are normalize, dedup, metrics",

@@ -4,10 +4,11 @@
 mod common;
 
 use sluice::batch::Batch;
-use sluice::chain::{Chain, ChainOutput, NativeStage, Stage};
+use sluice::chain::{Chain, ChainOutput, Stage};
 use sluice::codec::{self, DecodeOptions, InvalidJson};
 use sluice::config::PluginConfig;
 use sluice::generator::{Burst, GenOptions, Generator};
+use sluice::plugin::NativeStage;
 use sluice::plugin::{PluginRuntime, WasmStage};
 use sluice::{Origin, Record};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ fn wasm(runtime: &PluginRuntime, name: &str, config: &str) -> Box<dyn Stage> {
         memory_limit_mb: 64,
         max_output_factor: 16,
         on_failure: Default::default(),
+        role: None,
         config: serde_json::from_str(config).unwrap(),
     };
     Box::new(WasmStage::new(Arc::new(

@@ -78,7 +78,7 @@ fn a_trapping_metrics_plugin_raises_metrics_generation_failed_while_logs_flow() 
     .replace("listen = \"\"", "listen = \"127.0.0.1:0\"")
     .replace(
         "name = \"metrics\"",
-        "name = \"metrics\"\non_failure = \"pass_through\"",
+        "name = \"metrics\"\nrole = \"metrics\"\non_failure = \"pass_through\"",
     );
     let mut host = Host::start(&config);
     let admin = admin_address(&host);

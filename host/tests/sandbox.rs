@@ -20,6 +20,7 @@ fn hostile(runtime: &PluginRuntime, timeout_ms: u64, memory_limit_mb: u64) -> Wa
         memory_limit_mb,
         max_output_factor: 16,
         on_failure: Default::default(),
+        role: None,
         config: toml::Table::new(),
     };
     let loaded = runtime.load(&config, &config.path).expect("load hostile");
@@ -161,6 +162,7 @@ fn failing_init_is_a_load_error_naming_the_plugin() {
         memory_limit_mb: 64,
         max_output_factor: 16,
         on_failure: Default::default(),
+        role: None,
         config: table,
     };
     let err = runtime
@@ -201,6 +203,7 @@ fn a_pass_through_stage_lets_its_input_continue_when_it_fails() {
         memory_limit_mb: 64,
         max_output_factor: 16,
         on_failure: sluice::config::OnFailure::PassThrough,
+        role: None,
         config: toml::Table::new(),
     };
     let observer = runtime.load(&config, &config.path.clone()).unwrap();
@@ -220,7 +223,7 @@ fn a_pass_through_stage_lets_its_input_continue_when_it_fails() {
     let mut out = ChainOutput::default();
     chain.process(Batch::Records(batch(&["a", "hostile:error"])), &mut out);
     assert_eq!(out.failures.len(), 2, "{:?}", out.failures);
-    assert_eq!(out.failures[0].plugin(), "observer");
+    assert_eq!(out.failures[0].stage, "observer");
     assert!(
         out.dead
             .iter()
@@ -249,10 +252,7 @@ fn sleeping_past_the_deadline_times_out_and_the_batch_is_dead_lettered() {
     assert!(
         matches!(
             out.failures.as_slice(),
-            [CallFailure::Timeout {
-                timeout_ms: 200,
-                ..
-            }]
+            [failure] if failure.reason == "plugin `hostile` timed out after 200 ms"
         ),
         "{:?}",
         out.failures

@@ -19,6 +19,7 @@ fn stage(runtime: &PluginRuntime, name: &str) -> WasmStage {
         memory_limit_mb: 64,
         max_output_factor: 16,
         on_failure: Default::default(),
+        role: None,
         config: toml::Table::new(),
     };
     let loaded = runtime.load(&config, &config.path).expect("load plugin");

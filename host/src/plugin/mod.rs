@@ -17,26 +17,55 @@ mod host_api;
 pub mod inspect;
 mod origins;
 mod runtime;
+mod stage;
 mod stats;
 
 pub use runtime::{LoadedPlugin, PluginRuntime, WasmStage, World};
+pub use stage::NativeStage;
 pub use stats::{LATENCY_BUCKETS_SECONDS, PluginStats};
 
-/// Generated bindings for `wit/plugin.wit`.
+/// Generated bindings for `wit/plugin.wit`: the host calls plugins only through these, so
+/// a change to the contract fails to compile instead of failing to load.
 pub mod bindings {
+    // The host's imports, and the linker glue of the interface of shared types.
     wasmtime::component::bindgen!({
-        world: "transform",
         path: "../wit",
+        interfaces: "import sluice:plugin/host@0.1.0; import sluice:plugin/types@0.1.0;",
     });
-    pub use sluice::plugin::types::*;
 
-    /// The `transform-packed` world, sharing the interfaces generated above.
+    /// `sluice:plugin/types` as both worlds' bindings see it: records and errors are the
+    /// SDK's own types, which implement the component-model traits (its `host` feature),
+    /// so records cross straight into the host's `Record` with no intermediate copy. The
+    /// generated assertions on each type's size and alignment hold them to the WIT.
+    pub mod types {
+        pub use super::sluice::plugin::types::{
+            Host, HostWithStore, add_to_linker, add_to_linker_instance,
+        };
+        pub use sluice_plugin_sdk::{
+            Attribute, Origin, PluginError, Record as LogRecord, Route, Value,
+        };
+        pub type PackedBatch = Vec<u8>;
+    }
+
+    /// The `transform` world: typed records.
+    pub mod typed {
+        wasmtime::component::bindgen!({
+            world: "transform",
+            path: "../wit",
+            with: {
+                "sluice:plugin/types": crate::plugin::bindings::types,
+                "sluice:plugin/host": crate::plugin::bindings::sluice::plugin::host,
+            },
+        });
+    }
+
+    /// The `transform-packed` world: one byte string each way.
     pub mod packed {
         wasmtime::component::bindgen!({
             world: "transform-packed",
             path: "../wit",
             with: {
-                "sluice:plugin/types": crate::plugin::bindings::sluice::plugin::types,
+                "sluice:plugin/types": crate::plugin::bindings::types,
                 "sluice:plugin/host": crate::plugin::bindings::sluice::plugin::host,
             },
         });

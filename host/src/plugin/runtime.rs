@@ -1,19 +1,19 @@
 //! Engine, compilation, instances and guarded calls.
 
-use super::bindings::packed::TransformPackedPre;
-use super::bindings::{Transform, TransformPre};
+use super::bindings::packed::{TransformPacked, TransformPackedPre};
+use super::bindings::typed::{Transform, TransformPre};
 use super::clock::{self, WaitPastDeadline};
 use super::origins::GivenOrigins;
 use super::{CallFailure, LoadError, PluginStats};
 use crate::Record;
 use crate::batch::{Batch, PackedBatch};
-use crate::config::{OnFailure, PluginConfig};
+use crate::config::{OnFailure, PluginConfig, Role};
 use sluice_plugin_sdk::{PluginError, packed};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Func, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -115,11 +115,7 @@ impl PluginRuntime {
 
     /// Compile a plugin and check it implements one of the contract's worlds. Does not
     /// instantiate it.
-    pub fn compile(
-        &self,
-        name: &str,
-        path: &Path,
-    ) -> Result<(InstancePre<StoreState>, World), LoadError> {
+    pub fn compile(&self, name: &str, path: &Path) -> Result<(Compiled, World), LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             name: name.to_owned(),
             path: path.to_owned(),
@@ -141,12 +137,12 @@ impl PluginRuntime {
             message: format!("{e:#}"),
         };
         let pre = self.linker.instantiate_pre(&component).map_err(contract)?;
-        if TransformPackedPre::new(pre.clone()).is_ok() {
-            return Ok((pre, World::Packed));
+        if let Ok(packed) = TransformPackedPre::new(pre.clone()) {
+            return Ok((Compiled::Packed(packed), World::Packed));
         }
         // Report against the typed world: it is the one documented for every language.
-        TransformPre::new(pre.clone()).map_err(contract)?;
-        Ok((pre, World::Typed))
+        let typed = TransformPre::new(pre).map_err(contract)?;
+        Ok((Compiled::Typed(typed), World::Typed))
     }
 
     /// Compile, check, and initialise one instance (so a bad config fails now, not later).
@@ -173,6 +169,7 @@ impl PluginRuntime {
             memory_limit_mb: config.memory_limit_mb,
             max_output_factor: config.max_output_factor,
             on_failure: config.on_failure,
+            role: config.role,
             stats,
         };
         plugin.instantiate().map_err(|failure| LoadError::Init {
@@ -204,11 +201,30 @@ impl std::fmt::Display for World {
     }
 }
 
+/// A compiled component, checked against the bindings of the world it implements.
+#[derive(Clone)]
+pub enum Compiled {
+    Typed(TransformPre<StoreState>),
+    Packed(TransformPackedPre<StoreState>),
+}
+
+/// A live instance's exports, called through its world's bindings.
+enum Exports {
+    Typed(Transform),
+    Packed(TransformPacked),
+}
+
+/// A batch as the plugin's world takes it.
+enum Input<'a> {
+    Records(&'a [Record]),
+    Packed(&'a Vec<u8>),
+}
+
 /// A compiled plugin, ready to instantiate.
 pub struct LoadedPlugin {
     pub name: String,
     pub path: PathBuf,
-    pre: InstancePre<StoreState>,
+    pre: Compiled,
     pub world: World,
     engine: Engine,
     config_json: String,
@@ -216,25 +232,49 @@ pub struct LoadedPlugin {
     memory_limit_mb: u64,
     max_output_factor: usize,
     pub on_failure: OnFailure,
+    pub role: Option<Role>,
     pub stats: Arc<PluginStats>,
 }
 
 /// A live instance: its store and its exports.
 struct Instance {
     store: Store<StoreState>,
-    process: Func,
-    tick: Func,
+    exports: Exports,
     stderr: MemoryOutputPipe,
 }
 
-/// What `process` and `tick` of the `transform` world return, lifted straight into the
-/// host's own record type: the SDK's types implement the component-model traits (its `host`
-/// feature), so records cross with no intermediate copy on the host side.
-type TypedResult = (Result<Vec<Record>, PluginError>,);
+impl Instance {
+    /// `init` with the plugin's config as JSON.
+    fn init(&mut self, config_json: &str) -> wasmtime::Result<Result<(), PluginError>> {
+        match &self.exports {
+            Exports::Typed(t) => t.call_init(&mut self.store, config_json),
+            Exports::Packed(p) => p.call_init(&mut self.store, config_json),
+        }
+    }
 
-/// What they return in the `transform-packed` world. The bytes are copied out in one piece
-/// (a borrowed view would dangle: the guest frees them as the call returns).
-type PackedResult = (Result<Vec<u8>, PluginError>,);
+    /// `process`. Typed records are lifted straight into the host's `Record`; packed
+    /// output is copied out in one piece (a borrowed view would dangle: the guest frees it
+    /// as the call returns).
+    fn process(&mut self, input: Input<'_>) -> wasmtime::Result<Result<Batch, PluginError>> {
+        match (&self.exports, input) {
+            (Exports::Typed(t), Input::Records(records)) => Ok(t
+                .call_process(&mut self.store, records)?
+                .map(Batch::Records)),
+            (Exports::Packed(p), Input::Packed(bytes)) => {
+                Ok(unpack(p.call_process(&mut self.store, bytes)?))
+            }
+            _ => unreachable!("a batch is prepared for its plugin's world"),
+        }
+    }
+
+    /// `tick`.
+    fn tick(&mut self, watermark: i64) -> wasmtime::Result<Result<Batch, PluginError>> {
+        match &self.exports {
+            Exports::Typed(t) => Ok(t.call_tick(&mut self.store, watermark)?.map(Batch::Records)),
+            Exports::Packed(p) => Ok(unpack(p.call_tick(&mut self.store, watermark)?)),
+        }
+    }
+}
 
 /// Check a packed result. A batch that does not scan is the plugin's failure.
 fn unpack(out: Result<Vec<u8>, PluginError>) -> Result<Batch, PluginError> {
@@ -273,36 +313,22 @@ impl LoadedPlugin {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         store.epoch_deadline_trap();
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(e, &stderr))?;
-        let export = |store: &mut Store<StoreState>, name: &str| {
-            instance
-                .get_func(&mut *store, name)
-                .ok_or_else(|| CallFailure::Unavailable {
-                    plugin: self.name.clone(),
-                    message: format!("the component exports no `{name}` function"),
-                })
-        };
-        let init = export(&mut store, "init")?;
-        let process = export(&mut store, "process")?;
-        let tick = export(&mut store, "tick")?;
+        let exports = match &self.pre {
+            Compiled::Typed(pre) => pre.instantiate(&mut store).map(Exports::Typed),
+            Compiled::Packed(pre) => pre.instantiate(&mut store).map(Exports::Packed),
+        }
+        .map_err(|e| self.classify(e, &stderr))?;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let mut instance = Instance {
             store,
-            process,
-            tick,
+            exports,
             stderr,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
         instance.store.data_mut().deadline = self.deadline();
-        // `init` has the same signature in both worlds.
-        let result = init
-            .typed::<(&str,), (Result<(), PluginError>,)>(&instance.store)
-            .and_then(|init| init.call(&mut instance.store, (&self.config_json,)))
-            .map_err(|e| self.classify(e, &instance.stderr))?
-            .0;
+        let result = instance
+            .init(&self.config_json)
+            .map_err(|e| self.classify(e, &instance.stderr))?;
         result.map_err(|e| CallFailure::Error {
             plugin: self.name.clone(),
             message: e.message,
@@ -437,11 +463,11 @@ impl WasmStage {
     pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Record>, CallFailure> {
         self.given.give_records(batch);
         let out = match self.plugin.world {
-            World::Typed => self.process_typed(batch)?,
+            World::Typed => self.guarded(|i| i.process(Input::Records(batch)))?,
             World::Packed => {
                 let mut bytes = Vec::new();
                 packed::encode(batch, &mut bytes);
-                self.process_packed(&bytes)?
+                self.guarded(|i| i.process(Input::Packed(&bytes)))?
             }
         };
         self.finish(out, batch.len()).map(Batch::into_records)
@@ -451,28 +477,18 @@ impl WasmStage {
     /// as it is, and what the plugin returns stays packed.
     pub fn process_batch(&mut self, batch: &Batch) -> Result<Batch, CallFailure> {
         self.given.give(batch);
+        // Converted before the call starts, so the call's latency is the plugin's alone.
         let out = match self.plugin.world {
-            World::Typed => self.process_typed(&batch.records())?,
-            World::Packed => self.process_packed(&batch.packed())?,
+            World::Typed => {
+                let records = batch.records();
+                self.guarded(|i| i.process(Input::Records(&records)))?
+            }
+            World::Packed => {
+                let bytes = batch.packed();
+                self.guarded(|i| i.process(Input::Packed(&bytes)))?
+            }
         };
         self.finish(out, batch.len())
-    }
-
-    fn process_typed(
-        &mut self,
-        batch: &[Record],
-    ) -> Result<Result<Batch, PluginError>, CallFailure> {
-        self.guarded(|i| {
-            let process = i.process.typed::<(&[Record],), TypedResult>(&i.store)?;
-            Ok(process.call(&mut i.store, (batch,))?.0.map(Batch::Records))
-        })
-    }
-
-    fn process_packed(&mut self, bytes: &[u8]) -> Result<Result<Batch, PluginError>, CallFailure> {
-        self.guarded(|i| {
-            let process = i.process.typed::<(&[u8],), PackedResult>(&i.store)?;
-            Ok(unpack(process.call(&mut i.store, (bytes,))?.0))
-        })
     }
 
     /// Tell the plugin event time reached `watermark`.
@@ -482,16 +498,7 @@ impl WasmStage {
 
     /// [`WasmStage::tick`] for the chain: packed output stays packed.
     pub fn tick_batch(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
-        let out = match self.plugin.world {
-            World::Typed => self.guarded(|i| {
-                let tick = i.tick.typed::<(i64,), TypedResult>(&i.store)?;
-                Ok(tick.call(&mut i.store, (watermark,))?.0.map(Batch::Records))
-            })?,
-            World::Packed => self.guarded(|i| {
-                let tick = i.tick.typed::<(i64,), PackedResult>(&i.store)?;
-                Ok(unpack(tick.call(&mut i.store, (watermark,))?.0))
-            })?,
-        };
+        let out = self.guarded(|i| i.tick(watermark))?;
         self.finish(out, 0)
     }
 

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
@@ -390,6 +390,47 @@ pub fn run(
     shutdown: (Duration, Arc<std::sync::OnceLock<Instant>>),
 ) -> Result<(), SourceError> {
     let (mut issuer, completions) = AckIssuer::new();
+    let consumer = subscribe(config, &tx, completions, stats)?;
+    let mut availability = Availability {
+        subject: config.brokers.clone(),
+        grace: Duration::from_millis(config.unavailable_after_ms),
+        last_probe: Instant::now(),
+    };
+    let mut batching = Batching::new(config);
+    let ctx = consumer.context();
+
+    let result = loop {
+        if !ctx.pump(&consumer) {
+            break Err(SourceError::BatchFailed);
+        }
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        availability.check(&consumer);
+        match batching.offer_held(&consumer, &tx) {
+            Offer::Taken => {}
+            Offer::Waiting => continue,
+            Offer::Closed => break Ok(()),
+        }
+        batching.report_progress(&consumer, &tx);
+        batching.poll(&consumer, &availability);
+        if !batching.cut(&consumer, &tx, &mut issuer) {
+            break Ok(());
+        }
+    };
+
+    set_paused(&consumer, true);
+    drop(batching.held.take());
+    leave(&consumer, tx, &shutdown, result)
+}
+
+/// The consumer, subscribed to the configured topics.
+fn subscribe(
+    config: &KafkaSourceConfig,
+    tx: &SyncSender<PipelineInput>,
+    completions: UnboundedReceiver<Completion>,
+    stats: Arc<SourceStats>,
+) -> Result<BaseConsumer<SourceContext>, SourceError> {
     let context = SourceContext {
         tracker: Mutex::new(OffsetTracker::default()),
         completions: Mutex::new(completions),
@@ -400,11 +441,6 @@ pub fn run(
         shutting_down: AtomicBool::new(false),
         brokers_down_since: Mutex::new(None),
         stats,
-    };
-    let mut availability = Availability {
-        subject: config.brokers.clone(),
-        grace: Duration::from_millis(config.unavailable_after_ms),
-        last_probe: Instant::now(),
     };
     let consumer: BaseConsumer<SourceContext> = config
         .client_config()
@@ -419,136 +455,200 @@ pub fn run(
         .subscribe(&topics)
         .map_err(|e| SourceError::Kafka(format!("cannot subscribe to {topics:?}: {e}")))?;
     tracing::info!(topics = ?topics, group = %config.group_id, "consuming");
+    Ok(consumer)
+}
 
-    let max_records = config.batch_max_records;
-    let max_wait = Duration::from_millis(config.batch_max_wait_ms);
-    let mut messages: Vec<RawMessage> = Vec::with_capacity(max_records);
-    let mut offsets = BatchOffsets::default();
-    let mut batch_started = Instant::now();
-    // A batch the pipeline had no room for, with its offsets and since when it waits.
-    let mut held: Option<(SourceBatch, BatchOffsets, Instant)> = None;
+/// Shutdown, the partitions already paused: let the pipeline finish what it has — for at
+/// most the drain timeout, a sink may be down — commit what completed, leave.
+fn leave(
+    consumer: &BaseConsumer<SourceContext>,
+    tx: SyncSender<PipelineInput>,
+    shutdown: &(Duration, Arc<std::sync::OnceLock<Instant>>),
+    result: Result<(), SourceError>,
+) -> Result<(), SourceError> {
     let ctx = consumer.context();
-    let mut progress = ProgressReport::default();
-
-    let result = loop {
-        if !ctx.pump(&consumer) {
-            break Err(SourceError::BatchFailed);
-        }
-        if stop.load(Ordering::Relaxed) {
-            break Ok(());
-        }
-        availability.check(&consumer);
-        // Offer the held batch first. A full pipeline is normal for a moment under load:
-        // wait without fetching more. Only a pipeline full for longer (a sink outage)
-        // pauses the partitions, and polling then continues so group membership and
-        // rebalances stay alive. Pausing at batch rate would throw away librdkafka's
-        // prefetched messages on every pause and refetch them on every resume.
-        if let Some((batch, batch_offsets, since)) = held.take() {
-            let seq = batch.ack.seq();
-            match tx.try_send(PipelineInput::Batch(batch)) {
-                Ok(()) => {
-                    register(ctx, seq, &batch_offsets);
-                    set_paused(&consumer, false);
-                }
-                Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
-                    held = Some((batch, batch_offsets, since));
-                    if since.elapsed() < PAUSE_AFTER {
-                        std::thread::sleep(Duration::from_millis(1));
-                        continue;
-                    }
-                    set_paused(&consumer, true);
-                    // Paused partitions deliver nothing, but a message that raced the
-                    // pause has already moved the consumer's position: keep it.
-                    match consumer.poll(Duration::from_millis(50)) {
-                        Some(Ok(message)) => {
-                            if messages.is_empty() {
-                                batch_started = Instant::now();
-                            }
-                            accept(ctx, &message, &mut messages, &mut offsets);
-                        }
-                        Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-                        None => {}
-                    }
-                    continue;
-                }
-                Err(_) => break Ok(()),
-            }
-        }
-        if messages.is_empty() {
-            // Nothing to carry it: tell the pipeline of partitions assigned, revoked or
-            // caught up on their own.
-            if let Some(report) = progress.due(&consumer)
-                && tx.try_send(PipelineInput::Progress(report.clone())).is_ok()
-            {
-                progress.sent(report);
-            }
-        }
-        let wait = if messages.is_empty() {
-            Duration::from_millis(100)
-        } else {
-            max_wait.saturating_sub(batch_started.elapsed())
-        };
-        match consumer.poll(wait) {
-            Some(Ok(message)) => {
-                availability.reachable(ctx);
-                if messages.is_empty() {
-                    batch_started = Instant::now();
-                }
-                accept(ctx, &message, &mut messages, &mut offsets);
-                drop(message);
-                take_ready(ctx, &consumer, max_records, &mut messages, &mut offsets);
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-            None => {}
-        }
-        let full = messages.len() >= max_records;
-        let due = !messages.is_empty() && batch_started.elapsed() >= max_wait;
-        if full || due {
-            let batch_offsets = std::mem::take(&mut offsets);
-            let report = progress.changed(&consumer);
-            let batch = SourceBatch {
-                messages: std::mem::replace(&mut messages, Vec::with_capacity(max_records)),
-                ack: issuer.issue(batch_offsets.clone()),
-                progress: report,
-            };
-            let seq = batch.ack.seq();
-            match tx.try_send(PipelineInput::Batch(batch)) {
-                Ok(()) => register(ctx, seq, &batch_offsets),
-                Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
-                    held = Some((batch, batch_offsets, Instant::now()));
-                }
-                Err(_) => break Ok(()),
-            }
-        }
-    };
-
-    // Shutdown: stop fetching, let the pipeline finish what it has — for at most the drain
-    // timeout, a sink may be down — commit what completed, leave.
-    set_paused(&consumer, true);
-    drop(held);
     let deadline = *shutdown.1.get_or_init(|| Instant::now() + shutdown.0);
     let mut end = PipelineInput::End { complete: false };
     loop {
         match tx.try_send(end) {
             Err(TrySendError::Full(back)) if Instant::now() < deadline => {
                 end = back;
-                ctx.pump(&consumer);
+                ctx.pump(consumer);
                 std::thread::sleep(Duration::from_millis(5));
             }
             _ => break,
         }
     }
     drop(tx);
-    ctx.drain(&consumer, None, deadline);
+    ctx.drain(consumer, None, deadline);
     ctx.shutting_down.store(true, Ordering::Relaxed);
-    let failed = !ctx.pump(&consumer);
+    let failed = !ctx.pump(consumer);
     if !failed {
-        ctx.commit(&consumer, None);
+        ctx.commit(consumer, None);
     }
     consumer.unsubscribe();
     match result {
         Ok(()) if failed => Err(SourceError::BatchFailed),
         other => other,
+    }
+}
+
+/// What became of a batch the pipeline had no room for.
+enum Offer {
+    /// None was held, or the pipeline took it.
+    Taken,
+    /// Still held: wait before fetching more.
+    Waiting,
+    /// The pipeline is gone.
+    Closed,
+}
+
+/// The batch being cut, and one the pipeline had no room for yet.
+struct Batching {
+    max_records: usize,
+    max_wait: Duration,
+    messages: Vec<RawMessage>,
+    offsets: BatchOffsets,
+    started: Instant,
+    /// A batch the pipeline had no room for, with its offsets and since when it waits.
+    held: Option<(SourceBatch, BatchOffsets, Instant)>,
+    progress: ProgressReport,
+}
+
+impl Batching {
+    fn new(config: &KafkaSourceConfig) -> Self {
+        Batching {
+            max_records: config.batch_max_records,
+            max_wait: Duration::from_millis(config.batch_max_wait_ms),
+            messages: Vec::with_capacity(config.batch_max_records),
+            offsets: BatchOffsets::default(),
+            started: Instant::now(),
+            held: None,
+            progress: ProgressReport::default(),
+        }
+    }
+
+    /// Offer the held batch first. A full pipeline is normal for a moment under load: wait
+    /// without fetching more. Only a pipeline full for longer (a sink outage) pauses the
+    /// partitions, and polling then continues so group membership and rebalances stay
+    /// alive. Pausing at batch rate would throw away librdkafka's prefetched messages on
+    /// every pause and refetch them on every resume.
+    fn offer_held(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        tx: &SyncSender<PipelineInput>,
+    ) -> Offer {
+        let Some((batch, batch_offsets, since)) = self.held.take() else {
+            return Offer::Taken;
+        };
+        let ctx = consumer.context();
+        let seq = batch.ack.seq();
+        match tx.try_send(PipelineInput::Batch(batch)) {
+            Ok(()) => {
+                register(ctx, seq, &batch_offsets);
+                set_paused(consumer, false);
+                Offer::Taken
+            }
+            Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
+                self.held = Some((batch, batch_offsets, since));
+                if since.elapsed() < PAUSE_AFTER {
+                    std::thread::sleep(Duration::from_millis(1));
+                    return Offer::Waiting;
+                }
+                set_paused(consumer, true);
+                // Paused partitions deliver nothing, but a message that raced the pause
+                // has already moved the consumer's position: keep it.
+                match consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(message)) => self.accept(ctx, &message),
+                    Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                    None => {}
+                }
+                Offer::Waiting
+            }
+            Err(_) => Offer::Closed,
+        }
+    }
+
+    /// With nothing to carry it, tell the pipeline of partitions assigned, revoked or
+    /// caught up on their own.
+    fn report_progress(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        tx: &SyncSender<PipelineInput>,
+    ) {
+        if !self.messages.is_empty() {
+            return;
+        }
+        if let Some(report) = self.progress.due(consumer)
+            && tx.try_send(PipelineInput::Progress(report.clone())).is_ok()
+        {
+            self.progress.sent(report);
+        }
+    }
+
+    /// Wait for messages until the batch is due, and take what else is ready.
+    fn poll(&mut self, consumer: &BaseConsumer<SourceContext>, availability: &Availability) {
+        let ctx = consumer.context();
+        let wait = if self.messages.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            self.max_wait.saturating_sub(self.started.elapsed())
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                availability.reachable(ctx);
+                self.accept(ctx, &message);
+                drop(message);
+                take_ready(
+                    ctx,
+                    consumer,
+                    self.max_records,
+                    &mut self.messages,
+                    &mut self.offsets,
+                );
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+            None => {}
+        }
+    }
+
+    fn accept(&mut self, ctx: &SourceContext, message: &rdkafka::message::BorrowedMessage<'_>) {
+        if self.messages.is_empty() {
+            self.started = Instant::now();
+        }
+        accept(ctx, message, &mut self.messages, &mut self.offsets);
+    }
+
+    /// Send the batch when it is full or due; hold it when the pipeline has no room.
+    /// Returns false when the pipeline is gone.
+    fn cut(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        tx: &SyncSender<PipelineInput>,
+        issuer: &mut AckIssuer,
+    ) -> bool {
+        let full = self.messages.len() >= self.max_records;
+        let due = !self.messages.is_empty() && self.started.elapsed() >= self.max_wait;
+        if !(full || due) {
+            return true;
+        }
+        let batch_offsets = std::mem::take(&mut self.offsets);
+        let report = self.progress.changed(consumer);
+        let fresh = Vec::with_capacity(self.max_records);
+        let batch = SourceBatch {
+            messages: std::mem::replace(&mut self.messages, fresh),
+            ack: issuer.issue(batch_offsets.clone()),
+            progress: report,
+        };
+        let seq = batch.ack.seq();
+        match tx.try_send(PipelineInput::Batch(batch)) {
+            Ok(()) => register(consumer.context(), seq, &batch_offsets),
+            Err(TrySendError::Full(PipelineInput::Batch(batch))) => {
+                self.held = Some((batch, batch_offsets, Instant::now()));
+            }
+            Err(_) => return false,
+        }
+        true
     }
 }
 

@@ -51,7 +51,7 @@ pub struct SourceLinks {
 
 crate::registry::registry! {
     /// The source's configuration, selected by `type`.
-    #[derive(Debug, Clone, Deserialize)]
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
     SourceConfig: SourceKind {
         Kafka(kafka::KafkaSourceConfig),
         Stdin(stdin::StdinSourceConfig),

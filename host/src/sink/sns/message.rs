@@ -7,6 +7,7 @@
 
 use super::config::Severity;
 use super::policy::{DataAlert, Notification};
+use crate::health::Condition;
 use crate::time;
 use serde_json::{Value, json};
 
@@ -56,238 +57,292 @@ impl Rendered {
 
 /// Render `notification`; `now` (wall clock, ns) dates reminders.
 pub fn render(notification: &Notification, hints: &QueryHints, now: i64) -> Rendered {
-    let (subject, text, json, dedup_id, status, severity, kind, about) = match notification {
+    let parts = match notification {
         Notification::Firing {
             alerts,
             rate_limited_before,
-        } => {
-            let severity = alerts
-                .iter()
-                .map(|a| a.severity)
-                .max()
-                .unwrap_or(Severity::Warning);
-            let about = services(alerts);
-            let kind = common_kind(alerts);
-            let subject = match (&alerts[..], about.len()) {
-                ([a], _) => format!(
-                    "[{}] {}: {} ({} vs baseline {})",
-                    severity.name().to_uppercase(),
-                    a.service,
-                    kind_title(&a.kind),
-                    value(&a.kind, a.observed),
-                    value(&a.kind, a.baseline)
-                ),
-                (_, 1) => format!(
-                    "[{}] {}: {} anomalies",
-                    severity.name().to_uppercase(),
-                    about[0],
-                    alerts.len()
-                ),
-                (_, n) => format!(
-                    "[{}] {n} services anomalous: {}",
-                    severity.name().to_uppercase(),
-                    about.join(", ")
-                ),
-            };
-            let mut text = String::new();
-            if alerts.len() > 1 {
-                text.push_str(&format!(
-                    "{} anomalies in the same window, {} service(s).\n\n",
-                    alerts.len(),
-                    about.len()
-                ));
-            }
-            for a in alerts {
-                text.push_str(&alert_text(a, hints));
-                text.push('\n');
-            }
-            if *rate_limited_before > 0 {
-                text.push_str(&format!(
-                    "Note: {rate_limited_before} earlier message(s) were dropped by the rate limit (policy.max_messages_per_minute); the lake and search index have every alert.\n"
-                ));
-            }
-            let dedup_id = match &alerts[..] {
-                [a] => a.id.clone(),
-                many => {
-                    let mut ids: Vec<&str> = many.iter().map(|a| a.id.as_str()).collect();
-                    ids.sort_unstable();
-                    format!("group-{:016x}", fnv1a(ids.join(",").as_bytes()))
-                }
-            };
-            let json = json!({
-                "schema": SCHEMA,
-                "status": "firing",
-                "severity": severity.name(),
-                "alerts": alerts.iter().map(|a| alert_json(a, hints)).collect::<Vec<_>>(),
-                "rate_limited_before": rate_limited_before,
-            });
-            (
-                subject, text, json, dedup_id, "firing", severity, kind, about,
-            )
-        }
+        } => firing(alerts, *rate_limited_before, hints),
         Notification::Resolved {
             last,
             first_window_start,
             cleared_at,
-        } => {
-            let subject = format!("[RESOLVED] {}: {}", last.service, kind_title(&last.kind));
-            let text = format!(
-                "Resolved: {service} {kind} has cleared.\n\
-                 Service: {service}\n\
-                 Incident: from {from} to {to} (event time); last observed {obs} vs baseline {base}.\n\
-                 {hints}\
-                 Last alert id: {id}\n",
-                service = last.service,
-                kind = kind_title(&last.kind),
-                from = time::rfc3339_millis(*first_window_start),
-                to = time::rfc3339_millis(*cleared_at),
-                obs = value(&last.kind, last.observed),
-                base = value(&last.kind, last.baseline),
-                hints = hint_lines(
-                    &last.service,
-                    &last.kind,
-                    *first_window_start,
-                    *cleared_at,
-                    hints
-                ),
-                id = last.id,
-            );
-            let json = json!({
-                "schema": SCHEMA,
-                "status": "resolved",
-                "severity": last.severity.name(),
-                "service": last.service,
-                "kind": last.kind,
-                "incident_start": time::rfc3339_millis(*first_window_start),
-                "resolved_at": time::rfc3339_millis(*cleared_at),
-                "last_alert": alert_json(last, hints),
-            });
-            (
-                subject,
-                text,
-                json,
-                format!("{}-resolved", last.id),
-                "resolved",
-                last.severity,
-                last.kind.clone(),
-                vec![last.service.clone()],
-            )
-        }
+        } => resolved(last, *first_window_start, *cleared_at, hints),
         Notification::FailRaised {
             condition,
             severity,
             reminder,
             rate_limited_before,
-        } => {
-            let state = condition.state.name();
-            let subject = format!(
-                "[{}] Sluice {state}{}: {}",
-                severity.name().to_uppercase(),
-                if *reminder { " (still active)" } else { "" },
-                condition.subject
-            );
-            let mut text = format!(
-                "{state} on {host}: {context}\n\
-                 Subject: {subject}\n\
-                 Since: {since}\n\
-                 What to try: {advice}\n\
-                 Readiness: GET /readyz on the host's admin endpoint lists active conditions.\n",
-                host = host_name(),
-                context = condition.context,
-                subject = condition.subject,
-                since = time::rfc3339_millis(condition.since),
-                advice = advice(condition.state),
-            );
-            if *rate_limited_before > 0 {
-                text.push_str(&format!(
-                    "Note: {rate_limited_before} earlier message(s) were dropped by the rate limit.\n"
-                ));
-            }
-            let json = json!({
-                "schema": SCHEMA,
-                "status": "firing",
-                "severity": severity.name(),
-                "fail_state": {
-                    "state": state,
-                    "subject": condition.subject,
-                    "context": condition.context,
-                    "since": time::rfc3339_millis(condition.since),
-                    "host": host_name(),
-                    "reminder": reminder,
-                },
-                "rate_limited_before": rate_limited_before,
-            });
-            let base = fail_id(condition);
-            let dedup_id = if *reminder {
-                format!("{base}-{}", now / 1_000_000_000)
-            } else {
-                base
-            };
-            (
-                subject,
-                text,
-                json,
-                dedup_id,
-                "firing",
-                *severity,
-                state.to_owned(),
-                vec![condition.subject.clone()],
-            )
-        }
+        } => fail_raised(condition, *severity, *reminder, *rate_limited_before, now),
         Notification::FailCleared {
             condition,
             severity,
             cleared_at,
-        } => {
-            let state = condition.state.name();
-            let subject = format!("[RESOLVED] Sluice {state}: {}", condition.subject);
-            let text = format!(
-                "Resolved: {state} on {host} has cleared.\n\
-                 Subject: {subject}\n\
-                 Active from {since} to {to}.\n\
-                 It was: {context}\n",
-                host = host_name(),
-                subject = condition.subject,
-                since = time::rfc3339_millis(condition.since),
-                to = time::rfc3339_millis(*cleared_at),
-                context = condition.context,
-            );
-            let json = json!({
-                "schema": SCHEMA,
-                "status": "resolved",
-                "severity": severity.name(),
-                "fail_state": {
-                    "state": state,
-                    "subject": condition.subject,
-                    "context": condition.context,
-                    "since": time::rfc3339_millis(condition.since),
-                    "cleared_at": time::rfc3339_millis(*cleared_at),
-                    "host": host_name(),
-                },
-            });
-            (
-                subject,
-                text,
-                json,
-                format!("{}-cleared", fail_id(condition)),
-                "resolved",
-                *severity,
-                state.to_owned(),
-                vec![condition.subject.clone()],
-            )
-        }
+        } => fail_cleared(condition, *severity, *cleared_at),
     };
-    let subject = clean_subject(&subject);
-    let message = per_protocol(&subject, &text, &json, &dedup_id, status);
+    let subject = clean_subject(&parts.subject);
+    let message = per_protocol(
+        &subject,
+        &parts.text,
+        &parts.json,
+        &parts.dedup_id,
+        parts.status,
+    );
     Rendered {
         subject,
         message,
-        dedup_id: clean_dedup_id(&dedup_id),
-        status,
+        dedup_id: clean_dedup_id(&parts.dedup_id),
+        status: parts.status,
+        severity: parts.severity,
+        kind: parts.kind,
+        about: parts.about,
+        json: parts.json,
+    }
+}
+
+/// What a notification says, before it is cut to SNS's limits and laid out per protocol.
+struct Parts {
+    subject: String,
+    text: String,
+    json: Value,
+    dedup_id: String,
+    status: &'static str,
+    severity: Severity,
+    kind: String,
+    about: Vec<String>,
+}
+
+/// One or more data alerts of the same group window.
+fn firing(alerts: &[DataAlert], rate_limited_before: u64, hints: &QueryHints) -> Parts {
+    let severity = alerts
+        .iter()
+        .map(|a| a.severity)
+        .max()
+        .unwrap_or(Severity::Warning);
+    let about = services(alerts);
+    let kind = common_kind(alerts);
+    let subject = firing_subject(alerts, &about, severity);
+    let mut text = String::new();
+    if alerts.len() > 1 {
+        text.push_str(&format!(
+            "{} anomalies in the same window, {} service(s).\n\n",
+            alerts.len(),
+            about.len()
+        ));
+    }
+    for a in alerts {
+        text.push_str(&alert_text(a, hints));
+        text.push('\n');
+    }
+    if rate_limited_before > 0 {
+        text.push_str(&format!(
+            "Note: {rate_limited_before} earlier message(s) were dropped by the rate limit (policy.max_messages_per_minute); the lake and search index have every alert.\n"
+        ));
+    }
+    let dedup_id = match alerts {
+        [a] => a.id.clone(),
+        many => {
+            let mut ids: Vec<&str> = many.iter().map(|a| a.id.as_str()).collect();
+            ids.sort_unstable();
+            format!("group-{:016x}", fnv1a(ids.join(",").as_bytes()))
+        }
+    };
+    let json = json!({
+        "schema": SCHEMA,
+        "status": "firing",
+        "severity": severity.name(),
+        "alerts": alerts.iter().map(|a| alert_json(a, hints)).collect::<Vec<_>>(),
+        "rate_limited_before": rate_limited_before,
+    });
+    Parts {
+        subject,
+        text,
+        json,
+        dedup_id,
+        status: "firing",
         severity,
         kind,
         about,
+    }
+}
+
+/// The subject of firing data alerts: the one alert, or how many and where.
+fn firing_subject(alerts: &[DataAlert], about: &[String], severity: Severity) -> String {
+    match (alerts, about.len()) {
+        ([a], _) => format!(
+            "[{}] {}: {} ({} vs baseline {})",
+            severity.name().to_uppercase(),
+            a.service,
+            kind_title(&a.kind),
+            value(&a.kind, a.observed),
+            value(&a.kind, a.baseline)
+        ),
+        (_, 1) => format!(
+            "[{}] {}: {} anomalies",
+            severity.name().to_uppercase(),
+            about[0],
+            alerts.len()
+        ),
+        (_, n) => format!(
+            "[{}] {n} services anomalous: {}",
+            severity.name().to_uppercase(),
+            about.join(", ")
+        ),
+    }
+}
+
+/// A data incident that was announced has cleared.
+fn resolved(
+    last: &DataAlert,
+    first_window_start: i64,
+    cleared_at: i64,
+    hints: &QueryHints,
+) -> Parts {
+    let subject = format!("[RESOLVED] {}: {}", last.service, kind_title(&last.kind));
+    let text = format!(
+        "Resolved: {service} {kind} has cleared.\n\
+         Service: {service}\n\
+         Incident: from {from} to {to} (event time); last observed {obs} vs baseline {base}.\n\
+         {hints}\
+         Last alert id: {id}\n",
+        service = last.service,
+        kind = kind_title(&last.kind),
+        from = time::rfc3339_millis(first_window_start),
+        to = time::rfc3339_millis(cleared_at),
+        obs = value(&last.kind, last.observed),
+        base = value(&last.kind, last.baseline),
+        hints = hint_lines(
+            &last.service,
+            &last.kind,
+            first_window_start,
+            cleared_at,
+            hints
+        ),
+        id = last.id,
+    );
+    let json = json!({
+        "schema": SCHEMA,
+        "status": "resolved",
+        "severity": last.severity.name(),
+        "service": last.service,
+        "kind": last.kind,
+        "incident_start": time::rfc3339_millis(first_window_start),
+        "resolved_at": time::rfc3339_millis(cleared_at),
+        "last_alert": alert_json(last, hints),
+    });
+    Parts {
+        subject,
+        text,
         json,
+        dedup_id: format!("{}-resolved", last.id),
+        status: "resolved",
+        severity: last.severity,
+        kind: last.kind.clone(),
+        about: vec![last.service.clone()],
+    }
+}
+
+/// A fail state was raised, or is still active after a cooldown (a reminder, which `now`
+/// keeps apart from the first message).
+fn fail_raised(
+    condition: &Condition,
+    severity: Severity,
+    reminder: bool,
+    rate_limited_before: u64,
+    now: i64,
+) -> Parts {
+    let state = condition.state.name();
+    let subject = format!(
+        "[{}] Sluice {state}{}: {}",
+        severity.name().to_uppercase(),
+        if reminder { " (still active)" } else { "" },
+        condition.subject
+    );
+    let mut text = format!(
+        "{state} on {host}: {context}\n\
+         Subject: {subject}\n\
+         Since: {since}\n\
+         What to try: {advice}\n\
+         Readiness: GET /readyz on the host's admin endpoint lists active conditions.\n",
+        host = host_name(),
+        context = condition.context,
+        subject = condition.subject,
+        since = time::rfc3339_millis(condition.since),
+        advice = advice(condition.state),
+    );
+    if rate_limited_before > 0 {
+        text.push_str(&format!(
+            "Note: {rate_limited_before} earlier message(s) were dropped by the rate limit.\n"
+        ));
+    }
+    let json = json!({
+        "schema": SCHEMA,
+        "status": "firing",
+        "severity": severity.name(),
+        "fail_state": {
+            "state": state,
+            "subject": condition.subject,
+            "context": condition.context,
+            "since": time::rfc3339_millis(condition.since),
+            "host": host_name(),
+            "reminder": reminder,
+        },
+        "rate_limited_before": rate_limited_before,
+    });
+    let base = fail_id(condition);
+    let dedup_id = if reminder {
+        format!("{base}-{}", now / 1_000_000_000)
+    } else {
+        base
+    };
+    Parts {
+        subject,
+        text,
+        json,
+        dedup_id,
+        status: "firing",
+        severity,
+        kind: state.to_owned(),
+        about: vec![condition.subject.clone()],
+    }
+}
+
+/// A fail state that was announced has cleared.
+fn fail_cleared(condition: &Condition, severity: Severity, cleared_at: i64) -> Parts {
+    let state = condition.state.name();
+    let subject = format!("[RESOLVED] Sluice {state}: {}", condition.subject);
+    let text = format!(
+        "Resolved: {state} on {host} has cleared.\n\
+         Subject: {subject}\n\
+         Active from {since} to {to}.\n\
+         It was: {context}\n",
+        host = host_name(),
+        subject = condition.subject,
+        since = time::rfc3339_millis(condition.since),
+        to = time::rfc3339_millis(cleared_at),
+        context = condition.context,
+    );
+    let json = json!({
+        "schema": SCHEMA,
+        "status": "resolved",
+        "severity": severity.name(),
+        "fail_state": {
+            "state": state,
+            "subject": condition.subject,
+            "context": condition.context,
+            "since": time::rfc3339_millis(condition.since),
+            "cleared_at": time::rfc3339_millis(cleared_at),
+            "host": host_name(),
+        },
+    });
+    Parts {
+        subject,
+        text,
+        json,
+        dedup_id: format!("{}-cleared", fail_id(condition)),
+        status: "resolved",
+        severity,
+        kind: state.to_owned(),
+        about: vec![condition.subject.clone()],
     }
 }
 
