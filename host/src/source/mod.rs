@@ -3,6 +3,7 @@
 //! batches complete (see [`crate::ack`]).
 
 pub mod kafka;
+pub mod s3;
 pub mod stdin;
 
 use crate::ack::AckHandle;
@@ -55,6 +56,7 @@ crate::registry::registry! {
     SourceConfig: SourceKind {
         Kafka(kafka::KafkaSourceConfig),
         Stdin(stdin::StdinSourceConfig),
+        S3(s3::S3SourceConfig),
     }
 }
 
