@@ -70,7 +70,12 @@ fn graph() -> Graph {
     rust_files(&src, &mut files);
     let top = |path: &Path| -> String {
         let rel = path.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         first.trim_end_matches(".rs").to_owned()
     };
     let modules: BTreeSet<String> = files.iter().map(|f| top(f)).collect();
@@ -115,7 +120,9 @@ fn circle_through(graph: &Graph, start: &str) -> Option<Vec<String>> {
 fn the_top_level_modules_import_each_other_without_a_circle() {
     let graph = graph();
     assert!(
-        graph.get("runner").is_some_and(|to| to.contains("pipeline")),
+        graph
+            .get("runner")
+            .is_some_and(|to| to.contains("pipeline")),
         "the graph reads no edges: {graph:?}"
     );
     let circles: Vec<String> = graph

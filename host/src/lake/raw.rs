@@ -78,6 +78,26 @@ pub enum RawReadError {
     Gzip(std::io::Error),
 }
 
+/// The message one line of a raw object holds, if it is an envelope.
+pub fn decode_line(line: &[u8]) -> Option<RawMessage> {
+    let envelope: Envelope = serde_json::from_slice(line).ok()?;
+    let payload = match (envelope.message, envelope.message_base64) {
+        (Some(text), _) => text.into_bytes(),
+        (None, Some(b64)) => BASE64.decode(b64.as_bytes()).unwrap_or_default(),
+        (None, None) => Vec::new(),
+    };
+    Some(RawMessage {
+        origin: Origin {
+            topic: envelope.source_topic,
+            partition: envelope.source_partition,
+            offset: envelope.source_offset,
+        },
+        key: envelope.key.map(String::into_bytes),
+        payload,
+        timestamp: envelope.kafka_timestamp_ms.saturating_mul(1_000_000),
+    })
+}
+
 /// Read a raw object back into messages. Lines that are not envelopes (objects written by
 /// another tool, e.g. a Firehose delivery) become messages from `fallback` — the topic and
 /// partition of the object's name, with offset = first offset + line index.
@@ -92,25 +112,9 @@ pub fn decode_object(gzipped: &[u8], fallback: &Origin) -> Result<Vec<RawMessage
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Envelope>(&line) {
-            Ok(envelope) => {
-                let payload = match (envelope.message, envelope.message_base64) {
-                    (Some(text), _) => text.into_bytes(),
-                    (None, Some(b64)) => BASE64.decode(b64.as_bytes()).unwrap_or_default(),
-                    (None, None) => Vec::new(),
-                };
-                messages.push(RawMessage {
-                    origin: Origin {
-                        topic: envelope.source_topic,
-                        partition: envelope.source_partition,
-                        offset: envelope.source_offset,
-                    },
-                    key: envelope.key.map(String::into_bytes),
-                    payload,
-                    timestamp: envelope.kafka_timestamp_ms.saturating_mul(1_000_000),
-                });
-            }
-            Err(_) => messages.push(RawMessage {
+        match decode_line(&line) {
+            Some(message) => messages.push(message),
+            None => messages.push(RawMessage {
                 origin: Origin {
                     topic: fallback.topic.clone(),
                     partition: fallback.partition,

@@ -167,6 +167,9 @@ pub enum SourceError {
     Kafka(String),
     #[error("stdin source: {0}")]
     Stdin(String),
+    /// Any other source kind's failure, for the kind to describe without a variant here.
+    #[error("{kind} source: {message}")]
+    Failed { kind: &'static str, message: String },
     #[error(
         "a batch was not delivered by every sink (see the errors above); stopping without committing it so it is replayed on restart"
     )]

@@ -6,7 +6,7 @@ use crate::lake::layout::parse_s3_url;
 use crate::source::kafka::defaults;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3SourceConfig {
     /// The SQS queue the bucket's `s3:ObjectCreated:*` notifications are sent to.

@@ -95,7 +95,10 @@ pub enum S3SourceError {
 fn source_error(e: S3SourceError) -> SourceError {
     match e {
         S3SourceError::BatchFailed => SourceError::BatchFailed,
-        S3SourceError::Start(message) => SourceError::Stdin(format!("s3 source: {message}")),
+        S3SourceError::Start(message) => SourceError::Failed {
+            kind: "S3",
+            message,
+        },
     }
 }
 

@@ -12,12 +12,12 @@
 use super::config::ObjectFormat;
 use crate::Origin;
 use crate::event::RawMessage;
+use crate::lake::raw;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+
 use bytes::{Buf, Bytes};
-use serde::Deserialize;
+
 use std::io::{BufRead, BufReader, Read};
 use tokio::runtime::Handle;
 
@@ -156,14 +156,14 @@ impl ObjectReader {
         }
         if self.format == ObjectFormat::Auto {
             // The first line decides for the whole object.
-            self.format = if envelope(&payload).is_some() {
+            self.format = if raw::decode_line(&payload).is_some() {
                 ObjectFormat::RawEnvelope
             } else {
                 ObjectFormat::Ndjson
             };
         }
         if self.format == ObjectFormat::RawEnvelope
-            && let Some(message) = envelope(&payload)
+            && let Some(message) = raw::decode_line(&payload)
         {
             return Ok(Some(Line::Message(message)));
         }
@@ -216,41 +216,6 @@ pub fn read_line_capped(
 
 fn memchr(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|b| *b == b'\n')
-}
-
-/// The lake's raw envelope (see `lake::raw`).
-#[derive(Deserialize)]
-struct Envelope {
-    source_topic: String,
-    source_partition: i32,
-    source_offset: i64,
-    kafka_timestamp_ms: i64,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    message_base64: Option<String>,
-}
-
-/// The message a raw envelope line holds, if it is one.
-fn envelope(line: &[u8]) -> Option<RawMessage> {
-    let e: Envelope = serde_json::from_slice(line).ok()?;
-    let payload = match (e.message, e.message_base64) {
-        (Some(text), _) => text.into_bytes(),
-        (None, Some(b64)) => BASE64.decode(b64.as_bytes()).ok()?,
-        (None, None) => Vec::new(),
-    };
-    Some(RawMessage {
-        origin: Origin {
-            topic: e.source_topic,
-            partition: e.source_partition,
-            offset: e.source_offset,
-        },
-        key: e.key.map(String::into_bytes),
-        payload,
-        timestamp: e.kafka_timestamp_ms.saturating_mul(1_000_000),
-    })
 }
 
 /// An S3 body as a blocking reader: each chunk is awaited on the runtime.
