@@ -224,7 +224,7 @@ impl KafkaSink {
                             let _ = done.send(());
                         }
                         // In-flight batches complete on their own: nothing held per partition.
-                        SinkInput::Revoked(_) => {}
+                        SinkInput::Revoked(_) | SinkInput::Lost(_) => {}
                         SinkInput::Batch(batch) => {
                             self.next_seq += 1;
                             self.send(self.next_seq, batch, None, &mut in_flight).await;

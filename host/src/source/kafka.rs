@@ -147,6 +147,9 @@ struct SourceContext {
     drain_timeout: Duration,
     /// The pipeline's input, for reports during a rebalance.
     pipeline: SyncSender<PipelineInput>,
+    /// Partitions revoked or lost since the poll loop last looked: messages of them read
+    /// before and not yet sent must not be sent (their new owner reads them again).
+    given_up: Mutex<Vec<(String, i32)>>,
     /// Set once shutdown has drained: leaving the group must not wait again.
     shutting_down: AtomicBool,
     /// Since when every broker has been unreachable, as librdkafka reports it.
@@ -191,21 +194,21 @@ impl ConsumerContext for SourceContext {
             if self.shutting_down.load(Ordering::Relaxed) {
                 // Leaving: the shutdown already drained (within its own deadline) and
                 // committed what completed; only forget.
+                self.forget(&parts);
             } else if consumer.assignment_lost() {
                 // The group moved on without us (session timeout): another member may
-                // already have committed further. Committing now could move its offsets back.
+                // already have committed further — committing now could move its offsets
+                // back — and written their records. Forget them first, so nothing of them
+                // completes here any more, then tell the sinks to drop what they hold.
                 tracing::warn!(partitions = ?parts, "partitions lost; their uncommitted batches will be replayed by the new owner");
+                self.forget(&parts);
+                self.send_report(consumer, PipelineInput::Lost(parts));
             } else {
                 tracing::info!(partitions = ?parts, "partitions revoked; draining in-flight batches");
                 self.report_revoke(consumer, &parts);
                 self.drain(consumer, Some(&parts), Instant::now() + self.drain_timeout);
                 self.commit(consumer, Some(&parts));
-            }
-            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
-            for (topic, partition) in &parts {
-                tracker.forget(topic, *partition);
-                stored.remove(&(topic.clone(), *partition));
+                self.forget(&parts);
             }
         }
     }
@@ -235,6 +238,21 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Stop tracking partitions given up: nothing of them is committed here any more, and
+    /// the poll loop drops their messages not yet sent (see [`SourceContext::given_up`]).
+    fn forget(&self, parts: &[(String, i32)]) {
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let mut given_up = self.given_up.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, partition) in parts {
+            tracker.forget(topic, *partition);
+            stored.remove(&(topic.clone(), *partition));
+            if !given_up.contains(&(topic.clone(), *partition)) {
+                given_up.push((topic.clone(), *partition));
+            }
+        }
+    }
+
     /// Tell the pipeline, behind the batches already sent, which partitions remain; it
     /// tells the sinks, so those holding records of `revoked` write them out for the
     /// commit below. Waits no longer than the drain timeout for room in the channel.
@@ -247,8 +265,13 @@ impl SourceContext {
                 .iter()
                 .any(|(t, q)| *q == p.partition && *t == p.topic)
         });
+        self.send_report(consumer, PipelineInput::Progress(remaining));
+    }
+
+    /// Send a report behind the batches already sent, waiting no longer than the drain
+    /// timeout for room in the channel.
+    fn send_report(&self, consumer: &BaseConsumer<Self>, mut report: PipelineInput) {
         let deadline = Instant::now() + self.drain_timeout;
-        let mut report = PipelineInput::Progress(remaining);
         loop {
             match self.pipeline.try_send(report) {
                 Ok(()) => return,
@@ -354,6 +377,7 @@ pub fn run(
         paused: AtomicBool::new(false),
         drain_timeout: Duration::from_millis(config.rebalance_drain_timeout_ms),
         pipeline: tx.clone(),
+        given_up: Mutex::new(Vec::new()),
         shutting_down: AtomicBool::new(false),
         brokers_down_since: Mutex::new(None),
         stats,
@@ -395,6 +419,9 @@ pub fn run(
             break Ok(());
         }
         availability.check(&consumer);
+        // A poll that served a rebalance returned no message: what is held or being cut
+        // was read before it.
+        drop_given_up(ctx, &mut messages, &mut offsets, &mut held);
         // Offer the held batch first. A full pipeline is normal for a moment under load:
         // wait without fetching more. Only a pipeline full for longer (a sink outage)
         // pauses the partitions, and polling then continues so group membership and
@@ -458,6 +485,7 @@ pub fn run(
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None => {}
         }
+        drop_given_up(ctx, &mut messages, &mut offsets, &mut held);
         let full = messages.len() >= max_records;
         let due = !messages.is_empty() && batch_started.elapsed() >= max_wait;
         if full || due {
@@ -706,6 +734,40 @@ fn take_ready(
             }
             None => return,
         }
+    }
+}
+
+/// Drop what was read of partitions given up (revoked or lost) and not yet sent: their new
+/// owner reads it again from the last commit, and a sink told of the revoke must not get
+/// records of them after it. Called after every poll that can have served a rebalance and
+/// before the next message is taken, so nothing read after a new assignment is dropped.
+fn drop_given_up(
+    ctx: &SourceContext,
+    messages: &mut Vec<RawMessage>,
+    offsets: &mut BatchOffsets,
+    held: &mut Option<(SourceBatch, BatchOffsets, Instant)>,
+) {
+    let parts = {
+        let mut given_up = ctx.given_up.lock().unwrap_or_else(|e| e.into_inner());
+        if given_up.is_empty() {
+            return;
+        }
+        std::mem::take(&mut *given_up)
+    };
+    let gone =
+        |topic: &str, partition: i32| parts.iter().any(|(t, p)| *p == partition && t == topic);
+    messages.retain(|m| !gone(&m.origin.topic, m.origin.partition));
+    offsets.highest.retain(|(t, p), _| !gone(t, *p));
+    if let Some((batch, batch_offsets, _)) = held {
+        let before = batch.messages.len();
+        batch
+            .messages
+            .retain(|m| !gone(&m.origin.topic, m.origin.partition));
+        batch_offsets.highest.retain(|(t, p), _| !gone(t, *p));
+        tracing::debug!(
+            dropped = before - batch.messages.len(),
+            "messages of partitions given up, not sent"
+        );
     }
 }
 

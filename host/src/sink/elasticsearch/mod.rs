@@ -100,7 +100,7 @@ pub async fn start(
                             let _ = done.send(());
                         }
                         // In-flight batches complete on their own: nothing held per partition.
-                        SinkInput::Revoked(_) => {}
+                        SinkInput::Revoked(_) | SinkInput::Lost(_) => {}
                         SinkInput::Batch(batch) => in_flight.push(writer.clone().write(batch)),
                     }
                 }

@@ -13,7 +13,8 @@
 //! only after reading the partition's marker — dropping what another writer already put in
 //! the lake — and the marker is replaced only if it is still the version read (a
 //! conditional PUT), so it never moves backwards. On `Revoked` the partition's segment is
-//! written within the source's drain timeout or abandoned: never written later.
+//! written within the source's drain timeout or abandoned: never written later. On `Lost`
+//! (the source's group session timed out) it is dropped at once, never written.
 
 mod config;
 mod segment;
@@ -162,6 +163,7 @@ impl Writer {
                         )
                         .await;
                     }
+                    Some(SinkInput::Lost(partitions)) => self.drop_lost(&partitions),
                     Some(SinkInput::Flush(done)) => {
                         self.flush(|_| true).await;
                         let _ = done.send(());
@@ -214,6 +216,28 @@ impl Writer {
         ack.ack();
         for segment in complete {
             self.write(segment, None).await;
+        }
+        self.update_in_flight();
+    }
+
+    /// The source lost these partitions: their new owner writes what the open segments
+    /// hold of them (from the last commit on). Drop the segments unwritten; their handles
+    /// go unacknowledged, which commits nothing of a partition the source forgot.
+    fn drop_lost(&mut self, partitions: &[(String, i32)]) {
+        for key in partitions {
+            // What the lake holds is read again when a segment of it opens here next.
+            self.written.remove(key);
+            let Some(segment) = self.open.remove(key) else {
+                continue;
+            };
+            tracing::warn!(
+                sink = %self.name,
+                topic = %segment.topic,
+                partition = segment.partition,
+                first_offset = segment.first_offset,
+                records = segment.records,
+                "partition lost: its open segment is dropped unwritten; the partition's new owner writes these records"
+            );
         }
         self.update_in_flight();
     }
