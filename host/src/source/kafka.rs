@@ -205,6 +205,10 @@ impl ConsumerContext for SourceContext {
                 self.send_report(consumer, PipelineInput::Lost(parts));
             } else {
                 tracing::info!(partitions = ?parts, "partitions revoked; draining in-flight batches");
+                self.tracker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .revoking(&parts);
                 self.report_revoke(consumer, &parts);
                 self.drain(consumer, Some(&parts), Instant::now() + self.drain_timeout);
                 self.commit(consumer, Some(&parts));

@@ -221,8 +221,8 @@ impl Writer {
     }
 
     /// The source lost these partitions: their new owner writes what the open segments
-    /// hold of them (from the last commit on). Drop the segments unwritten; their handles
-    /// go unacknowledged, which commits nothing of a partition the source forgot.
+    /// hold of them (from the last commit on). Drop the segments unwritten, giving their
+    /// batches' share of the partitions up.
     fn drop_lost(&mut self, partitions: &[(String, i32)]) {
         for key in partitions {
             // What the lake holds is read again when a segment of it opens here next.
@@ -238,6 +238,9 @@ impl Writer {
                 records = segment.records,
                 "partition lost: its open segment is dropped unwritten; the partition's new owner writes these records"
             );
+            for ack in segment.acks {
+                ack.give_up(&segment.topic, segment.partition);
+            }
         }
         self.update_in_flight();
     }
@@ -287,7 +290,7 @@ impl Writer {
 
     /// Write a segment's objects, then its marker, then acknowledge its batches. With a
     /// `deadline` (the partition was revoked) give up when it passes: the segment is
-    /// abandoned, its batches fail, and the partition's new owner writes its records.
+    /// abandoned, its batches give the partition up, and its new owner writes its records.
     async fn write(&mut self, mut segment: Segment, deadline: Option<Instant>) {
         if segment.records == 0 {
             for ack in segment.acks.drain(..) {
@@ -331,9 +334,13 @@ impl Writer {
                         partition = segment.partition,
                         first_offset = segment.first_offset,
                         records = segment.records,
-                        "revoked partition not written within the rebalance drain: abandoned; its batches fail and the partition's new owner writes these records"
+                        "revoked partition not written within the rebalance drain: abandoned; the partition's new owner writes these records"
                     );
-                    // Dropping the handles unacknowledged: nothing is committed for them.
+                    // Nothing of the partition is committed from these batches; the rest
+                    // of them (partitions this host keeps) is not failed for it.
+                    for ack in segment.acks {
+                        ack.give_up(&segment.topic, segment.partition);
+                    }
                     return;
                 }
             }
