@@ -238,6 +238,12 @@ impl OffsetTracker {
             self.failed = true;
         }
         for tp in &completion.given_up {
+            if !completion.offsets.highest.contains_key(tp) {
+                // Records of the partition riding another batch's handle (a tick's output
+                // keyed by the partition): no replay of this batch brings them back.
+                self.failed = true;
+                continue;
+            }
             let pending = self
                 .partitions
                 .get(tp)
@@ -426,6 +432,22 @@ mod tests {
         );
         assert!(!tracker.has_failed());
         assert_eq!(tracker.in_flight("t", 1), 1, "the new batch still counts");
+    }
+
+    #[test]
+    fn giving_up_a_partition_the_batch_does_not_cover_fails_it() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        tracker.assign([("t".to_string(), 0), ("t".to_string(), 1)]);
+        tracker.revoking(&[("t".to_string(), 1)]);
+        // A tick's metric records of partition 1 ride a batch of partition 0 only.
+        let o = offsets(&[(0, 3)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        b.clone().give_up("t", 1);
+        b.ack();
+        assert!(tracker.complete(&rx.try_recv().unwrap()).is_empty());
+        assert!(tracker.has_failed(), "the metric records would be lost");
     }
 
     #[test]

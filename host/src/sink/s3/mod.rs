@@ -151,17 +151,11 @@ impl Writer {
                     Some(SinkInput::Batch(batch)) => self.accept(batch).await,
                     // Write the partitions' records now, so the source can commit them
                     // before their new owner starts from the last commit — or never.
-                    Some(SinkInput::Revoked(partitions)) => {
-                        let deadline = Instant::now() + self.drain_timeout;
-                        self.flush_until(
-                            |s| {
-                                partitions
-                                    .iter()
-                                    .any(|(t, p)| *p == s.partition && *t == s.topic)
-                            },
-                            Some(deadline),
-                        )
-                        .await;
+                    Some(SinkInput::Revoked(partitions)) => self.write_revoked(&partitions).await,
+                    // The new owner writes a lost partition's records again, but not the
+                    // metric records of windows this host closed: without markers, write.
+                    Some(SinkInput::Lost(partitions)) if !self.markers => {
+                        self.write_revoked(&partitions).await
                     }
                     Some(SinkInput::Lost(partitions)) => self.drop_lost(&partitions),
                     Some(SinkInput::Flush(done)) => {
@@ -218,6 +212,21 @@ impl Writer {
             self.write(segment, None).await;
         }
         self.update_in_flight();
+    }
+
+    /// Write what the open segments hold of `partitions` within the drain timeout, or
+    /// abandon it.
+    async fn write_revoked(&mut self, partitions: &[(String, i32)]) {
+        let deadline = Instant::now() + self.drain_timeout;
+        self.flush_until(
+            |s| {
+                partitions
+                    .iter()
+                    .any(|(t, p)| *p == s.partition && *t == s.topic)
+            },
+            Some(deadline),
+        )
+        .await;
     }
 
     /// The source lost these partitions: their new owner writes what the open segments
