@@ -425,7 +425,7 @@ pub fn run(
         availability.check(&consumer);
         // A poll that served a rebalance returned no message: what is held or being cut
         // was read before it.
-        drop_given_up(ctx, &mut messages, &mut offsets, &mut held);
+        drop_given_up(&ctx.given_up, &mut messages, &mut offsets, &mut held);
         // Offer the held batch first. A full pipeline is normal for a moment under load:
         // wait without fetching more. Only a pipeline full for longer (a sink outage)
         // pauses the partitions, and polling then continues so group membership and
@@ -489,7 +489,7 @@ pub fn run(
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None => {}
         }
-        drop_given_up(ctx, &mut messages, &mut offsets, &mut held);
+        drop_given_up(&ctx.given_up, &mut messages, &mut offsets, &mut held);
         let full = messages.len() >= max_records;
         let due = !messages.is_empty() && batch_started.elapsed() >= max_wait;
         if full || due {
@@ -746,13 +746,13 @@ fn take_ready(
 /// records of them after it. Called after every poll that can have served a rebalance and
 /// before the next message is taken, so nothing read after a new assignment is dropped.
 fn drop_given_up(
-    ctx: &SourceContext,
+    given_up: &Mutex<Vec<(String, i32)>>,
     messages: &mut Vec<RawMessage>,
     offsets: &mut BatchOffsets,
     held: &mut Option<(SourceBatch, BatchOffsets, Instant)>,
 ) {
     let parts = {
-        let mut given_up = ctx.given_up.lock().unwrap_or_else(|e| e.into_inner());
+        let mut given_up = given_up.lock().unwrap_or_else(|e| e.into_inner());
         if given_up.is_empty() {
             return;
         }
@@ -798,5 +798,67 @@ fn set_paused(consumer: &BaseConsumer<SourceContext>, pause: bool) {
     match result {
         Ok(()) => tracing::debug!(paused = pause, "backpressure"),
         Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::AckIssuer;
+
+    fn message(partition: i32, offset: i64) -> RawMessage {
+        RawMessage {
+            origin: Origin {
+                topic: "t".into(),
+                partition,
+                offset,
+            },
+            key: None,
+            payload: b"{}".to_vec(),
+            timestamp: 0,
+        }
+    }
+
+    fn offsets_of(messages: &[RawMessage]) -> BatchOffsets {
+        let mut o = BatchOffsets::default();
+        for m in messages {
+            o.record(&m.origin.topic, m.origin.partition, m.origin.offset);
+        }
+        o
+    }
+
+    #[test]
+    fn messages_of_a_partition_given_up_are_never_sent() {
+        let (mut issuer, _completions) = AckIssuer::new();
+        let held_messages = vec![message(0, 1), message(1, 1)];
+        let held_offsets = offsets_of(&held_messages);
+        let mut held = Some((
+            SourceBatch {
+                ack: issuer.issue(held_offsets.clone()),
+                messages: held_messages,
+                progress: None,
+            },
+            held_offsets,
+            Instant::now(),
+        ));
+        let mut messages = vec![message(0, 2), message(1, 2), message(1, 3)];
+        let mut offsets = offsets_of(&messages);
+        let given_up = Mutex::new(vec![("t".to_string(), 1)]);
+
+        drop_given_up(&given_up, &mut messages, &mut offsets, &mut held);
+
+        let partitions =
+            |m: &[RawMessage]| m.iter().map(|m| m.origin.partition).collect::<Vec<_>>();
+        assert_eq!(partitions(&messages), vec![0]);
+        assert_eq!(offsets, offsets_of(&messages));
+        let (batch, batch_offsets, _) = held.as_ref().unwrap();
+        assert_eq!(partitions(&batch.messages), vec![0]);
+        assert_eq!(*batch_offsets, offsets_of(&batch.messages));
+        assert!(given_up.lock().unwrap().is_empty(), "taken once");
+
+        // Read after the partition was assigned again: kept.
+        messages.push(message(1, 0));
+        drop_given_up(&given_up, &mut messages, &mut offsets, &mut held);
+        assert_eq!(partitions(&messages), vec![0, 1]);
     }
 }
