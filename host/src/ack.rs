@@ -15,10 +15,17 @@
 //!
 //! A failed batch is never skipped: the pipeline stops without committing past it, so it is
 //! replayed after the restart.
+//!
+//! One exception, for rebalances: a sink that drops what it holds of a partition the source
+//! gave up (revoked and not written within the drain, or lost) calls
+//! [`AckHandle::give_up`] instead. Nothing of that partition in the batch is committed —
+//! the partition's new owner replays it — but the batch does not fail for the partitions
+//! the source keeps, so the host goes on, as a Kafka Connect task closing a partition's
+//! writer does. If the source still owns the partition and is not giving it up, it fails.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// The offsets one batch covers: per (topic, partition), the highest offset in the batch.
@@ -44,21 +51,28 @@ pub struct Completion {
     pub seq: u64,
     pub offsets: BatchOffsets,
     pub delivered: bool,
+    /// Partitions of the batch a participant gave up ([`AckHandle::give_up`]): not
+    /// delivered, never committable from this batch.
+    pub given_up: Vec<(String, i32)>,
 }
 
 struct Shared {
     seq: u64,
     offsets: BatchOffsets,
     failed: AtomicBool,
+    /// Empty, and never locked, unless a rebalance made a sink give a partition up.
+    given_up: Mutex<Vec<(String, i32)>>,
     done: mpsc::UnboundedSender<Completion>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        let given_up = std::mem::take(self.given_up.get_mut().unwrap_or_else(|e| e.into_inner()));
         let _ = self.done.send(Completion {
             seq: self.seq,
             offsets: std::mem::take(&mut self.offsets),
             delivered: !self.failed.load(Ordering::Acquire),
+            given_up,
         });
     }
 }
@@ -95,6 +109,23 @@ impl AckHandle {
     pub fn fail(self) {
         // Dropping unsettled marks the failure.
         drop(self)
+    }
+
+    /// This participant drops, undelivered, what it holds of a partition the source gave up
+    /// (a rebalance): nothing of `partition` in this batch is ever committed here. Unlike
+    /// [`AckHandle::fail`], the batch fails only if the source still owns the partition and
+    /// is not giving it up.
+    pub fn give_up(mut self, topic: &str, partition: i32) {
+        let mut given_up = self
+            .shared
+            .given_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !given_up.iter().any(|(t, p)| *p == partition && t == topic) {
+            given_up.push((topic.to_owned(), partition));
+        }
+        drop(given_up);
+        self.settled = true;
     }
 
     /// The batch's number, unique in the process whichever issuer issued it: sinks tell
@@ -135,6 +166,7 @@ impl AckIssuer {
                 seq,
                 offsets,
                 failed: AtomicBool::new(false),
+                given_up: Mutex::new(Vec::new()),
                 done: self.done.clone(),
             }),
             settled: false,
@@ -150,7 +182,10 @@ pub struct OffsetTracker {
     /// The partitions the source owns, once it tracks ownership ([`OffsetTracker::assign`]):
     /// a batch cut before a revoke and sent after it must not make a partition that now
     /// belongs to another host committable here.
-    owned: Option<std::collections::BTreeSet<(String, i32)>>,
+    owned: Option<BTreeSet<(String, i32)>>,
+    /// Partitions the source is giving up (a revoke, draining): a sink may give them up
+    /// before the source forgets them.
+    revoking: BTreeSet<(String, i32)>,
 }
 
 #[derive(Debug)]
@@ -166,6 +201,11 @@ impl OffsetTracker {
         self.owned
             .get_or_insert_with(Default::default)
             .extend(partitions);
+    }
+
+    /// The source is giving these partitions up (revoked; it drains, commits and forgets).
+    pub fn revoking(&mut self, partitions: &[(String, i32)]) {
+        self.revoking.extend(partitions.iter().cloned());
     }
 
     /// A batch was issued: remember its offsets, in issue order (for owned partitions).
@@ -199,6 +239,28 @@ impl OffsetTracker {
         }
         if !completion.delivered {
             self.failed = true;
+        }
+        for tp in &completion.given_up {
+            if !completion.offsets.highest.contains_key(tp) {
+                // Records of the partition riding another batch's handle (a tick's output
+                // keyed by the partition): no replay of this batch brings them back.
+                self.failed = true;
+                continue;
+            }
+            let pending = self
+                .partitions
+                .get(tp)
+                .is_some_and(|q| q.iter().any(|p| p.seq == completion.seq));
+            if !pending {
+                // Forgotten already, or assigned again since: nothing of this batch counts.
+                continue;
+            }
+            if self.revoking.contains(tp) {
+                // What completed before stays committable; nothing from this batch on is.
+                self.partitions.remove(tp);
+            } else {
+                self.failed = true;
+            }
         }
         let mut advanced = Vec::new();
         for tp in completion.offsets.highest.keys() {
@@ -243,6 +305,7 @@ impl OffsetTracker {
     pub fn forget(&mut self, topic: &str, partition: i32) {
         let tp = (topic.to_owned(), partition);
         self.partitions.remove(&tp);
+        self.revoking.remove(&tp);
         if let Some(owned) = &mut self.owned {
             owned.remove(&tp);
         }
@@ -316,6 +379,78 @@ mod tests {
             vec![(("t".to_string(), 0), 4)],
             "partition 1 belongs to another host now"
         );
+    }
+
+    #[test]
+    fn a_partition_given_up_while_revoking_commits_nothing_of_it_and_fails_nothing_else() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        tracker.assign([("t".to_string(), 0), ("t".to_string(), 1)]);
+        let o = offsets(&[(0, 3), (1, 7)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        tracker.revoking(&[("t".to_string(), 1)]);
+        // One sink wrote partition 0 of the batch; another could not write partition 1
+        // within the drain.
+        let segment_1 = b.clone();
+        segment_1.give_up("t", 1);
+        b.ack();
+        let c = rx.try_recv().unwrap();
+        assert_eq!(c.given_up, vec![("t".to_string(), 1)]);
+        assert_eq!(tracker.complete(&c), vec![(("t".to_string(), 0), 4)]);
+        assert!(!tracker.has_failed(), "partition 0 was delivered");
+        assert_eq!(tracker.in_flight("t", 1), 0, "the drain need not wait");
+    }
+
+    #[test]
+    fn giving_up_a_partition_the_source_keeps_fails_the_batch() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        tracker.assign([("t".to_string(), 0)]);
+        let o = offsets(&[(0, 3)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        b.give_up("t", 0);
+        assert!(tracker.complete(&rx.try_recv().unwrap()).is_empty());
+        assert!(tracker.has_failed());
+    }
+
+    #[test]
+    fn a_lost_partition_given_up_after_it_was_forgotten_changes_nothing() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        tracker.assign([("t".to_string(), 0), ("t".to_string(), 1)]);
+        let first = issuer.issue(offsets(&[(0, 3), (1, 7)]));
+        tracker.issued(first.seq(), &offsets(&[(0, 3), (1, 7)]));
+        tracker.forget("t", 1);
+        // Assigned again, read again from the last commit.
+        tracker.assign([("t".to_string(), 1)]);
+        let second = issuer.issue(offsets(&[(1, 5)]));
+        tracker.issued(second.seq(), &offsets(&[(1, 5)]));
+        first.clone().give_up("t", 1);
+        first.ack();
+        assert_eq!(
+            tracker.complete(&rx.try_recv().unwrap()),
+            vec![(("t".to_string(), 0), 4)]
+        );
+        assert!(!tracker.has_failed());
+        assert_eq!(tracker.in_flight("t", 1), 1, "the new batch still counts");
+    }
+
+    #[test]
+    fn giving_up_a_partition_the_batch_does_not_cover_fails_it() {
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let mut tracker = OffsetTracker::default();
+        tracker.assign([("t".to_string(), 0), ("t".to_string(), 1)]);
+        tracker.revoking(&[("t".to_string(), 1)]);
+        // A tick's metric records of partition 1 ride a batch of partition 0 only.
+        let o = offsets(&[(0, 3)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        b.clone().give_up("t", 1);
+        b.ack();
+        assert!(tracker.complete(&rx.try_recv().unwrap()).is_empty());
+        assert!(tracker.has_failed(), "the metric records would be lost");
     }
 
     #[test]

@@ -288,6 +288,20 @@ impl Chain {
         revoked
     }
 
+    /// The source lost these partitions: they no longer hold event time back, and a later
+    /// report without them revokes nothing more.
+    pub fn lose(&mut self, lost: &[(String, i32)]) {
+        let Some(owned) = &self.source.owned else {
+            return;
+        };
+        let remaining = owned
+            .iter()
+            .filter(|p| !lost.iter().any(|(t, q)| *q == p.partition && *t == p.topic))
+            .cloned()
+            .collect();
+        self.set_progress(remaining);
+    }
+
     /// These source partitions had input (a source batch held messages of them).
     pub fn had_input(&mut self, partitions: &[(String, i32)]) {
         for clock in &mut self.clocks {

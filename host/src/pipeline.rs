@@ -103,6 +103,10 @@ impl Pipeline {
             match received {
                 Ok(PipelineInput::Batch(batch)) => self.process(batch),
                 Ok(PipelineInput::Progress(progress)) => self.follow(progress),
+                Ok(PipelineInput::Lost(lost)) => {
+                    self.chain.lose(&lost);
+                    self.router.lost_blocking(&lost);
+                }
                 Ok(PipelineInput::End { complete }) => {
                     if complete {
                         self.tick(true);

@@ -159,7 +159,7 @@ impl<P: Protocol> Driver<P> {
                             let _ = done.send(());
                         }
                         // Batches in flight complete on their own: nothing held per partition.
-                        SinkInput::Revoked(_) => {}
+                        SinkInput::Revoked(_) | SinkInput::Lost(_) => {}
                         SinkInput::Batch(batch) => {
                             self.next_seq += 1;
                             self.send(self.next_seq, batch, None, &mut in_flight).await;

@@ -91,7 +91,7 @@ pub async fn start(
                     let _ = done.send(());
                 }
                 // Each batch is written as it comes: nothing held per partition.
-                SinkInput::Revoked(_) => {}
+                SinkInput::Revoked(_) | SinkInput::Lost(_) => {}
                 SinkInput::Batch(batch) => {
                     buf.clear();
                     encode(&batch, config.include_route, &mut buf);

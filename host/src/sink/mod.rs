@@ -116,6 +116,11 @@ pub enum SinkInput {
     /// and must never write them later: the partitions' new owner replays from the last
     /// commit and writes the same objects (see `sink::s3`).
     Revoked(Arc<[(String, i32)]>),
+    /// The source lost these partitions (its group session timed out): another member may
+    /// own them and have written their records already. Like [`SinkInput::Revoked`], every
+    /// batch of them routed before has been sent; but a sink drops what it holds of them at
+    /// once, without writing it, and never writes it later. Nothing of them is committed.
+    Lost(Arc<[(String, i32)]>),
 }
 
 /// Counters every sink keeps (exported on `/metrics`).
@@ -383,6 +388,14 @@ impl Router {
         let partitions: Arc<[(String, i32)]> = partitions.into();
         for (_, tx) in self.sinks() {
             let _ = tx.blocking_send(SinkInput::Revoked(partitions.clone()));
+        }
+    }
+
+    /// Tell every sink that the source lost `partitions`, after what was routed before.
+    pub fn lost_blocking(&self, partitions: &[(String, i32)]) {
+        let partitions: Arc<[(String, i32)]> = partitions.into();
+        for (_, tx) in self.sinks() {
+            let _ = tx.blocking_send(SinkInput::Lost(partitions.clone()));
         }
     }
 

@@ -190,6 +190,9 @@ struct SourceContext {
     drain_timeout: Duration,
     /// The pipeline's input, for reports during a rebalance.
     pipeline: SyncSender<PipelineInput>,
+    /// Partitions revoked or lost since the poll loop last looked: messages of them read
+    /// before and not yet sent must not be sent (their new owner reads them again).
+    given_up: Mutex<Vec<(String, i32)>>,
     /// Set once shutdown has drained: leaving the group must not wait again.
     shutting_down: AtomicBool,
     /// Since when every broker has been unreachable, as librdkafka reports it.
@@ -234,21 +237,25 @@ impl ConsumerContext for SourceContext {
             if self.shutting_down.load(Ordering::Relaxed) {
                 // Leaving: the shutdown already drained (within its own deadline) and
                 // committed what completed; only forget.
+                self.forget(&parts);
             } else if consumer.assignment_lost() {
                 // The group moved on without us (session timeout): another member may
-                // already have committed further. Committing now could move its offsets back.
+                // already have committed further — committing now could move its offsets
+                // back — and written their records. Forget them first, so nothing of them
+                // completes here any more, then tell the sinks to drop what they hold.
                 tracing::warn!(partitions = ?parts, "partitions lost; their uncommitted batches will be replayed by the new owner");
+                self.forget(&parts);
+                self.send_report(consumer, PipelineInput::Lost(parts));
             } else {
                 tracing::info!(partitions = ?parts, "partitions revoked; draining in-flight batches");
+                self.tracker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .revoking(&parts);
                 self.report_revoke(consumer, &parts);
                 self.drain(consumer, Some(&parts), Instant::now() + self.drain_timeout);
                 self.commit(consumer, Some(&parts));
-            }
-            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
-            for (topic, partition) in &parts {
-                tracker.forget(topic, *partition);
-                stored.remove(&(topic.clone(), *partition));
+                self.forget(&parts);
             }
         }
     }
@@ -278,6 +285,21 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Stop tracking partitions given up: nothing of them is committed here any more, and
+    /// the poll loop drops their messages not yet sent (see [`SourceContext::given_up`]).
+    fn forget(&self, parts: &[(String, i32)]) {
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let mut given_up = self.given_up.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, partition) in parts {
+            tracker.forget(topic, *partition);
+            stored.remove(&(topic.clone(), *partition));
+            if !given_up.contains(&(topic.clone(), *partition)) {
+                given_up.push((topic.clone(), *partition));
+            }
+        }
+    }
+
     /// Tell the pipeline, behind the batches already sent, which partitions remain; it
     /// tells the sinks, so those holding records of `revoked` write them out for the
     /// commit below. Waits no longer than the drain timeout for room in the channel.
@@ -290,8 +312,13 @@ impl SourceContext {
                 .iter()
                 .any(|(t, q)| *q == p.partition && *t == p.topic)
         });
+        self.send_report(consumer, PipelineInput::Progress(remaining));
+    }
+
+    /// Send a report behind the batches already sent, waiting no longer than the drain
+    /// timeout for room in the channel.
+    fn send_report(&self, consumer: &BaseConsumer<Self>, mut report: PipelineInput) {
         let deadline = Instant::now() + self.drain_timeout;
-        let mut report = PipelineInput::Progress(remaining);
         loop {
             match self.pipeline.try_send(report) {
                 Ok(()) => return,
@@ -407,6 +434,9 @@ pub fn run(
             break Ok(());
         }
         availability.check(&consumer);
+        // A poll that served a rebalance returned no message: what is held or being cut
+        // was read before it.
+        batching.drop_given_up(&ctx.given_up);
         match batching.offer_held(&consumer, &tx) {
             Offer::Taken => {}
             Offer::Waiting => continue,
@@ -414,6 +444,7 @@ pub fn run(
         }
         batching.report_progress(&consumer, &tx);
         batching.poll(&consumer, &availability);
+        batching.drop_given_up(&ctx.given_up);
         if !batching.cut(&consumer, &tx, &mut issuer) {
             break Ok(());
         }
@@ -438,6 +469,7 @@ fn subscribe(
         paused: AtomicBool::new(false),
         drain_timeout: Duration::from_millis(config.rebalance_drain_timeout_ms),
         pipeline: tx.clone(),
+        given_up: Mutex::new(Vec::new()),
         shutting_down: AtomicBool::new(false),
         brokers_down_since: Mutex::new(None),
         stats,
@@ -516,6 +548,16 @@ struct Batching {
 }
 
 impl Batching {
+    /// Drop what was read, and not yet sent, of partitions the source gave up.
+    fn drop_given_up(&mut self, given_up: &Mutex<Vec<(String, i32)>>) {
+        drop_given_up(
+            given_up,
+            &mut self.messages,
+            &mut self.offsets,
+            &mut self.held,
+        );
+    }
+
     fn new(config: &KafkaSourceConfig) -> Self {
         Batching {
             max_records: config.batch_max_records,
@@ -852,6 +894,40 @@ fn take_ready(
     }
 }
 
+/// Drop what was read of partitions given up (revoked or lost) and not yet sent: their new
+/// owner reads it again from the last commit, and a sink told of the revoke must not get
+/// records of them after it. Called after every poll that can have served a rebalance and
+/// before the next message is taken, so nothing read after a new assignment is dropped.
+fn drop_given_up(
+    given_up: &Mutex<Vec<(String, i32)>>,
+    messages: &mut Vec<RawMessage>,
+    offsets: &mut BatchOffsets,
+    held: &mut Option<(SourceBatch, BatchOffsets, Instant)>,
+) {
+    let parts = {
+        let mut given_up = given_up.lock().unwrap_or_else(|e| e.into_inner());
+        if given_up.is_empty() {
+            return;
+        }
+        std::mem::take(&mut *given_up)
+    };
+    let gone =
+        |topic: &str, partition: i32| parts.iter().any(|(t, p)| *p == partition && t == topic);
+    messages.retain(|m| !gone(&m.origin.topic, m.origin.partition));
+    offsets.highest.retain(|(t, p), _| !gone(t, *p));
+    if let Some((batch, batch_offsets, _)) = held {
+        let before = batch.messages.len();
+        batch
+            .messages
+            .retain(|m| !gone(&m.origin.topic, m.origin.partition));
+        batch_offsets.highest.retain(|(t, p), _| !gone(t, *p));
+        tracing::debug!(
+            dropped = before - batch.messages.len(),
+            "messages of partitions given up, not sent"
+        );
+    }
+}
+
 /// The pipeline accepted batch `seq`: track it until it completes. Completions are applied
 /// only by `pump` on this thread, so registering after the send cannot miss one.
 fn register(ctx: &SourceContext, seq: u64, offsets: &BatchOffsets) {
@@ -875,5 +951,67 @@ fn set_paused(consumer: &BaseConsumer<SourceContext>, pause: bool) {
     match result {
         Ok(()) => tracing::debug!(paused = pause, "backpressure"),
         Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::AckIssuer;
+
+    fn message(partition: i32, offset: i64) -> RawMessage {
+        RawMessage {
+            origin: Origin {
+                topic: "t".into(),
+                partition,
+                offset,
+            },
+            key: None,
+            payload: b"{}".to_vec(),
+            timestamp: 0,
+        }
+    }
+
+    fn offsets_of(messages: &[RawMessage]) -> BatchOffsets {
+        let mut o = BatchOffsets::default();
+        for m in messages {
+            o.record(&m.origin.topic, m.origin.partition, m.origin.offset);
+        }
+        o
+    }
+
+    #[test]
+    fn messages_of_a_partition_given_up_are_never_sent() {
+        let (mut issuer, _completions) = AckIssuer::new();
+        let held_messages = vec![message(0, 1), message(1, 1)];
+        let held_offsets = offsets_of(&held_messages);
+        let mut held = Some((
+            SourceBatch {
+                ack: issuer.issue(held_offsets.clone()),
+                messages: held_messages,
+                progress: None,
+            },
+            held_offsets,
+            Instant::now(),
+        ));
+        let mut messages = vec![message(0, 2), message(1, 2), message(1, 3)];
+        let mut offsets = offsets_of(&messages);
+        let given_up = Mutex::new(vec![("t".to_string(), 1)]);
+
+        drop_given_up(&given_up, &mut messages, &mut offsets, &mut held);
+
+        let partitions =
+            |m: &[RawMessage]| m.iter().map(|m| m.origin.partition).collect::<Vec<_>>();
+        assert_eq!(partitions(&messages), vec![0]);
+        assert_eq!(offsets, offsets_of(&messages));
+        let (batch, batch_offsets, _) = held.as_ref().unwrap();
+        assert_eq!(partitions(&batch.messages), vec![0]);
+        assert_eq!(*batch_offsets, offsets_of(&batch.messages));
+        assert!(given_up.lock().unwrap().is_empty(), "taken once");
+
+        // Read after the partition was assigned again: kept.
+        messages.push(message(1, 0));
+        drop_given_up(&given_up, &mut messages, &mut offsets, &mut held);
+        assert_eq!(partitions(&messages), vec![0, 1]);
     }
 }

@@ -154,6 +154,9 @@ pub enum PipelineInput {
     Batch(SourceBatch),
     /// The partitions changed (assigned, revoked, caught up) with no batch to carry the news.
     Progress(Vec<PartitionProgress>),
+    /// The source lost these partitions (its group session timed out), after every batch
+    /// of them already sent: sinks drop what they hold of them (see `SinkInput::Lost`).
+    Lost(Vec<(String, i32)>),
     /// No more input. `complete` is true when the input really ended (end of a file), so
     /// open windows should be closed; false on shutdown of an endless source.
     End {

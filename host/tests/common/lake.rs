@@ -240,6 +240,25 @@ pub fn wait_for_rows(prefix: &str, n: usize, timeout: Duration) -> Vec<ParquetOb
 pub struct S3Proxy {
     port: u16,
     up: Arc<AtomicBool>,
+    requests: Requests,
+}
+
+/// The requests a proxy passed on, in order: when (UTC, as the host's log writes it) and
+/// the request line (`PUT /bucket/key`).
+type Requests = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// Now in UTC with microseconds, like the host's log lines: `2026-11-25T09:30:00.123456Z`.
+/// Such strings compare in time order.
+pub fn utc_now() -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let (y, mo, d, h, mi, s, nanos) = sluice::time::utc_parts(ns);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:06}Z",
+        nanos / 1000
+    )
 }
 
 impl S3Proxy {
@@ -252,6 +271,8 @@ impl S3Proxy {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let flag = up.clone();
+        let requests = Requests::default();
+        let seen = requests.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -263,10 +284,15 @@ impl S3Proxy {
                     continue;
                 };
                 let flag = flag.clone();
-                pipe(client, server, flag);
+                pipe(client, server, flag, seen.clone());
             }
         });
-        S3Proxy { port, up }
+        S3Proxy { port, up, requests }
+    }
+
+    /// Every request passed on so far: when, and `METHOD /path` (query strings cut off).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -279,12 +305,19 @@ impl S3Proxy {
 }
 
 /// Copy both ways until either side closes or the proxy goes down.
-fn pipe(a: TcpStream, b: TcpStream, up: Arc<AtomicBool>) {
-    for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+/// What goes from the client to the server is scanned for request lines.
+fn pipe(a: TcpStream, b: TcpStream, up: Arc<AtomicBool>, requests: Requests) {
+    let client_side = (
+        a.try_clone().unwrap(),
+        b.try_clone().unwrap(),
+        Some(requests),
+    );
+    for (mut from, mut to, record) in [client_side, (b, a, None)] {
         let up = up.clone();
         std::thread::spawn(move || {
             from.set_read_timeout(Some(Duration::from_millis(200))).ok();
             let mut buf = [0u8; 16 * 1024];
+            let mut scan = RequestScan::default();
             loop {
                 if !up.load(Ordering::SeqCst) {
                     let _ = from.shutdown(std::net::Shutdown::Both);
@@ -297,6 +330,9 @@ fn pipe(a: TcpStream, b: TcpStream, up: Arc<AtomicBool>) {
                         return;
                     }
                     Ok(k) => {
+                        if let Some(requests) = &record {
+                            scan.feed(&buf[..k], requests);
+                        }
                         if to.write_all(&buf[..k]).is_err() {
                             return;
                         }
@@ -310,6 +346,46 @@ fn pipe(a: TcpStream, b: TcpStream, up: Arc<AtomicBool>) {
                 }
             }
         });
+    }
+}
+
+/// Finds HTTP request lines in a byte stream read in chunks of any size: the tail of the
+/// previous chunk is kept, so a line cut across two reads is still found (once).
+#[derive(Default)]
+struct RequestScan {
+    tail: Vec<u8>,
+}
+
+impl RequestScan {
+    const KEEP: usize = 2048;
+
+    fn feed(&mut self, chunk: &[u8], requests: &Requests) {
+        const END: &[u8] = b" HTTP/1.1\r\n";
+        let old = self.tail.len();
+        self.tail.extend_from_slice(chunk);
+        let t = &self.tail;
+        let find = |what: &[u8], from: usize| {
+            t[from..]
+                .windows(what.len())
+                .position(|w| w == what)
+                .map(|i| i + from)
+        };
+        for method in [&b"PUT /"[..], b"GET /", b"POST /", b"DELETE /", b"HEAD /"] {
+            let mut from = 0;
+            while let Some(at) = find(method, from) {
+                from = at + 1;
+                let Some(end) = find(END, at) else { break };
+                // At a line's start, and not complete before this chunk (found then).
+                if (at > 0 && t[at - 1] != b'\n') || end + END.len() <= old {
+                    continue;
+                }
+                let line = String::from_utf8_lossy(&t[at..end]);
+                let line = line.split('?').next().unwrap_or(&line).to_owned();
+                requests.lock().unwrap().push((utc_now(), line));
+            }
+        }
+        let cut = self.tail.len().saturating_sub(Self::KEEP);
+        self.tail.drain(..cut);
     }
 }
 

@@ -2,6 +2,7 @@
 //! the built plugins (`dev/build-plugins`), and the `sluice` binary as a child process.
 #![allow(dead_code)]
 
+pub mod group;
 pub mod lake;
 pub mod proxy;
 
@@ -226,6 +227,16 @@ impl Host {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Send `signal` (`STOP`, `CONT`, …) without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// SIGTERM, then wait for the exit status.

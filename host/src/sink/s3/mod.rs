@@ -15,7 +15,8 @@
 //! only after reading the partition's marker — dropping what another writer already put in
 //! the lake — and the marker is replaced only if it is still the version read (a
 //! conditional PUT), so it never moves backwards. On `Revoked` the partition's segment is
-//! written within the source's drain timeout or abandoned: never written later.
+//! written within the source's drain timeout or abandoned: never written later. On `Lost`
+//! (the source's group session timed out) it is dropped at once, never written.
 
 pub mod athena;
 mod config;
@@ -142,18 +143,13 @@ impl Writer {
                     Some(SinkInput::Batch(batch)) => self.accept(batch).await,
                     // Write the partitions' records now, so the source can commit them
                     // before their new owner starts from the last commit — or never.
-                    Some(SinkInput::Revoked(partitions)) => {
-                        let deadline = Instant::now() + self.drain_timeout;
-                        self.flush_until(
-                            |s| {
-                                partitions
-                                    .iter()
-                                    .any(|(t, p)| *p == s.partition && *t == s.topic)
-                            },
-                            Some(deadline),
-                        )
-                        .await;
+                    Some(SinkInput::Revoked(partitions)) => self.write_revoked(&partitions).await,
+                    // The new owner writes a lost partition's records again, but not the
+                    // metric records of windows this host closed: without markers, write.
+                    Some(SinkInput::Lost(partitions)) if !self.markers => {
+                        self.write_revoked(&partitions).await
                     }
+                    Some(SinkInput::Lost(partitions)) => self.drop_lost(&partitions),
                     Some(SinkInput::Flush(done)) => {
                         self.flush(|_| true).await;
                         let _ = done.send(());
@@ -210,6 +206,46 @@ impl Writer {
         self.update_in_flight();
     }
 
+    /// Write what the open segments hold of `partitions` within the drain timeout, or
+    /// abandon it.
+    async fn write_revoked(&mut self, partitions: &[(String, i32)]) {
+        let deadline = Instant::now() + self.drain_timeout;
+        self.flush_until(
+            |s| {
+                partitions
+                    .iter()
+                    .any(|(t, p)| *p == s.partition && *t == s.topic)
+            },
+            Some(deadline),
+        )
+        .await;
+    }
+
+    /// The source lost these partitions: their new owner writes what the open segments
+    /// hold of them (from the last commit on). Drop the segments unwritten, giving their
+    /// batches' share of the partitions up.
+    fn drop_lost(&mut self, partitions: &[(String, i32)]) {
+        for key in partitions {
+            // What the lake holds is read again when a segment of it opens here next.
+            self.written.remove(key);
+            let Some(segment) = self.open.remove(key) else {
+                continue;
+            };
+            tracing::warn!(
+                sink = %self.name,
+                topic = %segment.topic,
+                partition = segment.partition,
+                first_offset = segment.first_offset,
+                records = segment.records,
+                "partition lost: its open segment is dropped unwritten; the partition's new owner writes these records"
+            );
+            for ack in segment.acks {
+                ack.give_up(&segment.topic, segment.partition);
+            }
+        }
+        self.update_in_flight();
+    }
+
     /// Write out the open segments `which` selects.
     async fn flush(&mut self, which: impl Fn(&Segment) -> bool) {
         self.flush_until(which, None).await;
@@ -255,7 +291,7 @@ impl Writer {
 
     /// Write a segment's objects, then its marker, then acknowledge its batches. With a
     /// `deadline` (the partition was revoked) give up when it passes: the segment is
-    /// abandoned, its batches fail, and the partition's new owner writes its records.
+    /// abandoned, its batches give the partition up, and its new owner writes its records.
     async fn write(&mut self, mut segment: Segment, deadline: Option<Instant>) {
         if segment.records == 0 {
             for ack in segment.acks.drain(..) {
@@ -299,9 +335,13 @@ impl Writer {
                         partition = segment.partition,
                         first_offset = segment.first_offset,
                         records = segment.records,
-                        "revoked partition not written within the rebalance drain: abandoned; its batches fail and the partition's new owner writes these records"
+                        "revoked partition not written within the rebalance drain: abandoned; the partition's new owner writes these records"
                     );
-                    // Dropping the handles unacknowledged: nothing is committed for them.
+                    // Nothing of the partition is committed from these batches; the rest
+                    // of them (partitions this host keeps) is not failed for it.
+                    for ack in segment.acks {
+                        ack.give_up(&segment.topic, segment.partition);
+                    }
                     return;
                 }
             }

@@ -148,7 +148,7 @@ impl SnsTask {
                 input = rx.recv() => match input {
                     Some(SinkInput::Batch(batch)) => self.on_batch(batch).await,
                     // Each batch is published as it comes: nothing held per partition.
-                    Some(SinkInput::Revoked(_)) => {}
+                    Some(SinkInput::Revoked(_) | SinkInput::Lost(_)) => {}
                     Some(SinkInput::Flush(done)) => {
                         let notifications = self.policy.flush(time::now_ns());
                         self.send(notifications).await;

@@ -1,0 +1,115 @@
+//! Watching a consumer group from outside while hosts join, leave and stall: its committed
+//! offsets over time, the topic's ends, and what the hosts' logs say.
+
+use super::{Host, brokers};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The last committed offset seen per partition, and every move backwards.
+pub type Watched = (BTreeMap<i32, i64>, Vec<String>);
+
+/// Samples the group's committed offsets from a thread and remembers any that moved back.
+pub struct OffsetWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Watched>>,
+}
+
+impl OffsetWatch {
+    pub fn start(topic: &str, group: &str, partitions: i32) -> OffsetWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let thread = std::thread::spawn(move || {
+            let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut backwards = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok(committed) =
+                    consumer.committed_offsets(tpl.clone(), Duration::from_secs(5))
+                {
+                    for e in committed.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            let before = last.insert(e.partition(), o);
+                            if before.is_some_and(|b| o < b) {
+                                backwards.push(format!(
+                                    "partition {}: {} then {o}",
+                                    e.partition(),
+                                    before.unwrap()
+                                ));
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (last, backwards)
+        });
+        OffsetWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop; the last offsets seen and every backwards move.
+    pub fn stop(mut self) -> Watched {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Per partition `0..partitions`, the topic's high watermark.
+pub fn high_watermarks(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            (p, high)
+        })
+        .collect()
+}
+
+/// How many partitions a host's log says it was assigned, in all.
+pub fn assigned(log: &str) -> usize {
+    log.lines()
+        .filter_map(|l| l.split("partitions assigned count=").nth(1))
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+        .sum()
+}
+
+/// The `<seq>` of "request <seq>" in a payload.
+pub fn request_number(payload: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let rest = &text[text.find("request ")? + "request ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+pub fn wait_for_log(host: &Host, text: &str, timeout: Duration) {
+    let started = Instant::now();
+    while !host.log().contains(text) {
+        assert!(
+            started.elapsed() < timeout,
+            "no `{text}` in the log within {timeout:?}:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
