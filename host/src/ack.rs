@@ -50,7 +50,12 @@ impl BatchOffsets {
 pub struct Completion {
     pub seq: u64,
     pub offsets: BatchOffsets,
+    /// Every participant acknowledged everything it was given: nothing failed and nothing
+    /// was given up. What a source that does not follow partition ownership (stdin, the
+    /// lake, the s3 source) goes by.
     pub delivered: bool,
+    /// A participant dropped its handle unacknowledged: the batch failed.
+    pub failed: bool,
     /// Partitions of the batch a participant gave up ([`AckHandle::give_up`]): not
     /// delivered, never committable from this batch.
     pub given_up: Vec<(String, i32)>,
@@ -68,10 +73,12 @@ struct Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         let given_up = std::mem::take(self.given_up.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let failed = self.failed.load(Ordering::Acquire);
         let _ = self.done.send(Completion {
             seq: self.seq,
             offsets: std::mem::take(&mut self.offsets),
-            delivered: !self.failed.load(Ordering::Acquire),
+            delivered: !failed && given_up.is_empty(),
+            failed,
             given_up,
         });
     }
@@ -237,7 +244,7 @@ impl OffsetTracker {
         if !known {
             return Vec::new();
         }
-        if !completion.delivered {
+        if completion.failed {
             self.failed = true;
         }
         for tp in &completion.given_up {
@@ -400,6 +407,20 @@ mod tests {
         assert_eq!(tracker.complete(&c), vec![(("t".to_string(), 0), 4)]);
         assert!(!tracker.has_failed(), "partition 0 was delivered");
         assert_eq!(tracker.in_flight("t", 1), 0, "the drain need not wait");
+    }
+
+    #[test]
+    fn a_batch_with_a_partition_given_up_is_not_delivered_to_a_source_without_partitions() {
+        // The s3 source and the lake source go by `delivered`: a segment a sink abandoned
+        // must not let them mark an object done.
+        let (mut issuer, mut rx) = AckIssuer::new();
+        let b = issuer.issue(offsets(&[(0, 3)]));
+        let segment = b.clone();
+        segment.give_up("t", 0);
+        b.ack();
+        let c = rx.try_recv().unwrap();
+        assert!(!c.delivered);
+        assert!(!c.failed, "nothing was dropped unacknowledged");
     }
 
     #[test]
