@@ -14,24 +14,26 @@
 //! A listed object that is gone when read (or a named object that does not exist) raises
 //! `S3MissingFile`, is counted, and the backfill goes on with the others.
 
+use crate::Origin;
 use crate::ack::{AckIssuer, BatchOffsets};
-use crate::chain::Stage;
 use crate::config::Config;
 use crate::health::{self, FailState};
 use crate::lake::layout::parse_s3_url;
 use crate::lake::{ObjectName, Table, raw};
-use crate::pipeline::Pipeline;
+use crate::runner::{self, RunPlan};
+use crate::sink::SinkConfig;
 use crate::sink::s3;
-use crate::sink::{self, InputTraits, Router, SinkConfig, SinkHandle};
-use crate::source::{PipelineInput, SourceBatch};
-use crate::{Origin, runner};
+use crate::source::{
+    DecodingConfig, PipelineInput, SourceBatch, SourceError, SourceKind, SourceLinks,
+};
+use crate::topology::Overrides;
 use aws_sdk_s3::error::DisplayErrorContext;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What to backfill.
@@ -114,7 +116,7 @@ struct Listed {
     name: ObjectName,
 }
 
-/// Run the backfill with the chain and sinks of `config`.
+/// Run the backfill with the chain and sinks of `config`: the lake is its source.
 pub async fn run(
     config: Config,
     options: BackfillOptions,
@@ -142,102 +144,146 @@ pub async fn run(
     objects.retain(|o| !done.contains(&url(&bucket, &o.key)));
     summary.already_done = (before - objects.len()) as u64;
 
-    let (_runtime, sinks, router, pipeline) = start_pipeline(&config).await?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<PipelineInput>(0);
-    let pipeline_thread = std::thread::Builder::new()
-        .name("pipeline".into())
-        .stack_size(16 << 20)
-        .spawn(move || pipeline.run(rx, None))
-        .map_err(|e| runner::RunError::Internal(e.to_string()))?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("interrupted: stopping after the current object");
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
+    let outcome = Arc::new(Mutex::new((summary, None)));
+    let lake = LakeSource {
+        bar: progress_bar(&objects, options.progress),
+        objects,
+        bucket,
+        client,
+        runtime: tokio::runtime::Handle::current(),
+        state: options.state.clone(),
+        batch_size: config.source.decoding().batch_max_records.max(1),
+        outcome: outcome.clone(),
+    };
+    let plan = RunPlan {
+        source: Some(Box::new(lake)),
+        overrides: Overrides {
+            skip_routes: vec!["raw".into()],
+        },
+        daemon: false,
+    };
+    let ran = runner::run_plan(config, plan, Arc::new(AtomicBool::new(false))).await;
+    let (summary, error) = std::mem::take(&mut *lock(&outcome));
+    match (error, ran) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(e.into()),
+        (None, Ok(())) => Ok(summary),
     }
-    let bar = progress_bar(&objects, options.progress);
-    let batch_size = config.source.decoding().batch_max_records.max(1);
-    let started = Instant::now();
-    let mut result = Ok(());
-    for object in &objects {
-        if stop.load(Ordering::Relaxed) {
-            summary.interrupted = true;
-            break;
-        }
-        let messages = match read_object(&client, &bucket, object).await {
-            Ok(Some(messages)) => messages,
-            Ok(None) => {
-                let subject = url(&bucket, &object.key);
-                health::global().raise(
-                    FailState::S3MissingFile,
-                    &subject,
-                    "the object was listed (or named) but is not there; it is skipped. If it was moved, backfill its new location.",
-                );
-                summary.missing.push(subject);
-                bar.inc(object.size);
-                continue;
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        };
-        let count = messages.len() as u64;
-        let sender = tx.clone();
-        let flush_router = router.clone();
-        let delivered =
-            tokio::task::spawn_blocking(move || feed(messages, batch_size, &sender, &flush_router))
-                .await
-                .map_err(|e| runner::RunError::Internal(e.to_string()))?;
-        if !delivered {
-            result = Err(BackfillError::Undelivered {
-                bucket: bucket.clone(),
-                key: object.key.clone(),
-            });
-            break;
-        }
-        append_state(&options.state, &url(&bucket, &object.key))?;
-        summary.objects += 1;
-        summary.records += count;
-        summary.bytes += object.size;
-        bar.inc(object.size);
-        let rate = summary.records as f64 / started.elapsed().as_secs_f64().max(0.001);
-        bar.set_message(format!(
-            "objects {}/{} · {} records · {:.0} records/s",
-            summary.objects + summary.already_done,
-            summary.listed,
-            summary.records,
-            rate
-        ));
-    }
-    bar.finish();
-    // Close the chain's windows (metrics) and write everything out.
-    let _ = tx.send(PipelineInput::End {
-        complete: result.is_ok() && !summary.interrupted,
-    });
-    drop(tx);
-    tokio::task::spawn_blocking(move || pipeline_thread.join())
-        .await
-        .map_err(|e| runner::RunError::Internal(e.to_string()))?
-        .map_err(|_| runner::RunError::Internal("the pipeline thread panicked".into()))?;
-    for sink in sinks {
-        sink.task.abort();
-    }
-    result.map(|()| summary)
 }
 
-/// Send one object's messages through the pipeline, flush the sinks, and wait until every
-/// batch is complete. True if all were delivered.
+/// The lake's raw objects as a source: each object's lines become the messages they were,
+/// batch by batch; after an object the sinks write out what they hold (so no lake object
+/// spans two raw objects), and once all of it is delivered its key is saved as done.
+struct LakeSource {
+    objects: Vec<Listed>,
+    bucket: String,
+    client: aws_sdk_s3::Client,
+    /// For the S3 reads, from the source's own thread.
+    runtime: tokio::runtime::Handle,
+    state: PathBuf,
+    batch_size: usize,
+    bar: ProgressBar,
+    /// What it did, and the error it stopped on, for the command to report.
+    outcome: Arc<Mutex<(BackfillSummary, Option<BackfillError>)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SourceKind for LakeSource {
+    fn check(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
+
+    fn decoding(&self) -> DecodingConfig {
+        DecodingConfig::default()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} raw objects in s3://{}", self.objects.len(), self.bucket)
+    }
+
+    fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
+        let (complete, result) = self.read_all(&links);
+        self.bar.finish();
+        // Close the chain's windows (metrics) when every object was read.
+        let _ = links.pipeline.send(PipelineInput::End { complete });
+        result.map_err(|e| {
+            let message = e.to_string();
+            lock(&self.outcome).1 = Some(e);
+            SourceError::Failed {
+                kind: "lake",
+                message,
+            }
+        })
+    }
+}
+
+impl LakeSource {
+    /// Read every object until one fails or `links.stop`; whether all were read.
+    fn read_all(&self, links: &SourceLinks) -> (bool, Result<(), BackfillError>) {
+        let started = Instant::now();
+        for object in &self.objects {
+            if links.stop.load(Ordering::Relaxed) {
+                lock(&self.outcome).0.interrupted = true;
+                return (false, Ok(()));
+            }
+            let subject = url(&self.bucket, &object.key);
+            let read = self
+                .runtime
+                .block_on(read_object(&self.client, &self.bucket, object));
+            let messages = match read {
+                Ok(Some(messages)) => messages,
+                Ok(None) => {
+                    health::global().raise(
+                        FailState::S3MissingFile,
+                        &subject,
+                        "the object was listed (or named) but is not there; it is skipped. If it was moved, backfill its new location.",
+                    );
+                    lock(&self.outcome).0.missing.push(subject);
+                    self.bar.inc(object.size);
+                    continue;
+                }
+                Err(e) => return (false, Err(e)),
+            };
+            let count = messages.len() as u64;
+            links.stats.consumed.fetch_add(count, Ordering::Relaxed);
+            if !feed(messages, self.batch_size, &links.pipeline) {
+                let e = BackfillError::Undelivered {
+                    bucket: self.bucket.clone(),
+                    key: object.key.clone(),
+                };
+                return (false, Err(e));
+            }
+            if let Err(e) = append_state(&self.state, &subject) {
+                return (false, Err(e));
+            }
+            let mut outcome = lock(&self.outcome);
+            let summary = &mut outcome.0;
+            summary.objects += 1;
+            summary.records += count;
+            summary.bytes += object.size;
+            self.bar.inc(object.size);
+            let rate = summary.records as f64 / started.elapsed().as_secs_f64().max(0.001);
+            self.bar.set_message(format!(
+                "objects {}/{} · {} records · {:.0} records/s",
+                summary.objects + summary.already_done,
+                summary.listed,
+                summary.records,
+                rate
+            ));
+        }
+        (true, Ok(()))
+    }
+}
+
+/// Send one object's messages through the pipeline, have the sinks write out what they
+/// hold, and wait until every batch is complete. True if all were delivered.
 fn feed(
     messages: Vec<crate::event::RawMessage>,
     batch_size: usize,
     tx: &std::sync::mpsc::SyncSender<PipelineInput>,
-    router: &Router,
 ) -> bool {
     let (mut issuer, mut completions) = AckIssuer::new();
     let mut issued = 0usize;
@@ -250,32 +296,18 @@ fn feed(
         }
         let ack = issuer.issue(offsets);
         issued += 1;
-        if tx
-            .send(PipelineInput::Batch(SourceBatch {
-                messages: batch,
-                ack,
-                progress: None,
-            }))
-            .is_err()
-        {
+        let batch = SourceBatch {
+            messages: batch,
+            ack,
+            progress: None,
+        };
+        if tx.send(PipelineInput::Batch(batch)).is_err() {
             return false;
         }
     }
-    // The channel has no buffer: once this empty batch is taken, the pipeline has routed
-    // everything before it, so the flush below reaches each sink after those records.
-    let barrier = issuer.issue(BatchOffsets::default());
-    issued += 1;
-    if tx
-        .send(PipelineInput::Batch(SourceBatch {
-            messages: Vec::new(),
-            ack: barrier,
-            progress: None,
-        }))
-        .is_err()
-    {
+    if tx.send(PipelineInput::Flush).is_err() {
         return false;
     }
-    router.flush_all_blocking();
     let mut delivered = true;
     for _ in 0..issued {
         match completions.blocking_recv() {
@@ -284,43 +316,6 @@ fn feed(
         }
     }
     delivered
-}
-
-type Started = (
-    std::sync::Arc<crate::plugin::PluginRuntime>,
-    Vec<SinkHandle>,
-    Arc<Router>,
-    Pipeline,
-);
-
-/// Plugins, sinks (without the `raw` route; S3 sinks rewriting) and the pipeline.
-async fn start_pipeline(config: &Config) -> Result<Started, runner::RunError> {
-    let (runtime, stages) = runner::load_plugins(config)?;
-    let router = Router::new();
-    let capacity = config.pipeline.channel_capacity;
-    // Offsets in the lake are not positions in a durable log: S3 sinks rewrite, relying
-    // on the same input giving the same keys.
-    let input = InputTraits::default();
-    let mut sinks = Vec::new();
-    for (name, sink_config) in &config.sinks {
-        let routes: Vec<String> = sink_config
-            .routes()
-            .iter()
-            .filter(|r| *r != "raw")
-            .cloned()
-            .collect();
-        if routes.is_empty() {
-            continue;
-        }
-        sinks.push(sink::start(name, sink_config, routes, router.clone(), input, capacity).await?);
-    }
-    router.install(&sinks);
-    let stages: Vec<Box<dyn Stage>> = stages
-        .into_iter()
-        .map(|s| Box::new(s) as Box<dyn Stage>)
-        .collect();
-    let pipeline = Pipeline::new(stages, router.clone(), config);
-    Ok((runtime, sinks, router, pipeline))
 }
 
 /// The S3 sink settings (endpoint, region) to read `bucket` with: a sink writing to it,
@@ -457,7 +452,7 @@ async fn read_object(
             Err(e) => return Err(read_error(DisplayErrorContext(e).to_string())),
         }
         attempt += 1;
-        tokio::time::sleep(sink::backoff(
+        tokio::time::sleep(crate::sink::backoff(
             attempt,
             Duration::from_millis(200),
             Duration::from_secs(10),

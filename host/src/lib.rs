@@ -26,5 +26,6 @@ pub mod runner;
 pub mod sink;
 pub mod source;
 pub mod time;
+pub mod topology;
 
 pub use sluice_plugin_sdk::{Attribute, Origin, Record, Route, Value};

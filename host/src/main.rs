@@ -8,6 +8,7 @@ use sluice::codec::{self, DecodeOptions, InvalidJson};
 use sluice::config::{Config, PluginConfig};
 use sluice::generator::{Burst, GenOptions, Generator};
 use sluice::plugin::{PluginRuntime, WasmStage};
+use sluice::topology::Topology;
 use sluice::{Origin, runner, time};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -208,6 +209,8 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
+/// One arm per subcommand, each only turning its arguments into a call of the library:
+/// long as a table of contents is, not as logic.
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Run { config } => {
@@ -300,7 +303,7 @@ fn run(command: Command) -> Result<()> {
 
 fn validate(path: PathBuf) -> Result<()> {
     let config = Config::load(&path)?;
-    let (_runtime, stages) = runner::load_plugins(&config)?;
+    let (_runtime, stages) = sluice::topology::load_plugins(&config)?;
     // What can be checked without sending anything (the alert topic exists and is ours).
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     for (name, sink) in &config.sinks {
@@ -432,6 +435,32 @@ fn inspect(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// The runtime and the stages `plugin test` runs.
+type TestChain = (Arc<PluginRuntime>, Vec<Box<dyn Stage>>);
+
+/// `plugin test PLUGIN.wasm`: the plugin alone, with `--config` as its config table.
+fn one_plugin(path: &std::path::Path, config_json: &str, timeout_ms: u64) -> Result<TestChain> {
+    let config: toml::Table =
+        serde_json::from_str(config_json).context("--config must be a JSON object")?;
+    let runtime = PluginRuntime::new(4, 64)?;
+    let plugin_config = PluginConfig {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".into()),
+        path: path.to_path_buf(),
+        timeout_ms,
+        memory_limit_mb: 64,
+        max_output_factor: 16,
+        on_failure: Default::default(),
+        role: None,
+        config,
+    };
+    let loaded = runtime.load(&plugin_config, path)?;
+    let stage: Box<dyn Stage> = Box::new(WasmStage::new(Arc::new(loaded)));
+    Ok((Arc::new(runtime), vec![stage]))
+}
+
 fn plugin_test(
     plugin: Option<PathBuf>,
     plugin_config: String,
@@ -439,33 +468,13 @@ fn plugin_test(
     timeout_ms: u64,
 ) -> Result<()> {
     let (_runtime, stages) = match (&plugin, &chain_config) {
-        (_, Some(path)) => runner::load_plugins(&Config::load(path)?)?,
-        (Some(path), None) => {
-            let config: toml::Table =
-                serde_json::from_str(&plugin_config).context("--config must be a JSON object")?;
-            let runtime = PluginRuntime::new(4, 64)?;
-            let plugin_config = PluginConfig {
-                name: path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "plugin".into()),
-                path: path.clone(),
-                timeout_ms,
-                memory_limit_mb: 64,
-                max_output_factor: 16,
-                on_failure: Default::default(),
-                role: None,
-                config,
-            };
-            let loaded = runtime.load(&plugin_config, path)?;
-            (Arc::new(runtime), vec![WasmStage::new(Arc::new(loaded))])
+        (_, Some(path)) => {
+            let (runtime, stages, _) = Topology::chain(&Config::load(path)?)?;
+            (runtime, stages)
         }
+        (Some(path), None) => one_plugin(path, &plugin_config, timeout_ms)?,
         (None, None) => bail!("give a PLUGIN.wasm or --chain CONFIG"),
     };
-    let stages: Vec<Box<dyn Stage>> = stages
-        .into_iter()
-        .map(|s| Box::new(s) as Box<dyn Stage>)
-        .collect();
     let mut chain = Chain::new(stages, Duration::from_secs(3600));
     let options = DecodeOptions {
         max_message_bytes: 1 << 20,

@@ -107,6 +107,12 @@ impl Pipeline {
                     self.chain.lose(&lost);
                     self.router.lost_blocking(&lost);
                 }
+                Ok(PipelineInput::Flush) => {
+                    if let Some(held) = self.last_batch.take() {
+                        held.ack();
+                    }
+                    self.router.flush_all_blocking();
+                }
                 Ok(PipelineInput::End { complete }) => {
                     if complete {
                         self.tick(true);

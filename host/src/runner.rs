@@ -1,19 +1,19 @@
-//! Wiring for `sluice run`: load plugins, start sinks, the pipeline and the source, and
-//! shut down in order on SIGTERM/SIGINT — stop consuming, drain, flush, commit, exit.
+//! Running a [`Topology`]: the pipeline and the source on threads of their own, the
+//! daemon's duties (admin endpoint, plugin reloads, systemd), and an orderly shutdown on
+//! SIGTERM/SIGINT — stop consuming, drain, flush, commit, exit. `sluice run` and `sluice
+//! backfill` both run through here.
 
 use crate::admin::{self, AdminError, AdminState};
-use crate::chain::Stage;
 use crate::config::Config;
 use crate::health;
-use crate::pipeline::Pipeline;
-use crate::plugin::PluginStats;
-use crate::plugin::{LoadError, PluginRuntime, WasmStage};
-use crate::reload::Watcher;
-use crate::sink::{self, Router, SinkError};
-use crate::source::SourceStats;
-use crate::source::{PipelineInput, SourceError, SourceLinks};
+use crate::plugin::LoadError;
+use crate::reload::{Reload, Watcher};
+use crate::sink::{SinkError, SinkHandle};
+use crate::source::{PipelineInput, SourceError, SourceKind, SourceLinks, SourceStats};
+use crate::topology::{BuildError, Overrides, Topology};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,189 +35,110 @@ pub enum RunError {
     DrainTimedOut(Duration),
 }
 
-/// The runtime, the chain's stages, and each plugin's counters by name.
-pub type Stages = (
-    Arc<PluginRuntime>,
-    Vec<Box<dyn Stage>>,
-    Vec<(String, Arc<PluginStats>)>,
-);
-
-/// The chain's stages: wasm plugins, or natively compiled ones for `native:` paths.
-pub fn build_stages(config: &Config) -> Result<Stages, LoadError> {
-    let natives: Vec<&crate::config::PluginConfig> = config
-        .plugins
-        .iter()
-        .filter(|p| p.native_name().is_some())
-        .collect();
-    if natives.is_empty() {
-        let (runtime, stages) = load_plugins(config)?;
-        let stats = stages
-            .iter()
-            .map(|s| (s.plugin().name.clone(), s.plugin().stats.clone()))
-            .collect();
-        let stages = stages
-            .into_iter()
-            .map(|s| Box::new(s) as Box<dyn Stage>)
-            .collect();
-        return Ok((runtime, stages, stats));
-    }
-    if natives.len() != config.plugins.len() {
-        return Err(LoadError::Runtime(
-            "a chain is either all `native:` plugins or all wasm files".into(),
-        ));
-    }
-    let runtime = Arc::new(PluginRuntime::new(1, 64)?);
-    let mut stages = Vec::new();
-    for p in &config.plugins {
-        stages.push(native_stage(p)?);
-    }
-    Ok((runtime, stages, Vec::new()))
-}
-
-#[cfg(feature = "native-plugins")]
-fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadError> {
-    use crate::plugin::NativeStage;
-    let json = p.config_json();
-    let init = |e: sluice_plugin_sdk::PluginError| LoadError::Init {
-        name: p.name.clone(),
-        message: e.message,
-    };
-    Ok(match p.native_name() {
-        Some("normalize") => Box::new(
-            NativeStage::<sluice_normalize::Normalize>::new(&p.name, &json)
-                .map_err(init)?
-                .with_role(p.role),
-        ),
-        Some("dedup") => Box::new(
-            NativeStage::<sluice_dedup::Dedup>::new(&p.name, &json)
-                .map_err(init)?
-                .with_role(p.role),
-        ),
-        Some("metrics") => Box::new(
-            NativeStage::<sluice_metrics::Metrics>::new(&p.name, &json)
-                .map_err(init)?
-                .with_role(p.role),
-        ),
-        other => {
-            return Err(LoadError::Runtime(format!(
-                "plugin `{}`: no native plugin {other:?}; native ones are normalize, dedup, metrics",
-                p.name
-            )));
+impl From<BuildError> for RunError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Plugin(e) => RunError::Plugin(e),
+            BuildError::Sink(e) => RunError::Sink(e),
         }
-    })
-}
-
-#[cfg(not(feature = "native-plugins"))]
-fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadError> {
-    Err(LoadError::Runtime(format!(
-        "plugin `{}`: `native:` plugins need a build with the `native-plugins` feature",
-        p.name
-    )))
-}
-
-/// Compile and initialise every plugin of the chain, in order.
-pub fn load_plugins(config: &Config) -> Result<(Arc<PluginRuntime>, Vec<WasmStage>), LoadError> {
-    let max_memory = config
-        .plugins
-        .iter()
-        .map(|p| p.memory_limit_mb)
-        .max()
-        .unwrap_or(64);
-    // Two slots per plugin: the live instance and its replacement after a failure, plus
-    // the instances `load` makes to check each plugin's config.
-    let slots = (config.plugins.len() as u32) * 3 + 2;
-    let runtime = Arc::new(PluginRuntime::new(slots, max_memory)?);
-    let mut stages = Vec::with_capacity(config.plugins.len());
-    for plugin in &config.plugins {
-        let loaded = runtime.load(plugin, &config.resolve(&plugin.path))?;
-        stages.push(WasmStage::new(Arc::new(loaded)));
     }
-    Ok((runtime, stages))
+}
+
+/// What a command runs besides the config.
+pub struct RunPlan {
+    /// The input, when not the config's `[source]` (the backfill reads the lake).
+    pub source: Option<Box<dyn SourceKind>>,
+    pub overrides: Overrides,
+    /// Serve `admin.listen` and reload plugins on SIGHUP and file changes: the daemon's
+    /// duties, not a one-off command's.
+    pub daemon: bool,
+}
+
+impl RunPlan {
+    /// `sluice run`.
+    pub fn daemon() -> RunPlan {
+        RunPlan {
+            source: None,
+            overrides: Overrides::default(),
+            daemon: true,
+        }
+    }
 }
 
 /// Run the configured pipeline until the input ends or `stop` is set.
 pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> {
-    let (runtime, stages, plugin_stats) = build_stages(&config)?;
-    let names: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
-    tracing::info!(plugins = ?names, "plugins loaded");
+    run_plan(config, RunPlan::daemon(), stop).await
+}
 
-    let router = Router::new();
-    let input = config.source.input_traits();
-    let mut sinks = Vec::with_capacity(config.sinks.len());
-    for (name, sink_config) in &config.sinks {
-        sinks.push(
-            sink::start(
-                name,
-                sink_config,
-                sink_config.routes().to_vec(),
-                router.clone(),
-                input,
-                config.pipeline.channel_capacity,
-            )
-            .await?,
-        );
-    }
-    router.install(&sinks);
-
-    let plugin_stats_for_reload = plugin_stats.iter().map(|(_, s)| s.clone()).collect();
-    let pipeline = Pipeline::new(stages, router.clone(), &config);
+/// Run `plan` over `config`'s chain and sinks: start them, feed them from the source on a
+/// thread of its own, and shut down in order once the source ends.
+pub async fn run_plan(
+    config: Config,
+    plan: RunPlan,
+    stop: Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    let source: Box<dyn SourceKind> = plan
+        .source
+        .unwrap_or_else(|| Box::new(config.source.clone()));
+    let topology = Topology::build(&config, source.input_traits(), &plan.overrides).await?;
     let source_stats = Arc::new(SourceStats::default());
-    if !config.admin.listen.trim().is_empty() {
+    if plan.daemon && !config.admin.listen.trim().is_empty() {
         let state = Arc::new(AdminState {
             source: source_stats.clone(),
-            plugins: plugin_stats,
-            pipeline: pipeline.stats.clone(),
-            sinks: sinks
+            plugins: topology.plugin_stats.clone(),
+            pipeline: topology.pipeline.stats.clone(),
+            sinks: topology
+                .sinks
                 .iter()
                 .map(|s| (s.name.clone(), s.stats.clone()))
                 .collect(),
         });
         admin::serve(&config.admin.listen, state).await?;
     }
+    let Topology {
+        runtime,
+        plugin_stats,
+        sinks,
+        pipeline,
+        ..
+    } = topology;
     let (tx, rx) = std::sync::mpsc::sync_channel::<PipelineInput>(config.pipeline.channel_capacity);
-    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
-    let (hup_tx, hup_rx) = std::sync::mpsc::channel();
+    let reloads = plan.daemon.then(|| {
+        let stats = plugin_stats.iter().map(|(_, s)| s.clone()).collect();
+        start_reloads(&config, runtime, stats)
+    });
+    let (reload_rx, hup_tx) = match reloads.transpose()? {
+        Some((rx, hup)) => (Some(rx), Some(hup)),
+        None => (None, None),
+    };
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
         // Plugins run on this thread: leave room far beyond the wasm stack limit.
         .stack_size(16 << 20)
-        .spawn(move || pipeline.run(rx, Some(reload_rx)))
-        .map_err(|e| RunError::Internal(e.to_string()))?;
-    let watcher = Watcher::new(
-        config.clone(),
-        runtime.clone(),
-        plugin_stats_for_reload,
-        reload_tx,
-    );
-    std::thread::Builder::new()
-        .name("plugin-reload".into())
-        .spawn(move || watcher.run(hup_rx))
+        .spawn(move || pipeline.run(rx, reload_rx))
         .map_err(|e| RunError::Internal(e.to_string()))?;
 
-    let source_config = config.source.clone();
     let drain_timeout = Duration::from_millis(config.pipeline.drain_timeout_ms);
     // When the source began to stop, plus the drain timeout: the whole shutdown's bound.
     let shutdown_deadline = Arc::new(std::sync::OnceLock::new());
-    let deadline_out = shutdown_deadline.clone();
-    let source_stop = stop.clone();
-    let stats = source_stats.clone();
+    let links = SourceLinks {
+        pipeline: tx,
+        stop: stop.clone(),
+        stats: source_stats,
+        shutdown: (drain_timeout, shutdown_deadline),
+    };
     let source_thread = std::thread::Builder::new()
         .name("source".into())
-        .spawn(move || {
-            source_config.kind().run(SourceLinks {
-                pipeline: tx,
-                stop: source_stop,
-                stats,
-                shutdown: (drain_timeout, deadline_out),
-            })
-        })
+        .spawn(move || source.run(links))
         .map_err(|e| RunError::Internal(e.to_string()))?;
 
     health::global().set_started(true);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     spawn_watchdog();
     spawn_signal_handler(stop.clone());
-    spawn_hangup_handler(hup_tx);
+    if let Some(hup_tx) = hup_tx {
+        spawn_hangup_handler(hup_tx);
+    }
 
     let source_result = tokio::task::spawn_blocking(move || source_thread.join())
         .await
@@ -226,9 +147,37 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
     health::global().set_started(false);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
-    // The source has committed what completed. The pipeline flushes the sinks; a sink
-    // that cannot deliver (an outage) is not waited for past the drain timeout: what it
-    // holds is not committed and is replayed after the restart.
+    shut_down(pipeline_thread, sinks, drain_timeout).await?;
+    source_result?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The plugin watcher on a thread of its own: the pipeline's reloads, and the channel
+/// SIGHUP asks it through.
+fn start_reloads(
+    config: &Config,
+    runtime: Arc<crate::plugin::PluginRuntime>,
+    stats: Vec<Arc<crate::plugin::PluginStats>>,
+) -> Result<(Receiver<Reload>, Sender<()>), RunError> {
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
+    let (hup_tx, hup_rx) = std::sync::mpsc::channel();
+    let watcher = Watcher::new(config.clone(), runtime, stats, reload_tx);
+    std::thread::Builder::new()
+        .name("plugin-reload".into())
+        .spawn(move || watcher.run(hup_rx))
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+    Ok((reload_rx, hup_tx))
+}
+
+/// The source has committed what completed. The pipeline flushes the sinks; a sink that
+/// cannot deliver (an outage) is not waited for past the drain timeout: what it holds is
+/// not committed and is replayed after the restart.
+async fn shut_down(
+    pipeline_thread: std::thread::JoinHandle<()>,
+    sinks: Vec<SinkHandle>,
+    drain_timeout: Duration,
+) -> Result<(), RunError> {
     let stopped_at = std::time::Instant::now();
     let pipeline_done = tokio::task::spawn_blocking(move || pipeline_thread.join());
     let flushed = tokio::time::timeout(
@@ -240,19 +189,11 @@ pub async fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), RunError> 
         sink.task.abort();
     }
     match flushed {
-        Ok(joined) => {
-            joined
-                .map_err(|e| RunError::Internal(e.to_string()))?
-                .map_err(|_| RunError::Internal("the pipeline thread panicked".into()))?;
-        }
-        Err(_) => {
-            source_result?;
-            return Err(RunError::DrainTimedOut(drain_timeout));
-        }
+        Ok(joined) => joined
+            .map_err(|e| RunError::Internal(e.to_string()))?
+            .map_err(|_| RunError::Internal("the pipeline thread panicked".into())),
+        Err(_) => Err(RunError::DrainTimedOut(drain_timeout)),
     }
-    source_result?;
-    tracing::info!("stopped cleanly");
-    Ok(())
 }
 
 fn spawn_signal_handler(stop: Arc<AtomicBool>) {

@@ -60,6 +60,29 @@ crate::registry::registry! {
     }
 }
 
+/// The configured source runs as its kind.
+impl SourceKind for SourceConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        SourceConfig::check(self)
+    }
+
+    fn decoding(&self) -> DecodingConfig {
+        self.kind().decoding()
+    }
+
+    fn input_traits(&self) -> InputTraits {
+        self.kind().input_traits()
+    }
+
+    fn describe(&self) -> String {
+        self.kind().describe()
+    }
+
+    fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
+        self.kind().run(links)
+    }
+}
+
 impl SourceConfig {
     /// Checks that need no network: `Err((key, message))`.
     pub fn check(&self) -> Result<(), (String, String)> {
@@ -157,6 +180,10 @@ pub enum PipelineInput {
     /// The source lost these partitions (its group session timed out), after every batch
     /// of them already sent: sinks drop what they hold of them (see `SinkInput::Lost`).
     Lost(Vec<(String, i32)>),
+    /// Write out what the sinks buffer now, after everything sent before (a source whose
+    /// unit of work is larger than a batch — the lake's objects — cuts the lake's objects
+    /// where its own end). The last batch's handle is released first.
+    Flush,
     /// No more input. `complete` is true when the input really ended (end of a file), so
     /// open windows should be closed; false on shutdown of an endless source.
     End {
