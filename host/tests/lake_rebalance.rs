@@ -8,8 +8,8 @@ mod common;
 
 use common::group::*;
 use common::lake::*;
-use common::{Host, consume, create_topic, kafka_sink_toml, kafka_source_toml, plugin};
-use common::{produce, unique};
+use common::produce;
+use common::{Host, consume};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -64,44 +64,7 @@ impl Stream {
     }
 }
 
-struct Setup {
-    source: String,
-    group: String,
-    cleaned: String,
-    prefix: String,
-}
-
-impl Setup {
-    fn new(name: &str) -> Setup {
-        let setup = Setup {
-            source: unique(&format!("{name}-src")),
-            group: unique(name),
-            cleaned: unique(&format!("{name}-cleaned")),
-            prefix: unique(name),
-        };
-        create_topic(&setup.source, PARTITIONS);
-        create_topic(&setup.cleaned, PARTITIONS);
-        setup
-    }
-
-    /// A host of the group: normalize; raw and cleaned to the lake through `s3_endpoint` at
-    /// the default rotation and idle settings; cleaned and dead letters to Kafka.
-    fn config(&self, s3_endpoint: &str) -> String {
-        let dlq = unique("lake-rebalance-dlq");
-        create_topic(&dlq, 1);
-        let mut c = kafka_source_toml(&self.source, &self.group, "");
-        c.push_str(&format!(
-            "\n[[plugins]]\nname = \"normalize\"\npath = \"{}\"\n",
-            plugin("normalize").display()
-        ));
-        c.push_str(&kafka_sink_toml("cleaned", &self.cleaned, "cleaned"));
-        c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
-        for table in ["raw", "cleaned"] {
-            c.push_str(&lake_sink_toml(table, &self.prefix, s3_endpoint, ""));
-        }
-        c
-    }
-
+impl LakeGroup {
     /// Wait until the Kafka sink has every line (the lake waits for a cut, the idle flush or
     /// the hosts' shutdown).
     fn wait_for_cleaned(&self, n: usize) {
@@ -159,8 +122,8 @@ impl Setup {
 
 #[test]
 fn scale_out_then_in_keeps_every_record_in_the_lake_exactly_once() {
-    let setup = Setup::new("lake-scale");
-    let config = setup.config(&endpoint());
+    let setup = LakeGroup::new("lake-scale", PARTITIONS);
+    let config = setup.config(&endpoint(), "");
     let stream = Stream::start(&setup.source);
     let watch = OffsetWatch::start(&setup.source, &setup.group, PARTITIONS);
     let mut a = Host::start(&config);
@@ -185,18 +148,18 @@ fn scale_out_then_in_keeps_every_record_in_the_lake_exactly_once() {
 
 #[test]
 fn an_s3_outage_during_a_rebalance_never_writes_a_revoked_partition_late() {
-    let setup = Setup::new("lake-revoke-outage");
+    let setup = LakeGroup::new("lake-revoke-outage", PARTITIONS);
     let proxy = S3Proxy::start(&endpoint());
     let stream = Stream::start(&setup.source);
     let watch = OffsetWatch::start(&setup.source, &setup.group, PARTITIONS);
     // A writes through a proxy that fails on demand: an S3 outage for A alone.
-    let mut a = Host::start(&setup.config(&proxy.url()));
+    let mut a = Host::start(&setup.config(&proxy.url(), ""));
     wait_for_log(&a, "partitions assigned", Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(4));
 
     // A cannot reach S3 while B takes a partition from it, works on it and leaves.
     proxy.set_up(false);
-    let direct = setup.config(&endpoint());
+    let direct = setup.config(&endpoint(), "");
     let mut b = Host::start(&direct);
     wait_for_log(&a, "partitions revoked", Duration::from_secs(30));
     // A's drain times out (10 s), then B owns the partition.

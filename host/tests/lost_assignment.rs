@@ -12,59 +12,15 @@ mod common;
 
 use common::group::*;
 use common::lake::*;
-use common::{Host, consume, create_topic, kafka_sink_toml, kafka_source_toml, plugin};
-use common::{committed_offsets, produce, unique};
+use common::{Host, consume};
+use common::{committed_offsets, produce};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 3;
 const LINES: usize = 3_000;
 
-struct Setup {
-    source: String,
-    group: String,
-    cleaned: String,
-    prefix: String,
-}
-
-impl Setup {
-    fn new(name: &str) -> Setup {
-        let setup = Setup {
-            source: unique(&format!("{name}-src")),
-            group: unique(name),
-            cleaned: unique(&format!("{name}-cleaned")),
-            prefix: unique(name),
-        };
-        create_topic(&setup.source, PARTITIONS);
-        create_topic(&setup.cleaned, PARTITIONS);
-        setup
-    }
-
-    /// A host of the group: normalize; raw and cleaned to the lake through `s3_endpoint` at
-    /// the default rotation and idle settings; cleaned and dead letters to Kafka.
-    /// `options` are librdkafka consumer properties.
-    fn config(&self, s3_endpoint: &str, options: &str) -> String {
-        let dlq = unique("lost-assignment-dlq");
-        create_topic(&dlq, 1);
-        let mut c = kafka_source_toml(&self.source, &self.group, "");
-        // `[source.options]` must follow the source's own keys, before `[pipeline]`.
-        c = c.replacen(
-            "\n[pipeline]",
-            &format!("\n[source.options]\n{options}\n\n[pipeline]"),
-            1,
-        );
-        c.push_str(&format!(
-            "\n[[plugins]]\nname = \"normalize\"\npath = \"{}\"\n",
-            plugin("normalize").display()
-        ));
-        c.push_str(&kafka_sink_toml("cleaned", &self.cleaned, "cleaned"));
-        c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
-        for table in ["raw", "cleaned"] {
-            c.push_str(&lake_sink_toml(table, &self.prefix, s3_endpoint, ""));
-        }
-        c
-    }
-
+impl LakeGroup {
     /// Wait until the cleaned topic holds `n` messages (replays repeat lines there).
     fn wait_for_cleaned_messages(&self, n: usize, logs: impl Fn() -> String) {
         let started = Instant::now();
@@ -95,7 +51,7 @@ impl Setup {
 
 #[test]
 fn a_host_that_lost_its_partitions_never_writes_them_to_the_lake() {
-    let setup = Setup::new("lost-assignment");
+    let setup = LakeGroup::new("lost-assignment", PARTITIONS);
     // Keyed by line number, so every partition gets lines.
     let backlog: Vec<(Option<String>, Vec<u8>)> = lines(LINES)
         .into_iter()

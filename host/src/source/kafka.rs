@@ -102,13 +102,7 @@ impl SourceKind for KafkaSourceConfig {
     }
 
     fn decoding(&self) -> DecodingConfig {
-        let c = self;
-        DecodingConfig::new(
-            c.batch_max_records,
-            c.batch_max_wait_ms,
-            c.max_message_bytes,
-            c.invalid_json,
-        )
+        super::decoding_keys!(self)
     }
 
     /// A Kafka log replays the same records at the same offsets.

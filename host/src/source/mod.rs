@@ -17,6 +17,20 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The shared decoding keys (`batch_max_records`, `batch_max_wait_ms`, `max_message_bytes`,
+/// `invalid_json`) of a source config, which every source config names alike.
+macro_rules! decoding_keys {
+    ($config:expr) => {
+        $crate::source::DecodingConfig::new(
+            $config.batch_max_records,
+            $config.batch_max_wait_ms,
+            $config.max_message_bytes,
+            $config.invalid_json,
+        )
+    };
+}
+pub(crate) use decoding_keys;
+
 /// A kind of source, implemented by its config struct: what `[source] type = "…"` runs.
 pub trait SourceKind: Send + Sync {
     /// Checks that need no network: `Err((key, message))`.

@@ -40,13 +40,7 @@ impl SourceKind for StdinSourceConfig {
     }
 
     fn decoding(&self) -> DecodingConfig {
-        let c = self;
-        DecodingConfig::new(
-            c.batch_max_records,
-            c.batch_max_wait_ms,
-            c.max_message_bytes,
-            c.invalid_json,
-        )
+        super::decoding_keys!(self)
     }
 
     fn describe(&self) -> String {

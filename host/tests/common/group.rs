@@ -1,7 +1,8 @@
 //! Watching a consumer group from outside while hosts join, leave and stall: its committed
 //! offsets over time, the topic's ends, and what the hosts' logs say.
 
-use super::{Host, brokers};
+use super::lake::lake_sink_toml;
+use super::{Host, brokers, create_topic, kafka_sink_toml, kafka_source_toml, plugin, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -111,5 +112,55 @@ pub fn wait_for_log(host: &Host, text: &str, timeout: Duration) {
             host.log()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One consumer group of hosts over a source topic: normalize; raw and cleaned to the lake
+/// (its own prefix) at the default rotation and idle settings; cleaned and dead letters to
+/// Kafka.
+pub struct LakeGroup {
+    pub source: String,
+    pub group: String,
+    pub cleaned: String,
+    pub prefix: String,
+}
+
+impl LakeGroup {
+    pub fn new(name: &str, partitions: i32) -> LakeGroup {
+        let setup = LakeGroup {
+            source: unique(&format!("{name}-src")),
+            group: unique(name),
+            cleaned: unique(&format!("{name}-cleaned")),
+            prefix: unique(name),
+        };
+        create_topic(&setup.source, partitions);
+        create_topic(&setup.cleaned, partitions);
+        setup
+    }
+
+    /// A host's config, writing the lake through `s3_endpoint`; `options` are librdkafka
+    /// consumer properties (`key = "value"` lines), or empty.
+    pub fn config(&self, s3_endpoint: &str, options: &str) -> String {
+        let dlq = unique(&format!("{}-dlq", self.group));
+        create_topic(&dlq, 1);
+        let mut c = kafka_source_toml(&self.source, &self.group, "");
+        if !options.is_empty() {
+            // `[source.options]` must follow the source's own keys, before `[pipeline]`.
+            c = c.replacen(
+                "\n[pipeline]",
+                &format!("\n[source.options]\n{options}\n\n[pipeline]"),
+                1,
+            );
+        }
+        c.push_str(&format!(
+            "\n[[plugins]]\nname = \"normalize\"\npath = \"{}\"\n",
+            plugin("normalize").display()
+        ));
+        c.push_str(&kafka_sink_toml("cleaned", &self.cleaned, "cleaned"));
+        c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+        for table in ["raw", "cleaned"] {
+            c.push_str(&lake_sink_toml(table, &self.prefix, s3_endpoint, ""));
+        }
+        c
     }
 }

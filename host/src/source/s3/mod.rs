@@ -54,13 +54,7 @@ impl SourceKind for S3SourceConfig {
     }
 
     fn decoding(&self) -> DecodingConfig {
-        let c = self;
-        DecodingConfig::new(
-            c.batch_max_records,
-            c.batch_max_wait_ms,
-            c.max_message_bytes,
-            c.invalid_json,
-        )
+        crate::source::decoding_keys!(self)
     }
 
     /// Offsets are line numbers of objects, not positions in a durable log: sinks rewrite
