@@ -200,15 +200,21 @@ athena_table = "sluice.logs"
                 time.sleep(0.5)
                 continue
             acked = sum(m.get("sluice_sink_acknowledged_total", 0) for m in ms)
-            lag = sum(m.get("sluice_source_lag", 0) for m in ms)
             inflight = sum(m.get("sluice_sink_in_flight_bytes", 0) for m in ms)
             consumed = sum(m.get("sluice_source_consumed_total", 0) for m in ms)
+            failing = sum(m.get('sluice_fail_state_active{state="SinkUnavailable"}', 0)
+                          + m.get('sluice_fail_state_active{state="KafkaUnavailable"}', 0)
+                          for m in ms)
+            # Not sluice_source_lag: it keeps the value of the last batch once the
+            # partitions are read to the end (seen: 595 after consuming all 5,000).
             key = (acked, consumed, self.aws.bytes, self.search.bytes)
             if key != last:
                 last, since = key, time.monotonic()
-            self.last_progress = {"acked": acked, "lag": lag, "in_flight": inflight,
-                                  "consumed": consumed}
-            if lag == 0 and inflight == 0 and consumed > 0 and time.monotonic() - since >= settle:
+            self.last_progress = {"acked": acked, "in_flight": inflight, "consumed": consumed,
+                                  "failing": failing,
+                                  "lag_gauge": sum(m.get("sluice_source_lag", 0) for m in ms)}
+            if inflight == 0 and failing == 0 and consumed > 0 \
+                    and time.monotonic() - since >= settle:
                 return True
             time.sleep(0.5)
         return False
@@ -263,12 +269,12 @@ athena_table = "sluice.logs"
 def kill9(t: Trial, rng: random.Random) -> None:
     """kill -9 the host at random points while records flow, N times, then a clean drain."""
     n, count = t.h.args.kills, t.h.args.records
-    rate = max(50, count // max(8, int(n * 2.5)))
+    # Spread the input over the kills (a restart takes ~5 s plus the 6-s session timeout).
+    rate = max(50, count // max(8, n * 8))
     t.start_host()
     t.generate(count, rate)
-    produce_s = count / rate
     for i in range(n):
-        t.sleep_while_generating(rng.uniform(0.5, max(1.0, produce_s / n)))
+        t.sleep_while_generating(rng.uniform(0.5, 6.0))
         for x in t.live():
             t.kill9(x)
         t.start_host()

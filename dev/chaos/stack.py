@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -122,6 +123,29 @@ class Kafka:
             i = nl + 1 + size + 1
             out.append({"partition": int(part), "offset": int(off), "value": value,
                         "headers": hdrs})
+        return out
+
+    def committed_lag(self, group: str, topic: str, stack_dir: str) -> dict | None:
+        """Per partition of `topic`: what `group` committed and the log end (Kafka's own
+        ConsumerGroupCommand from the local stack; None when it is not installed)."""
+        java = shutil.which("java")
+        libs = Path(stack_dir) / "kafka" / "libs"
+        if not java or not libs.is_dir():
+            return None
+        r = run([java, "-cp", f"{libs}/*",
+                 "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+                 "--bootstrap-server", self.brokers, "--describe", "--group", group],
+                check=False, timeout=120)
+        out = {}
+        for line in r.stdout.decode().splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0] == group and f[1] == topic:
+                cur = int(f[3]) if f[3].isdigit() else -1
+                out[int(f[2])] = {"committed": cur, "end": int(f[4])}
+        ends = self.end_offsets(topic)
+        for p, end in ends.items():
+            if end > 0 and p not in out:
+                out[p] = {"committed": -1, "end": end}
         return out
 
     def produce(self, topic: str, lines: list[tuple[bytes, bytes]], partition: int | None = None):
