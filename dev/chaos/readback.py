@@ -43,7 +43,7 @@ class Truth:
         self.event_id: dict[tuple[int, int], str] = {}
         self.expected_cleaned: set[tuple[int, int]] = set()   # first copy of each line
         self.input_duplicates: set[tuple[int, int]] = set()   # exact repeats (dedup drops)
-        self.windows: collections.Counter = collections.Counter()
+        window_of: dict[tuple[int, int], tuple[str, int]] = {}
         seen: set[bytes] = set()
         for m in sorted(source_msgs, key=lambda m: (m["partition"], m["offset"])):
             o = (m["partition"], m["offset"])
@@ -62,8 +62,10 @@ class Truth:
                 if isinstance(j, dict) and isinstance(j.get("event_id"), str):
                     self.event_id[o] = j["event_id"]
                     t = parse_ts(j.get("ts", "")) if isinstance(j.get("ts"), str) else None
-                    if t is not None and isinstance(j.get("service"), str):
-                        self.windows[(j["service"], int(t // WINDOW_S) * WINDOW_S)] += 1
+                    # Hostile lines (1970, 2100) are late or far ahead: no window expected.
+                    hostile = j["event_id"].startswith("hostile-")
+                    if t is not None and isinstance(j.get("service"), str) and not hostile:
+                        window_of[o] = (j["service"], int(t // WINDOW_S) * WINDOW_S)
         # Dead letters of this source, by origin, with their reasons.
         self.dead: dict[tuple[int, int], str] = {}
         self.dlq_total = len(dlq_msgs)
@@ -75,6 +77,9 @@ class Truth:
             reason = re.search(r"sluice\.dlq\.reason=(.*?)(,sluice\.|$)", h)
             if t and p and off and t.group(1) == source_topic:
                 self.dead[(int(p.group(1)), int(off.group(1)))] = reason.group(1) if reason else ""
+        # Lines per (service, window) that reached the chain's end (not dead-lettered).
+        self.windows: collections.Counter = collections.Counter(
+            w for o, w in window_of.items() if o not in self.dead)
 
     def summary(self) -> dict:
         reasons = collections.Counter(re.sub(r"\d+", "N", r)[:90] for r in self.dead.values())
