@@ -482,20 +482,24 @@ def read_back(t: Trial, sabotage: bool) -> dict:
 def sabotage_sinks(t: Trial, s3) -> None:
     """Debug only (--sabotage): delete one lake object of each table and a few search
     documents before reading back, to show the read-back notices loss."""
+    import urllib.request
+
     for table in ("raw", "cleaned"):
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
             Bucket=t.h.bucket, Prefix=f"{t.prefix}/{table}/") for o in page.get("Contents", [])]
         if keys:
             s3.delete_object(Bucket=t.h.bucket, Key=keys[len(keys) // 2])
             t.log(f"sabotage: deleted s3://{t.h.bucket}/{keys[len(keys) // 2]}")
-    body = json.dumps({"query": {"match_all": {}}, "max_docs": 25}).encode()
-    import urllib.request
-
-    req = urllib.request.Request(f"{t.h.search_url}/{t.index}/_delete_by_query?refresh=true",
-                                 data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    hits = readback._es(t.h.search_url, f"/{t.index}/_search",
+                        {"size": 25, "_source": False, "query": {"match_all": {}}})["hits"]["hits"]
+    bulk = "".join(json.dumps({"delete": {"_index": x["_index"], "_id": x["_id"]}}) + "\n"
+                   for x in hits).encode()
+    req = urllib.request.Request(f"{t.h.search_url}/_bulk?refresh=true", data=bulk, method="POST",
+                                 headers={"Content-Type": "application/x-ndjson"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        t.log(f"sabotage: deleted {json.loads(r.read()).get('deleted')} search documents")
+        items = json.loads(r.read()).get("items", [])
+    t.log(f"sabotage: deleted {sum(1 for i in items if i['delete'].get('result') == 'deleted')} "
+          "search documents")
 
 
 def cleanup(t: Trial) -> None:
