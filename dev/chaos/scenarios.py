@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import readback
 from proxy import FaultProxy
@@ -402,13 +403,20 @@ def broker(t: Trial, rng: random.Random) -> None:
     """Stop the shared broker mid-run (dev/stack down kafka), leave it down a few seconds,
     start it again. This affects everyone using the local stack."""
     count = t.h.args.records
+    # The dev/stack that runs the services: the one beside SLUICE_STACK_DIR (a worktree's
+    # own dev/stack would look for the broker in its own .stack and install a new one).
+    stack_dir = Path(t.h.env.get("SLUICE_STACK_DIR", t.h.root / ".stack"))
+    stack = str(stack_dir.parent / "dev" / "stack")
+    env = {**t.h.env}
+    if not Path(stack).is_file():
+        raise Fatal(f"{stack} not found: set SLUICE_STACK_DIR (eval \"$(dev/stack env)\")")
     t.start_host()
     t.generate(count, max(100, count // 20))
     t.sleep_while_generating(rng.uniform(2, 4))
-    stack = str(t.h.root / "dev" / "stack")
-    env = {**t.h.env}
-    t.log("dev/stack down kafka")
+    t.log(f"{stack} down kafka")
     subprocess.run([stack, "down", "kafka"], env=env, capture_output=True, timeout=120)
+    if t.h.kafka.reachable():
+        raise Fatal(f"{stack} down kafka left the broker running")
     time.sleep(rng.uniform(5, 10))
     r = subprocess.run([stack, "up", "kafka"], env=env, capture_output=True, timeout=300)
     t.log(f"dev/stack up kafka: exit {r.returncode}")

@@ -77,6 +77,10 @@ class Kafka:
         if r.returncode != 0:
             raise Fatal(f"Kafka at {self.brokers} does not answer (kcat -L); start the stack")
 
+    def reachable(self) -> bool:
+        r = run(["kcat", "-b", self.brokers, "-L", "-m", "3"], check=False, timeout=20)
+        return r.returncode == 0 and b"broker" in r.stdout
+
     def partitions(self, topic: str) -> int:
         r = run(["kcat", "-b", self.brokers, "-L", "-t", topic, "-m", "5"], check=False, timeout=20)
         m = re.search(rb'topic "[^"]+" with (\d+) partitions', r.stdout)
