@@ -14,7 +14,7 @@ use crate::topology::{BuildError, Overrides, Topology};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -125,7 +125,7 @@ pub async fn run_plan(
         pipeline: tx,
         stop: stop.clone(),
         stats: source_stats,
-        shutdown: (drain_timeout, shutdown_deadline),
+        shutdown: (drain_timeout, shutdown_deadline.clone()),
     };
     let source_thread = std::thread::Builder::new()
         .name("source".into())
@@ -147,7 +147,10 @@ pub async fn run_plan(
     health::global().set_started(false);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     stop.store(true, Ordering::Relaxed);
-    shut_down(pipeline_thread, sinks, drain_timeout).await?;
+    // The source set when its drain began; the pipeline gets what is left of the same
+    // bound, not a second one.
+    let deadline = *shutdown_deadline.get_or_init(|| Instant::now() + drain_timeout);
+    shut_down(pipeline_thread, sinks, deadline, drain_timeout).await?;
     source_result?;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -176,15 +179,12 @@ fn start_reloads(
 async fn shut_down(
     pipeline_thread: std::thread::JoinHandle<()>,
     sinks: Vec<SinkHandle>,
+    deadline: Instant,
     drain_timeout: Duration,
 ) -> Result<(), RunError> {
-    let stopped_at = std::time::Instant::now();
     let pipeline_done = tokio::task::spawn_blocking(move || pipeline_thread.join());
-    let flushed = tokio::time::timeout(
-        drain_timeout.saturating_sub(stopped_at.elapsed()),
-        pipeline_done,
-    )
-    .await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let flushed = tokio::time::timeout(left, pipeline_done).await;
     for sink in sinks {
         sink.task.abort();
     }

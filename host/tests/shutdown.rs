@@ -105,8 +105,9 @@ fn sigterm_during_a_sink_outage_stops_within_the_drain_timeout_and_commits_nothi
     let asked = Instant::now();
     let status = host.terminate();
     let took = asked.elapsed();
+    // One drain timeout for the whole shutdown (source and sinks), plus the time to exit.
     assert!(
-        took < Duration::from_secs(13),
+        took < Duration::from_millis(5_500),
         "stopping took {took:?} with drain_timeout_ms = 3000\n{}",
         host.log()
     );
