@@ -448,3 +448,68 @@ fn a_cut_inside_one_inputs_outputs_loses_none_of_them_across_a_sigkill() {
         panic!("{report}\n{}", second.log());
     }
 }
+
+/// A replay of records the lake already holds (a new group, or a restart after the lake
+/// was written but before the commit) skips them by the partition's offset marker: one
+/// read of the marker, not one per record.
+#[test]
+fn a_replay_of_what_the_lake_holds_reads_the_marker_once_not_per_record() {
+    let source = unique("lake-replay");
+    let prefix = unique("lake-replay");
+    create_topic(&source, 1);
+    let n = 1_500;
+    produce(&source, &lines(n));
+    let dlq = unique("lake-replay-dlq");
+    create_topic(&dlq, 1);
+    let config = |group: &str, s3_endpoint: &str| {
+        let mut c = common::kafka_source_toml(&source, group, "");
+        c.push_str(&common::kafka_sink_toml("dlq", &dlq, "dlq"));
+        c.push_str(&format!(
+            "\n[[plugins]]\nname = \"normalize\"\npath = \"{}\"\n",
+            common::plugin("normalize").display()
+        ));
+        c.push_str(&lake_sink_toml(
+            "cleaned",
+            &prefix,
+            s3_endpoint,
+            "max_records = 300\nidle_flush_ms = 1000\n",
+        ));
+        c
+    };
+    let mut first = Host::start(&config(&unique("lake-replay-a"), &endpoint()));
+    let rows: usize = wait_for_rows(&prefix, n, Duration::from_secs(90))
+        .iter()
+        .map(|o| o.rows.len())
+        .sum();
+    assert_eq!(rows, n, "{}", first.log());
+    assert!(first.terminate().success(), "{}", first.log());
+
+    // Another group reads the whole topic again, through a proxy that counts requests.
+    let proxy = S3Proxy::start(&endpoint());
+    let group = unique("lake-replay-b");
+    let mut second = Host::start(&config(&group, &proxy.url()));
+    let started = Instant::now();
+    while common::committed(&group, &source) < n as i64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the replay was not committed\n{}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(second.terminate().success(), "{}", second.log());
+    let marker_reads = proxy
+        .requests()
+        .iter()
+        .filter(|(_, line)| line.starts_with("GET ") && line.contains("_sluice/offsets/"))
+        .count();
+    assert!(
+        (1..=3).contains(&marker_reads),
+        "{marker_reads} reads of the offset marker to skip {n} records the lake holds"
+    );
+    let rows: usize = read_parquet(&format!("{prefix}/cleaned/"))
+        .iter()
+        .map(|o| o.rows.len())
+        .sum();
+    assert_eq!(rows, n, "the replay wrote rows again");
+}

@@ -180,13 +180,17 @@ impl Writer {
             };
             let key = (origin.topic.clone(), origin.partition);
             if self.markers {
+                // The marker never moves back: at or below the last one read, the lake has it.
+                if offset <= self.written.get(&key).copied().unwrap_or(-1) {
+                    continue;
+                }
                 if !self.open.contains_key(&key) {
                     // A new segment: what did the lake get last (maybe from another host)?
                     let last = self.read_marker(&key).await;
                     self.written.insert(key.clone(), last);
-                }
-                if offset <= self.written.get(&key).copied().unwrap_or(-1) {
-                    continue;
+                    if offset <= last {
+                        continue;
+                    }
                 }
             }
             let segment = self
