@@ -145,22 +145,14 @@ impl SinkStats {
 }
 
 /// What sinks may rely on about their input, from the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The default is stdin's: no durable offsets, no drain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InputTraits {
     /// A replay gives the same records at the same offsets (a Kafka log), so a sink may
     /// skip by offset what it wrote before. Not so for stdin or a backfill.
     pub durable_offsets: bool,
     /// How long the source waits for the sinks to write out a revoked partition.
     pub rebalance_drain: Duration,
-}
-
-impl Default for InputTraits {
-    fn default() -> Self {
-        InputTraits {
-            durable_offsets: false,
-            rebalance_drain: Duration::ZERO,
-        }
-    }
 }
 
 /// What every sink gets besides its config and input.

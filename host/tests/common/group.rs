@@ -4,7 +4,7 @@
 use super::lake::lake_sink_toml;
 use super::{Host, brokers, create_topic, kafka_sink_toml, kafka_source_toml, plugin, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,16 +24,7 @@ impl OffsetWatch {
     pub fn start(topic: &str, group: &str, partitions: i32) -> OffsetWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
+        let (consumer, tpl) = super::group_reader(group, topic, partitions);
         let thread = std::thread::spawn(move || {
             let mut last: BTreeMap<i32, i64> = BTreeMap::new();
             let mut backwards = Vec::new();

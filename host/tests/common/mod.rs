@@ -365,8 +365,13 @@ pub fn delete_topic(name: &str) {
     }
 }
 
-/// The offsets `group` has committed on partitions `0..partitions` of `topic` (-1: none).
-pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+/// A client that reads what `group` committed (it joins nothing), and partitions
+/// `0..partitions` of `topic` to ask about.
+pub fn group_reader(
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> (BaseConsumer, TopicPartitionList) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", group)
@@ -377,6 +382,12 @@ pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> 
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
+    (consumer, tpl)
+}
+
+/// The offsets `group` has committed on partitions `0..partitions` of `topic` (-1: none).
+pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let (consumer, tpl) = group_reader(group, topic, partitions);
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");

@@ -225,6 +225,23 @@ impl Writer {
         .await;
     }
 
+    /// Drop a segment of a partition the source gave up, unwritten: nothing of the partition
+    /// is committed from its batches, and the rest of them (partitions this host keeps) is
+    /// not failed for it.
+    fn give_up(&self, segment: Segment, why: &str) {
+        tracing::warn!(
+            sink = %self.name,
+            topic = %segment.topic,
+            partition = segment.partition,
+            first_offset = segment.first_offset,
+            records = segment.records,
+            "{why}"
+        );
+        for ack in segment.acks {
+            ack.give_up(&segment.topic, segment.partition);
+        }
+    }
+
     /// The source lost these partitions: their new owner writes what the open segments
     /// hold of them (from the last commit on). Drop the segments unwritten, giving their
     /// batches' share of the partitions up.
@@ -232,19 +249,11 @@ impl Writer {
         for key in partitions {
             // What the lake holds is read again when a segment of it opens here next.
             self.written.remove(key);
-            let Some(segment) = self.open.remove(key) else {
-                continue;
-            };
-            tracing::warn!(
-                sink = %self.name,
-                topic = %segment.topic,
-                partition = segment.partition,
-                first_offset = segment.first_offset,
-                records = segment.records,
-                "partition lost: its open segment is dropped unwritten; the partition's new owner writes these records"
-            );
-            for ack in segment.acks {
-                ack.give_up(&segment.topic, segment.partition);
+            if let Some(segment) = self.open.remove(key) {
+                self.give_up(
+                    segment,
+                    "partition lost: its open segment is dropped unwritten; the partition's new owner writes these records",
+                );
             }
         }
         self.update_in_flight();
@@ -333,19 +342,10 @@ impl Writer {
                     return;
                 }
                 None => {
-                    tracing::warn!(
-                        sink = %self.name,
-                        topic = %segment.topic,
-                        partition = segment.partition,
-                        first_offset = segment.first_offset,
-                        records = segment.records,
-                        "revoked partition not written within the rebalance drain: abandoned; the partition's new owner writes these records"
+                    self.give_up(
+                        segment,
+                        "revoked partition not written within the rebalance drain: abandoned; the partition's new owner writes these records",
                     );
-                    // Nothing of the partition is committed from these batches; the rest
-                    // of them (partitions this host keeps) is not failed for it.
-                    for ack in segment.acks {
-                        ack.give_up(&segment.topic, segment.partition);
-                    }
                     return;
                 }
             }
