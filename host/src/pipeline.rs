@@ -14,7 +14,7 @@ use crate::health::{self, FailState};
 use crate::reload::Reload;
 use crate::role;
 use crate::sink::Router;
-use crate::source::{PipelineInput, SourceBatch};
+use crate::source::{PipelineInput, SourceBatch, SourceKind};
 use crate::{Record, time};
 use sluice_plugin_sdk::Output;
 use std::collections::{HashMap, HashSet};

@@ -76,11 +76,6 @@ impl Retry {
         }
     }
 
-    /// Failed attempts since the last success.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
     /// The destination took what it was given: clear `SinkUnavailable` if it was raised.
     pub fn succeeded(&mut self) {
         if self.attempt > 0 {

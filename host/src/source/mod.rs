@@ -109,15 +109,6 @@ impl SourceConfig {
         }
         self.kind().check()
     }
-
-    /// What the sinks may rely on about this source's input.
-    pub fn input_traits(&self) -> InputTraits {
-        self.kind().input_traits()
-    }
-
-    pub fn decoding(&self) -> DecodingConfig {
-        self.kind().decoding()
-    }
 }
 
 /// Batching and decoding settings every source shares (each source's config carries them
