@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::health::{self, FailState};
 use crate::lake::layout::parse_s3_url;
 use crate::lake::{ObjectName, Table, raw};
+use crate::route::RouteName;
 use crate::runner::{self, RunPlan};
 use crate::sink::SinkConfig;
 use crate::sink::s3;
@@ -158,7 +159,7 @@ pub async fn run(
     let plan = RunPlan {
         source: Some(Box::new(lake)),
         overrides: Overrides {
-            skip_routes: vec!["raw".into()],
+            skip_routes: vec![RouteName::Raw],
         },
         daemon: false,
     };

@@ -4,6 +4,7 @@
 //! Values may reference the environment as `${VAR}` or `${VAR:-default}` (`$$` is a literal
 //! `$`), so one file serves every host and secrets stay out of it. Unknown keys are rejected.
 
+use crate::route::RouteName;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 use serde::Deserialize;
@@ -211,9 +212,6 @@ pub enum OnRemoved {
     Bypass,
 }
 
-/// Route names the host itself understands.
-pub const BUILTIN_ROUTES: &[&str] = &["raw", "cleaned", "metrics", "alerts", "dlq"];
-
 impl Config {
     /// Read, interpolate, parse and check a config file (without loading plugins).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -310,7 +308,7 @@ impl Config {
             sink.check()
                 .map_err(|(key, msg)| self.invalid(format!("sinks.{name}.{key}"), msg))?;
             for route in sink.routes() {
-                if route.trim().is_empty() {
+                if route.as_str().trim().is_empty() {
                     return Err(self.invalid(
                         format!("sinks.{name}.routes"),
                         "route names must not be empty",
@@ -321,7 +319,7 @@ impl Config {
         if !self
             .sinks
             .values()
-            .any(|s| s.routes().iter().any(|r| r == "dlq"))
+            .any(|s| s.routes().contains(&RouteName::Dlq))
         {
             return Err(self.invalid(
                 "sinks",
@@ -335,11 +333,8 @@ impl Config {
     }
 
     /// The routes some sink takes.
-    pub fn routed(&self) -> std::collections::BTreeSet<&str> {
-        self.sinks
-            .values()
-            .flat_map(|s| s.routes().iter().map(String::as_str))
-            .collect()
+    pub fn routed(&self) -> std::collections::BTreeSet<&RouteName> {
+        self.sinks.values().flat_map(|s| s.routes()).collect()
     }
 }
 

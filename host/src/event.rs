@@ -3,6 +3,7 @@
 
 use crate::ack::AckHandle;
 use crate::batch::{Batch, PackedBatch};
+use crate::route::RouteName;
 use crate::{Origin, Record};
 use std::sync::{Arc, OnceLock};
 
@@ -127,7 +128,7 @@ impl Events {
 /// written (or itself dead-lettered); dropping the handle unacknowledged fails the batch.
 #[derive(Debug)]
 pub struct SinkBatch {
-    pub route: Arc<str>,
+    pub route: RouteName,
     pub events: Arc<Events>,
     pub ack: AckHandle,
 }

@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod reload;
 pub mod role;
+pub mod route;
 pub mod runner;
 pub mod sink;
 pub mod source;

@@ -13,6 +13,7 @@ use crate::event::{DeadLetter, Events, Logs, RawMessage};
 use crate::health::{self, FailState};
 use crate::reload::Reload;
 use crate::role;
+use crate::route::RouteName;
 use crate::sink::Router;
 use crate::source::{PipelineInput, SourceBatch, SourceKind};
 use crate::{Record, time};
@@ -51,7 +52,7 @@ pub struct Pipeline {
     /// a tick emits (metrics, alerts) is delivered under it, so a sink that fails to write
     /// it fails that batch and the source stops before committing it, as for any output.
     last_batch: Option<AckHandle>,
-    warned_unrouted: HashSet<String>,
+    warned_unrouted: HashSet<RouteName>,
     /// Per plugin, consecutive successful calls since its last failure.
     healthy_calls: HashMap<String, u32>,
     pub stats: Arc<PipelineStats>,
@@ -174,9 +175,12 @@ impl Pipeline {
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         // With no plugins and nobody taking decoded records, there is nothing to parse:
         // only the raw bytes move (the benchmark's I/O ceiling).
-        if self.chain.is_empty() && !self.router.takes("cleaned") && self.router.takes("raw") {
+        if self.chain.is_empty()
+            && !self.router.takes(&RouteName::Cleaned)
+            && self.router.takes(&RouteName::Raw)
+        {
             self.router
-                .send_blocking("raw", Events::Raw(messages), &ack);
+                .send_blocking(&RouteName::Raw, Events::Raw(messages), &ack);
             ack.ack();
             return;
         }
@@ -216,9 +220,9 @@ impl Pipeline {
         if let Some(progress) = progress {
             self.follow(progress);
         }
-        if self.router.takes("raw") {
+        if self.router.takes(&RouteName::Raw) {
             self.router
-                .send_blocking("raw", Events::Raw(messages), &ack);
+                .send_blocking(&RouteName::Raw, Events::Raw(messages), &ack);
         }
         self.last_batch = Some(ack.clone());
         ack.ack();
@@ -269,33 +273,33 @@ impl Pipeline {
         }
 
         // Group by route, keeping order within each route.
-        let mut by_route: Vec<(String, Vec<Record>)> = Vec::new();
+        let mut by_route: Vec<(RouteName, Vec<Record>)> = Vec::new();
         for record in out.routed {
-            let name = record.route.name();
-            match by_route.iter_mut().find(|(r, _)| r == name) {
+            let name = RouteName::from(&record.route);
+            match by_route.iter_mut().find(|(r, _)| *r == name) {
                 Some((_, records)) => records.push(record),
-                None => by_route.push((name.to_owned(), vec![record])),
+                None => by_route.push((name, vec![record])),
             }
         }
         for (route, records) in by_route {
             self.route(&route, records.into(), ack);
         }
         for batch in out.cleaned {
-            let logs = if self.router.reads_packed("cleaned") {
+            let logs = if self.router.reads_packed(&RouteName::Cleaned) {
                 batch.into()
             } else {
                 batch.into_records().into()
             };
-            self.route("cleaned", logs, ack);
+            self.route(&RouteName::Cleaned, logs, ack);
         }
         if !dead.is_empty() {
             // Config validation guarantees a sink takes `dlq`.
             self.router
-                .send_blocking("dlq", Events::DeadLetters(dead), ack);
+                .send_blocking(&RouteName::Dlq, Events::DeadLetters(dead), ack);
         }
     }
 
-    fn route(&mut self, route: &str, logs: Logs, ack: &AckHandle) {
+    fn route(&mut self, route: &RouteName, logs: Logs, ack: &AckHandle) {
         let count = logs.len() as u64;
         if self.router.send_blocking(route, Events::Logs(logs), ack) {
             self.stats
@@ -303,9 +307,9 @@ impl Pipeline {
                 .fetch_add(count, Ordering::Relaxed);
         } else {
             self.stats.unrouted.fetch_add(count, Ordering::Relaxed);
-            if self.warned_unrouted.insert(route.to_owned()) {
+            if self.warned_unrouted.insert(route.clone()) {
                 tracing::warn!(
-                    route,
+                    %route,
                     "records were emitted on a route no sink takes; they are dropped (add the route to a sink's `routes` to keep them)"
                 );
             }

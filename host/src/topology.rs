@@ -7,6 +7,7 @@ use crate::chain::Stage;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::plugin::{LoadError, PluginRuntime, PluginStats, WasmStage};
+use crate::route::RouteName;
 use crate::sink::{self, InputTraits, Router, SinkError, SinkHandle};
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ pub enum BuildError {
 pub struct Overrides {
     /// Routes no sink takes in this run: a backfill does not write `raw`, its objects are
     /// the input.
-    pub skip_routes: Vec<String>,
+    pub skip_routes: Vec<RouteName>,
 }
 
 /// The plugins, sinks and pipeline of one run.
@@ -52,7 +53,7 @@ impl Topology {
         let router = Router::new();
         let mut sinks = Vec::with_capacity(config.sinks.len());
         for (name, sink_config) in &config.sinks {
-            let routes: Vec<String> = sink_config
+            let routes: Vec<RouteName> = sink_config
                 .routes()
                 .iter()
                 .filter(|r| !overrides.skip_routes.contains(r))

@@ -902,7 +902,7 @@ fn a_write_blocked_index_is_retried_not_dead_lettered() {
     let index = sluice::sink::elasticsearch::document::IndexNaming::Daily {
         prefix: prefix.clone(),
     }
-    .index("cleaned", base_ms() * 1_000_000);
+    .index(&sluice::route::RouteName::Cleaned, base_ms() * 1_000_000);
     let admin = admin_address();
     let config = config_with_admin(&source, &dlq, &group, &search_url(), "unused", &admin).replace(
         "index = { mode = \"data_stream\", dataset = \"sluice\", namespace = \"unused\" }",

@@ -5,6 +5,7 @@
 //! so writing the same records again (a replay after a crash, a second backfill) replaces
 //! the object instead of adding another one.
 
+use crate::route::RouteName;
 use crate::time;
 use std::fmt;
 
@@ -32,17 +33,17 @@ impl Table {
     }
 
     /// The table a route's records belong in, when the route names one.
-    pub fn for_route(route: &str) -> Option<Table> {
+    pub fn for_route(route: &RouteName) -> Option<Table> {
         match route {
-            "raw" => Some(Table::Raw),
-            "cleaned" => Some(Table::Cleaned),
-            "metrics" => Some(Table::Metrics),
+            RouteName::Raw => Some(Table::Raw),
+            RouteName::Cleaned => Some(Table::Cleaned),
+            RouteName::Metrics => Some(Table::Metrics),
             _ => None,
         }
     }
 
     pub fn parse(name: &str) -> Option<Table> {
-        Table::for_route(name)
+        Table::ALL.into_iter().find(|table| table.name() == name)
     }
 }
 

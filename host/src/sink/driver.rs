@@ -16,6 +16,7 @@
 use super::retry::{Backoff, Retry};
 use super::{DeadLettered, Router, SinkContext, SinkInput, SinkStats};
 use crate::event::{DeadLetter, Events, SinkBatch};
+use crate::route::RouteName;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
@@ -235,7 +236,7 @@ impl<P: Protocol> Driver<P> {
 
     /// Send refused items to the dead-letter route; whether the batch may be acknowledged.
     async fn dead_letter(&mut self, batch: &SinkBatch, letters: Vec<DeadLetter>) -> bool {
-        if &*batch.route == "dlq" {
+        if batch.route == RouteName::Dlq {
             tracing::error!(sink = %self.name, count = letters.len(), error = %letters[0].reason,
                 "dead letters were refused for good; the batch fails and will be replayed. Check the dead-letter destination's limits and mappings");
             return false;
@@ -261,7 +262,7 @@ impl<P: Protocol> Driver<P> {
         letters: Vec<DeadLetter>,
     ) -> bool {
         let letters = SinkBatch {
-            route: "dlq".into(),
+            route: RouteName::Dlq,
             events: Arc::new(Events::DeadLetters(letters)),
             ack: batch.ack.clone(),
         };
@@ -432,7 +433,7 @@ mod tests {
         let task = Driver::spawn(&ctx, Scripted(script.clone()), settings, rx);
         let mut handles = vec![super::super::SinkHandle {
             name: "driven".into(),
-            routes: routes.iter().map(|r| r.to_string()).collect(),
+            routes: routes.iter().map(|r| RouteName::from(*r)).collect(),
             reads_packed: false,
             tx: tx.clone(),
             task,

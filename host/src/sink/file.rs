@@ -7,6 +7,7 @@
 use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, SinkStats, Starting};
 use crate::codec;
 use crate::event::{Events, SinkBatch};
+use crate::route::RouteName;
 use serde::Deserialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    pub routes: Vec<String>,
+    pub routes: Vec<RouteName>,
     /// A file to append to, or `-` for stdout.
     #[serde(default = "default_path")]
     pub path: PathBuf,
@@ -44,7 +45,7 @@ impl FileSinkConfig {
 }
 
 impl SinkKind for FileSinkConfig {
-    fn routes(&self) -> &[String] {
+    fn routes(&self) -> &[RouteName] {
         &self.routes
     }
 
@@ -155,7 +156,7 @@ fn encode(batch: &SinkBatch, include_route: bool, buf: &mut Vec<u8>) {
     let route_field = |buf: &mut Vec<u8>| {
         if include_route {
             buf.extend_from_slice(b"\"sluice.route\":");
-            codec::write_str(buf, &batch.route);
+            codec::write_str(buf, batch.route.as_str());
             buf.push(b',');
         }
     };

@@ -30,6 +30,7 @@ use super::retry::Backoff;
 use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, Starting};
 use crate::codec;
 use crate::event::{DeadLetter, Events, SinkBatch};
+use crate::route::RouteName;
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -46,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
-    pub routes: Vec<String>,
+    pub routes: Vec<RouteName>,
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
     pub topic: String,
@@ -126,7 +127,7 @@ impl KafkaSinkConfig {
 }
 
 impl SinkKind for KafkaSinkConfig {
-    fn routes(&self) -> &[String] {
+    fn routes(&self) -> &[RouteName] {
         &self.routes
     }
 
@@ -201,7 +202,7 @@ impl Protocol for KafkaProtocol {
                 self.shared.clone(),
                 self.producer.clone(),
                 batch.events.clone(),
-                &*batch.route == "dlq",
+                batch.route == RouteName::Dlq,
                 handed,
             );
             Answer::new(answer)

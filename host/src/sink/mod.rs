@@ -29,6 +29,7 @@ pub use retry::backoff;
 
 use crate::ack::AckHandle;
 use crate::event::{DeadLetter, Events, SinkBatch};
+use crate::route::RouteName;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -41,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 /// builds.
 pub trait SinkKind: Send + Sync {
     /// The routes this sink takes (its `routes` key).
-    fn routes(&self) -> &[String];
+    fn routes(&self) -> &[RouteName];
 
     /// Checks that need no network: `Err((key, message))`.
     fn check(&self) -> Result<(), (String, String)>;
@@ -82,7 +83,7 @@ crate::registry::registry! {
 
 impl SinkConfig {
     /// The routes this sink takes.
-    pub fn routes(&self) -> &[String] {
+    pub fn routes(&self) -> &[RouteName] {
         self.kind().routes()
     }
 
@@ -180,7 +181,7 @@ impl SinkContext {
 /// A running sink.
 pub struct SinkHandle {
     pub name: String,
-    pub routes: Vec<String>,
+    pub routes: Vec<RouteName>,
     /// Whether the sink writes log records from the packed batch read in place (the Kafka
     /// sink), rather than from owned records.
     pub reads_packed: bool,
@@ -194,7 +195,7 @@ pub struct SinkHandle {
 pub async fn start(
     name: &str,
     config: &SinkConfig,
-    routes: Vec<String>,
+    routes: Vec<RouteName>,
     router: Arc<Router>,
     input: InputTraits,
     capacity: usize,
@@ -216,7 +217,7 @@ pub async fn start(
 }
 
 /// Per route, the (sink name, channel) of every sink that takes it.
-type RouteTable = HashMap<String, Vec<(String, mpsc::Sender<SinkInput>)>>;
+type RouteTable = HashMap<RouteName, Vec<(String, mpsc::Sender<SinkInput>)>>;
 
 /// Route name → the channels of the sinks that take it. Shared by the pipeline and by
 /// sinks (for dead letters); filled once every sink has started.
@@ -224,7 +225,7 @@ type RouteTable = HashMap<String, Vec<(String, mpsc::Sender<SinkInput>)>>;
 pub struct Router {
     routes: OnceLock<RouteTable>,
     /// Routes whose every sink reads packed log records.
-    packed_routes: OnceLock<HashSet<String>>,
+    packed_routes: OnceLock<HashSet<RouteName>>,
 }
 
 impl Router {
@@ -235,7 +236,7 @@ impl Router {
     /// Install the sinks. Called once.
     pub fn install(&self, sinks: &[SinkHandle]) {
         let mut routes = RouteTable::new();
-        let mut packed: HashSet<String> = sinks.iter().flat_map(|s| s.routes.clone()).collect();
+        let mut packed: HashSet<RouteName> = sinks.iter().flat_map(|s| s.routes.clone()).collect();
         for sink in sinks {
             for route in &sink.routes {
                 routes
@@ -249,7 +250,7 @@ impl Router {
         }
         let mixed: Vec<&str> = sinks
             .iter()
-            .filter(|s| s.routes.len() > 1 && s.routes.iter().any(|r| r == "dlq"))
+            .filter(|s| s.routes.len() > 1 && s.routes.contains(&RouteName::Dlq))
             .map(|s| s.name.as_str())
             .collect();
         if mixed.len() > 1 {
@@ -266,20 +267,20 @@ impl Router {
     /// pipeline hands the route owned records instead: a batch would otherwise be held in
     /// both forms for as long as any sink keeps it (an S3 sink keeps its batches until the
     /// object is written).
-    pub fn reads_packed(&self, route: &str) -> bool {
+    pub fn reads_packed(&self, route: &RouteName) -> bool {
         self.packed_routes
             .get()
             .is_some_and(|routes| routes.contains(route))
     }
 
     /// Whether some sink takes `route`.
-    pub fn takes(&self, route: &str) -> bool {
+    pub fn takes(&self, route: &RouteName) -> bool {
         self.routes
             .get()
             .is_some_and(|r| r.get(route).is_some_and(|s| !s.is_empty()))
     }
 
-    fn targets(&self, route: &str) -> &[(String, mpsc::Sender<SinkInput>)] {
+    fn targets(&self, route: &RouteName) -> &[(String, mpsc::Sender<SinkInput>)] {
         self.routes
             .get()
             .and_then(|r| r.get(route))
@@ -288,12 +289,11 @@ impl Router {
 
     /// Send `events` on `route` to every sink that takes it, each with a clone of `ack`.
     /// Waits while a sink is full. Returns false if no sink takes the route.
-    pub async fn send(&self, route: &str, events: Events, ack: &AckHandle) -> bool {
+    pub async fn send(&self, route: &RouteName, events: Events, ack: &AckHandle) -> bool {
         let targets = self.targets(route);
         if targets.is_empty() {
             return false;
         }
-        let route: Arc<str> = route.into();
         let events = Arc::new(events);
         for (_, tx) in targets {
             let batch = SinkBatch {
@@ -309,12 +309,11 @@ impl Router {
     }
 
     /// Blocking form of [`Router::send`], for the pipeline thread.
-    pub fn send_blocking(&self, route: &str, events: Events, ack: &AckHandle) -> bool {
+    pub fn send_blocking(&self, route: &RouteName, events: Events, ack: &AckHandle) -> bool {
         let targets = self.targets(route);
         if targets.is_empty() {
             return false;
         }
-        let route: Arc<str> = route.into();
         let events = Arc::new(events);
         for (_, tx) in targets {
             let batch = SinkBatch {
@@ -343,7 +342,7 @@ impl Router {
         if letters.is_empty() {
             return DeadLettered::Sent;
         }
-        let targets = self.targets("dlq");
+        let targets = self.targets(&RouteName::Dlq);
         let own = targets.iter().any(|(name, _)| name == from);
         let others = targets.iter().filter(|(name, _)| name != from).count();
         if others == 0 {
@@ -362,10 +361,9 @@ impl Router {
         } else {
             (Arc::new(Events::DeadLetters(letters)), None)
         };
-        let route: Arc<str> = "dlq".into();
         for (_, tx) in targets.iter().filter(|(name, _)| name != from) {
             let batch = SinkBatch {
-                route: route.clone(),
+                route: RouteName::Dlq,
                 events: shared.clone(),
                 ack: ack.clone(),
             };
@@ -472,7 +470,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         let handle = SinkHandle {
             name: name.into(),
-            routes: routes.iter().map(|r| r.to_string()).collect(),
+            routes: routes.iter().map(|r| RouteName::from(*r)).collect(),
             reads_packed,
             tx,
             task: tokio::spawn(async {}),
@@ -505,7 +503,7 @@ mod tests {
         let ack = issuer.issue(Default::default());
         // The sink's own channel is full, as when it is busy with this very batch.
         let (_, own_tx) = router
-            .targets("dlq")
+            .targets(&RouteName::Dlq)
             .iter()
             .find(|(name, _)| name == "search")
             .unwrap();
@@ -526,7 +524,7 @@ mod tests {
         let Some(SinkInput::Batch(other)) = archive_rx.recv().await else {
             panic!("the other dlq sink got nothing")
         };
-        assert_eq!(&*other.route, "dlq");
+        assert_eq!(other.route, RouteName::Dlq);
         assert_eq!(other.events.len(), 2);
         assert!(matches!(search_rx.try_recv(), Ok(SinkInput::Flush(_))));
         assert!(search_rx.try_recv().is_err(), "sent into its own channel");
@@ -547,9 +545,9 @@ mod tests {
             handle("lake", &["metrics"], false),
             handle("dlq", &["dlq"], true),
         ]);
-        assert!(router.reads_packed("cleaned"));
-        assert!(!router.reads_packed("metrics"));
-        assert!(router.reads_packed("dlq"));
-        assert!(!router.reads_packed("alerts"), "no sink takes it");
+        assert!(router.reads_packed(&RouteName::Cleaned));
+        assert!(!router.reads_packed(&RouteName::Metrics));
+        assert!(router.reads_packed(&RouteName::Dlq));
+        assert!(!router.reads_packed(&RouteName::Alerts), "no sink takes it");
     }
 }

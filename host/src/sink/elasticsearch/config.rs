@@ -1,6 +1,7 @@
 //! `[sinks.<name>] type = "elasticsearch"`: where the engine is, how to authenticate, how to
 //! name indices, and how large a `_bulk` request may grow.
 
+use crate::route::RouteName;
 use crate::sink::retry::Backoff;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSinkConfig {
     /// Routes written by this sink: `cleaned`, and optionally `metrics`, `alerts`, `raw`, `dlq`.
-    pub routes: Vec<String>,
+    pub routes: Vec<RouteName>,
     /// Base URLs of the engine's HTTP endpoints; requests rotate over them.
     #[serde(default)]
     pub endpoints: Vec<String>,

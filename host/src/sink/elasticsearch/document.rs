@@ -16,6 +16,7 @@
 use super::config::IndexConfig;
 use crate::codec::{self, write_str, write_value};
 use crate::event::{DeadLetter, RawMessage};
+use crate::route::RouteName;
 use crate::{Record, Value, time};
 use std::collections::HashMap;
 
@@ -142,8 +143,9 @@ impl From<&IndexConfig> for IndexNaming {
 }
 
 /// A route name made safe for an index name.
-fn route_part(route: &str) -> String {
+fn route_part(route: &RouteName) -> String {
     route
+        .as_str()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' {
@@ -161,13 +163,13 @@ impl IndexNaming {
     }
 
     /// `event.dataset` of the documents of `route`.
-    pub fn dataset(&self, route: &str) -> String {
+    pub fn dataset(&self, route: &RouteName) -> String {
         let base = match self {
             IndexNaming::DataStream { dataset, .. } => dataset.as_str(),
             IndexNaming::Daily { .. } => "sluice",
         };
         match route {
-            "cleaned" | "metrics" => base.to_owned(),
+            RouteName::Cleaned | RouteName::Metrics => base.to_owned(),
             other => format!("{base}.{}", route_part(other)),
         }
     }
@@ -175,10 +177,10 @@ impl IndexNaming {
     /// The index or data stream for a document of `route` with event time `timestamp_ns`.
     /// Daily indices follow the event time, not the clock, so a replay lands where the
     /// first write did.
-    pub fn index(&self, route: &str, timestamp_ns: i64) -> String {
+    pub fn index(&self, route: &RouteName, timestamp_ns: i64) -> String {
         match self {
             IndexNaming::DataStream { namespace, .. } => {
-                let kind = if route == "metrics" {
+                let kind = if *route == RouteName::Metrics {
                     "metrics"
                 } else {
                     "logs"
@@ -188,7 +190,7 @@ impl IndexNaming {
             IndexNaming::Daily { prefix } => {
                 let (y, m, d, ..) = time::utc_parts(timestamp_ns);
                 match route {
-                    "cleaned" => format!("{prefix}-{y:04}.{m:02}.{d:02}"),
+                    RouteName::Cleaned => format!("{prefix}-{y:04}.{m:02}.{d:02}"),
                     other => format!("{prefix}-{}-{y:04}.{m:02}.{d:02}", route_part(other)),
                 }
             }
@@ -244,13 +246,13 @@ impl BulkItem {
 /// Encodes one route's events into bulk items.
 pub struct Encoder<'a> {
     pub naming: &'a IndexNaming,
-    pub route: &'a str,
+    pub route: &'a RouteName,
 }
 
 impl Encoder<'_> {
     pub fn logs(&self, records: &[Record]) -> Vec<BulkItem> {
         let dataset = self.naming.dataset(self.route);
-        let keep_attributes = matches!(self.route, "metrics" | "alerts");
+        let keep_attributes = matches!(self.route, RouteName::Metrics | RouteName::Alerts);
         let mut per_origin: HashMap<(&str, i32, i64), u32> = HashMap::new();
         let mut doc = Vec::with_capacity(512);
         records
@@ -274,7 +276,7 @@ impl Encoder<'_> {
         let o = r.origin();
         let origin = format!("{}:{}:{}:{position}", o.topic, o.partition, o.offset);
         let natural = match self.route {
-            "metrics" => r
+            RouteName::Metrics => r
                 .get_str("service.name")
                 .zip(r.get("metric.window.start"))
                 .map(|(service, start)| {
@@ -284,7 +286,7 @@ impl Encoder<'_> {
                     };
                     format!("metric:{service}:{start}:{origin}")
                 }),
-            "alerts" => r.get_str("alert.id").map(|id| format!("alert:{id}")),
+            RouteName::Alerts => r.get_str("alert.id").map(|id| format!("alert:{id}")),
             _ => None,
         };
         bounded_id(natural.unwrap_or(origin))
@@ -492,7 +494,7 @@ mod tests {
         r.set("nothing", Value::Null);
         let items = Encoder {
             naming: &naming(),
-            route: "cleaned",
+            route: &RouteName::Cleaned,
         }
         .logs(&[r]);
         let doc = json(&items[0]);
@@ -521,7 +523,7 @@ mod tests {
         let records = vec![record(5), record(5), record(6), record(5)];
         let enc = Encoder {
             naming: &naming(),
-            route: "cleaned",
+            route: &RouteName::Cleaned,
         };
         let ids: Vec<String> = enc.logs(&records).into_iter().map(|i| i.id).collect();
         assert_eq!(
@@ -546,7 +548,7 @@ mod tests {
         m.set("latency.p99_ms", 120.5f64);
         let items = Encoder {
             naming: &naming(),
-            route: "metrics",
+            route: &RouteName::Metrics,
         }
         .logs(&[m]);
         let doc = json(&items[0]);
@@ -562,7 +564,7 @@ mod tests {
         a.set("alert.id", "00ff00ff00ff00ff");
         let items = Encoder {
             naming: &naming(),
-            route: "alerts",
+            route: &RouteName::Alerts,
         }
         .logs(&[a]);
         assert_eq!(items[0].id, "alert:00ff00ff00ff00ff");
@@ -575,11 +577,11 @@ mod tests {
             prefix: "sluice-logs".into(),
         };
         assert_eq!(
-            daily.index("cleaned", 1_764_064_800_123_000_000),
+            daily.index(&RouteName::Cleaned, 1_764_064_800_123_000_000),
             "sluice-logs-2025.11.25"
         );
         assert_eq!(
-            daily.index("alerts", 1_764_064_800_123_000_000),
+            daily.index(&RouteName::Alerts, 1_764_064_800_123_000_000),
             "sluice-logs-alerts-2025.11.25"
         );
     }

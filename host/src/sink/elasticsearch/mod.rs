@@ -43,6 +43,7 @@ use super::driver::{Answer, Driver, DriverSettings, Failure, Failures, Protocol}
 use super::retry::Backoff;
 use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, SinkStats, Starting};
 use crate::event::{DeadLetter, Events, SinkBatch};
+use crate::route::RouteName;
 use bulk::{ItemOutcome, Transport};
 use document::{Encoder, IndexNaming};
 use futures::future::BoxFuture;
@@ -56,7 +57,7 @@ use tokio::sync::mpsc;
 const SETUP_ATTEMPTS: u32 = 5;
 
 impl SinkKind for ElasticsearchSinkConfig {
-    fn routes(&self) -> &[String] {
+    fn routes(&self) -> &[RouteName] {
         &self.routes
     }
 
@@ -221,7 +222,12 @@ struct Writer {
 
 impl Writer {
     /// One attempt at the documents of `events` (all, or `only`): what was not indexed.
-    async fn write(&self, route: &str, events: &Events, only: Option<Vec<usize>>) -> Failures {
+    async fn write(
+        &self,
+        route: &RouteName,
+        events: &Events,
+        only: Option<Vec<usize>>,
+    ) -> Failures {
         let encoder = Encoder {
             naming: &self.naming,
             route,

@@ -1,13 +1,14 @@
 //! `[sinks.<name>] type = "s3"`: where objects go, how they are cut, and Athena.
 
 use crate::lake::Table;
+use crate::route::RouteName;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3SinkConfig {
     /// The routes written to this sink's table (one, unless `table` is set).
-    pub routes: Vec<String>,
+    pub routes: Vec<RouteName>,
     /// The lake table; by default the route's name (`raw`, `cleaned` or `metrics`).
     #[serde(default)]
     pub table: Option<Table>,
@@ -105,7 +106,7 @@ impl S3SinkConfig {
     /// The table this sink writes.
     pub fn table(&self) -> Table {
         self.table
-            .or_else(|| self.routes.first().and_then(|r| Table::for_route(r)))
+            .or_else(|| self.routes.first().and_then(Table::for_route))
             .unwrap_or(Table::Cleaned)
     }
 
@@ -154,13 +155,13 @@ impl S3SinkConfig {
             }
         }
         let table = self.table();
-        if self.routes.iter().any(|r| r == "dlq") {
+        if self.routes.contains(&RouteName::Dlq) {
             return err(
                 "routes",
                 "dead letters cannot go to the lake; send `dlq` to a Kafka or file sink",
             );
         }
-        if (table == Table::Raw) != self.routes.iter().all(|r| r == "raw") {
+        if (table == Table::Raw) != self.routes.iter().all(|r| *r == RouteName::Raw) {
             return err(
                 "table",
                 "the `raw` route, and only it, goes to the `raw` table (its events are the original messages, not records)",

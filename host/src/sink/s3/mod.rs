@@ -30,6 +30,7 @@ use crate::event::SinkBatch;
 use crate::health::{self, FailState};
 use crate::lake::layout::{Partition, prefix_path};
 use crate::lake::{ObjectName, Table, columns, raw};
+use crate::route::RouteName;
 use athena::AthenaRunner;
 use segment::{Item, Limits, Segment};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -40,7 +41,7 @@ use store::{Expect, PutIfError, Store};
 use tokio::sync::mpsc;
 
 impl SinkKind for S3SinkConfig {
-    fn routes(&self) -> &[String] {
+    fn routes(&self) -> &[RouteName] {
         &self.routes
     }
 

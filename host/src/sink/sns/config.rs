@@ -1,13 +1,14 @@
 //! `[sinks.<name>] type = "sns"`: the topic, the alert policy, and where the query hints
 //! in each message point.
 
+use crate::route::RouteName;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnsSinkConfig {
     /// `alerts`, and `metrics` so the policy can tell when an incident has cleared.
-    pub routes: Vec<String>,
+    pub routes: Vec<RouteName>,
     /// `arn:aws:sns:<region>:<account>:<name>`; a `.fifo` name is a FIFO topic.
     pub topic_arn: String,
     /// Defaults to the region in `topic_arn`.
@@ -128,8 +129,6 @@ pub fn parse_topic_arn(arn: &str) -> Option<TopicArn<'_>> {
     }
 }
 
-const ROUTES: &[&str] = &["alerts", "metrics"];
-
 impl SnsSinkConfig {
     pub fn check(&self) -> Result<(), (String, String)> {
         self.check_topic()?;
@@ -140,7 +139,9 @@ impl SnsSinkConfig {
     /// What it takes and where it publishes.
     fn check_topic(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, message: String| Err((key.to_owned(), message));
-        if let Some(route) = self.routes.iter().find(|r| !ROUTES.contains(&r.as_str())) {
+        if let Some(route) =
+            (self.routes.iter()).find(|r| !matches!(r, RouteName::Alerts | RouteName::Metrics))
+        {
             return bad(
                 "routes",
                 format!(
@@ -148,7 +149,7 @@ impl SnsSinkConfig {
                 ),
             );
         }
-        if !self.routes.iter().any(|r| r == "alerts") {
+        if !self.routes.contains(&RouteName::Alerts) {
             return bad(
                 "routes",
                 "must include \"alerts\" (and \"metrics\", so incidents can resolve)".into(),
@@ -240,7 +241,7 @@ impl SnsSinkConfig {
     }
 
     pub fn takes_metrics(&self) -> bool {
-        self.routes.iter().any(|r| r == "metrics")
+        self.routes.contains(&RouteName::Metrics)
     }
 }
 

@@ -29,6 +29,7 @@ use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, SinkStats, 
 use crate::ack::AckHandle;
 use crate::event::{DeadLetter, Events, SinkBatch};
 use crate::health::{self, FailState, HealthEvent};
+use crate::route::RouteName;
 use crate::{Origin, time};
 use futures::future::BoxFuture;
 use message::{QueryHints, render};
@@ -38,7 +39,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 impl SinkKind for SnsSinkConfig {
-    fn routes(&self) -> &[String] {
+    fn routes(&self) -> &[RouteName] {
         &self.routes
     }
 
@@ -189,8 +190,8 @@ impl SnsTask {
         let mut letters = Vec::new();
         if let Events::Logs(logs) = &*batch.events {
             let now = time::now_ns();
-            match &*batch.route {
-                "alerts" => {
+            match batch.route {
+                RouteName::Alerts => {
                     for r in logs.records() {
                         match input::alert(r) {
                             Ok(alert) => {
@@ -209,7 +210,7 @@ impl SnsTask {
                         }
                     }
                 }
-                "metrics" => {
+                RouteName::Metrics => {
                     for r in logs.records() {
                         if let Some(window) = input::window(r) {
                             self.policy.on_window(window);
