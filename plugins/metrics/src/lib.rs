@@ -125,11 +125,13 @@ impl Metrics {
     /// Count `record` unless the watermark has passed its window.
     fn observe(&mut self, record: &RecordView<'_>, counts: &mut Counts) {
         let t = record.timestamp;
-        if t <= 0 {
+        let start = self.windows.start_of(t);
+        // A metric carries its window's start as `timestamp`, where 0 means "no event
+        // time": the epoch's first window (a zeroed clock, not an event) is untimed too.
+        if t <= 0 || start <= 0 {
             counts.no_timestamp += 1;
             return;
         }
-        let start = self.windows.start_of(t);
         if start.saturating_add(self.windows.size) <= self.watermark() {
             // Its window is closed (or closing): metrics do not change after the fact.
             counts.late_dropped += 1;

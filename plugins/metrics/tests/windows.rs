@@ -154,6 +154,28 @@ fn late_records_are_left_out_of_metrics_but_pass() {
 }
 
 #[test]
+fn records_in_the_epochs_first_window_count_as_untimed() {
+    // A metric's `timestamp` is its window start, and 0 means "no event time": a window
+    // starting at the epoch could not be told from an untimed record (the host would
+    // dead-letter the metric). Such times are a zeroed clock, not an event.
+    let mut p = NativePlugin::<Metrics>::new("{}").unwrap();
+    take_recorded();
+    let out = p
+        .process(vec![
+            record("a", S, true, Some(5.0)),
+            record("a", 59 * S, true, Some(5.0)),
+            record("a", 60 * S, false, Some(5.0)),
+        ])
+        .unwrap();
+    assert_eq!(out.len(), 3, "every record still passes");
+    let metrics = p.tick(T0).unwrap();
+    assert_eq!(take_recorded().counters["no_timestamp"], 2);
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    assert_eq!(metrics[0].timestamp, 60 * S);
+    assert_eq!(get_i(&metrics[0], "count"), 1);
+}
+
+#[test]
 fn tick_closes_windows_and_backfills_use_event_time() {
     let mut p = NativePlugin::<Metrics>::new("{}").unwrap();
     // A backfill from a week ago: windows are a week ago too.
