@@ -16,6 +16,13 @@
 //! A failed batch is never skipped: the pipeline stops without committing past it, so it is
 //! replayed after the restart.
 //!
+//! A participant that holds only one partition's records of a batch (the S3 sink keeps a
+//! segment per partition) holds a handle narrowed to that partition
+//! ([`AckHandle::narrow`]). With an issuer that reports shares
+//! ([`AckIssuer::reporting_shares`]), a partition's share of the batch completes as soon as
+//! every handle still holding it is acknowledged: a revoked partition commits when its own
+//! records are written, not when the segments of the partitions the host keeps are.
+//!
 //! One exception, for rebalances: a sink that drops what it holds of a partition the source
 //! gave up (revoked and not written within the drain, or lost) calls
 //! [`AckHandle::give_up`] instead. Nothing of that partition in the batch is committed —
@@ -24,7 +31,7 @@
 //! writer does. If the source still owns the partition and is not giving it up, it fails.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -64,6 +71,9 @@ pub struct Completion {
 struct Shared {
     seq: u64,
     offsets: BatchOffsets,
+    /// Per partition of `offsets` (in its order), the live handles holding its share, when
+    /// the issuer reports shares; empty otherwise.
+    holders: Vec<AtomicUsize>,
     failed: AtomicBool,
     /// Empty, and never locked, unless a rebalance made a sink give a partition up.
     given_up: Mutex<Vec<(String, i32)>>,
@@ -89,6 +99,10 @@ impl Drop for Shared {
 pub struct AckHandle {
     shared: Arc<Shared>,
     settled: bool,
+    /// The partition (index into the batch's offsets) this handle holds alone, if narrowed.
+    only: Option<usize>,
+    /// A partition this handle gave up: its share is never released.
+    gave_up: Option<(String, i32)>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -99,10 +113,14 @@ impl std::fmt::Debug for Shared {
 
 impl Clone for AckHandle {
     fn clone(&self) -> Self {
-        AckHandle {
+        let handle = AckHandle {
             shared: self.shared.clone(),
             settled: false,
-        }
+            only: self.only,
+            gave_up: None,
+        };
+        handle.hold();
+        handle
     }
 }
 
@@ -132,7 +150,22 @@ impl AckHandle {
             given_up.push((topic.to_owned(), partition));
         }
         drop(given_up);
+        self.gave_up = Some((topic.to_owned(), partition));
         self.settled = true;
+    }
+
+    /// A handle for a participant that holds only `partition`'s records of the batch: once
+    /// acknowledged, that partition's share no longer waits for it. A full clone when the
+    /// batch does not cover the partition (a tick's output riding the batch).
+    pub fn narrow(&self, topic: &str, partition: i32) -> AckHandle {
+        let index =
+            (self.shared.offsets.highest.keys()).position(|(t, p)| *p == partition && t == topic);
+        let mut handle = self.clone();
+        if let (Some(index), None) = (index, self.only) {
+            handle.release(|i| i != index);
+            handle.only = Some(index);
+        }
+        handle
     }
 
     /// The batch's number, unique in the process whichever issuer issued it: sinks tell
@@ -142,10 +175,58 @@ impl AckHandle {
     }
 }
 
+impl AckHandle {
+    /// Count this handle among the holders of the partitions it holds.
+    fn hold(&self) {
+        for (i, count) in self.shared.holders.iter().enumerate() {
+            if self.only.is_none_or(|only| only == i) {
+                count.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Stop holding the partitions `which` selects among those held; report each share
+    /// this completes while other handles still hold the batch.
+    fn release(&self, which: impl Fn(usize) -> bool) {
+        let shared = &self.shared;
+        for (i, ((topic, partition), &highest)) in shared.offsets.highest.iter().enumerate() {
+            let Some(count) = shared.holders.get(i) else {
+                return;
+            };
+            if !which(i) || self.only.is_some_and(|only| only != i) {
+                continue;
+            }
+            // A share given up is never released: it never completes early, and the batch's
+            // completion says it was given up.
+            let given_up =
+                (self.gave_up.as_ref()).is_some_and(|(t, p)| p == partition && t == topic);
+            if given_up {
+                continue;
+            }
+            if count.fetch_sub(1, Ordering::AcqRel) == 1
+                && !shared.failed.load(Ordering::Acquire)
+                && Arc::strong_count(shared) > 1
+            {
+                let mut offsets = BatchOffsets::default();
+                offsets.record(topic, *partition, highest);
+                let _ = shared.done.send(Completion {
+                    seq: shared.seq,
+                    offsets,
+                    delivered: true,
+                    failed: false,
+                    given_up: Vec::new(),
+                });
+            }
+        }
+    }
+}
+
 impl Drop for AckHandle {
     fn drop(&mut self) {
         if !self.settled {
             self.shared.failed.store(true, Ordering::Release);
+        } else {
+            self.release(|_| true);
         }
     }
 }
@@ -153,6 +234,8 @@ impl Drop for AckHandle {
 /// Issues batch handles whose completions arrive on one channel.
 pub struct AckIssuer {
     done: mpsc::UnboundedSender<Completion>,
+    /// Report each partition's share of a batch as it completes (see the module doc).
+    shares: bool,
 }
 
 /// The next batch number, shared by every issuer (a source's, the backfill's, the
@@ -162,21 +245,45 @@ static NEXT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 impl AckIssuer {
     pub fn new() -> (AckIssuer, mpsc::UnboundedReceiver<Completion>) {
         let (done, rx) = mpsc::unbounded_channel();
-        (AckIssuer { done }, rx)
+        (
+            AckIssuer {
+                done,
+                shares: false,
+            },
+            rx,
+        )
+    }
+
+    /// Also report each partition's share of a batch, as a completion covering that
+    /// partition alone, once no handle holds it any more: for a source that commits per
+    /// partition. Others count one completion per batch.
+    pub fn reporting_shares(mut self) -> AckIssuer {
+        self.shares = true;
+        self
     }
 
     /// A handle for a new batch covering `offsets`.
     pub fn issue(&mut self, offsets: BatchOffsets) -> AckHandle {
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
+        let holders = if self.shares {
+            (0..offsets.highest.len())
+                .map(|_| AtomicUsize::new(1))
+                .collect()
+        } else {
+            Vec::new()
+        };
         AckHandle {
             shared: Arc::new(Shared {
                 seq,
                 offsets,
+                holders,
                 failed: AtomicBool::new(false),
                 given_up: Mutex::new(Vec::new()),
                 done: self.done.clone(),
             }),
             settled: false,
+            only: None,
+            gave_up: None,
         }
     }
 }
@@ -472,6 +579,79 @@ mod tests {
         b.ack();
         assert!(tracker.complete(&rx.try_recv().unwrap()).is_empty());
         assert!(tracker.has_failed(), "the metric records would be lost");
+    }
+
+    #[test]
+    fn a_partitions_share_commits_once_its_own_holders_acked() {
+        let (issuer, mut rx) = AckIssuer::new();
+        let mut issuer = issuer.reporting_shares();
+        let mut tracker = OffsetTracker::default();
+        let o = offsets(&[(0, 3), (1, 7)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        // A sink keeping a segment per partition; another sink acknowledges the batch.
+        let (segment_0, segment_1) = (b.narrow("t", 0), b.narrow("t", 1));
+        b.ack();
+        assert!(rx.try_recv().is_err(), "both segments are open");
+        segment_0.ack();
+        let share = rx.try_recv().unwrap();
+        assert_eq!(tracker.complete(&share), vec![(("t".to_string(), 0), 4)]);
+        assert_eq!(tracker.in_flight("t", 1), 1, "partition 1 still waits");
+        segment_1.ack();
+        let batch = rx.try_recv().unwrap();
+        assert!(batch.delivered);
+        assert_eq!(tracker.complete(&batch), vec![(("t".to_string(), 1), 8)]);
+        assert_eq!(tracker.total_in_flight(), 0);
+    }
+
+    #[test]
+    fn a_share_never_completes_while_a_full_holder_or_a_failed_segment_holds_it() {
+        let (issuer, mut rx) = AckIssuer::new();
+        let mut issuer = issuer.reporting_shares();
+        let mut tracker = OffsetTracker::default();
+        let o = offsets(&[(0, 3), (1, 7)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        let other_sink = b.clone();
+        let (segment_0, segment_1) = (b.narrow("t", 0), b.narrow("t", 1));
+        b.ack();
+        segment_0.ack();
+        assert!(
+            rx.try_recv().is_err(),
+            "the other sink holds partition 0 too"
+        );
+        other_sink.ack();
+        let share = rx.try_recv().unwrap();
+        assert_eq!(tracker.complete(&share), vec![(("t".to_string(), 0), 4)]);
+        drop(segment_1); // its write failed
+        let batch = rx.try_recv().unwrap();
+        assert!(batch.failed);
+        assert!(tracker.complete(&batch).is_empty());
+        assert!(tracker.has_failed());
+    }
+
+    #[test]
+    fn a_share_given_up_never_completes_early_and_a_tick_output_narrows_to_the_whole_batch() {
+        let (issuer, mut rx) = AckIssuer::new();
+        let mut issuer = issuer.reporting_shares();
+        let mut tracker = OffsetTracker::default();
+        tracker.assign([("t".to_string(), 0), ("t".to_string(), 1)]);
+        let o = offsets(&[(0, 3), (1, 7)]);
+        let b = issuer.issue(o.clone());
+        tracker.issued(b.seq(), &o);
+        tracker.revoking(&[("t".to_string(), 1)]);
+        let (segment_1, metric_of_2) = (b.narrow("t", 1), b.narrow("t", 2));
+        segment_1.give_up("t", 1);
+        b.ack();
+        assert!(
+            rx.try_recv().is_err(),
+            "a record of partition 2 holds every share"
+        );
+        metric_of_2.ack();
+        let batch = rx.try_recv().unwrap();
+        assert_eq!(batch.given_up, vec![("t".to_string(), 1)]);
+        assert_eq!(tracker.complete(&batch), vec![(("t".to_string(), 0), 4)]);
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

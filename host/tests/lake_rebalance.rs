@@ -147,6 +147,35 @@ fn scale_out_then_in_keeps_every_record_in_the_lake_exactly_once() {
 }
 
 #[test]
+fn a_revoke_commits_the_revoked_partition_while_the_lake_holds_the_kept_ones() {
+    // At the default rotation the S3 sink holds every partition's segment for minutes.
+    // Batches span partitions: a revoke must wait only for the revoked partition's share
+    // of them (written at the revoke), not for segments of the partitions the host keeps.
+    let setup = LakeGroup::new("lake-revoke-share", PARTITIONS);
+    let config = setup.config(&endpoint(), "");
+    let stream = Stream::start(&setup.source);
+    let watch = OffsetWatch::start(&setup.source, &setup.group, PARTITIONS);
+    let mut a = Host::start(&config);
+    wait_for_log(&a, "partitions assigned", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+
+    let mut b = Host::start(&config);
+    wait_for_log(&a, "partitions revoked", Duration::from_secs(30));
+    wait_for_log(&a, "revoked partitions drained", Duration::from_secs(15));
+    assert!(
+        !a.log().contains("drain timed out"),
+        "the revoke waited for partitions A keeps:\n{}",
+        a.log()
+    );
+
+    let n = stream.stop();
+    setup.wait_for_cleaned(n);
+    assert!(b.terminate().success(), "{}", b.log());
+    assert!(a.terminate().success(), "{}", a.log());
+    setup.check(n, watch, &format!("A:\n{}\nB:\n{}", a.log(), b.log()));
+}
+
+#[test]
 fn an_s3_outage_during_a_rebalance_never_writes_a_revoked_partition_late() {
     let setup = LakeGroup::new("lake-revoke-outage", PARTITIONS);
     let proxy = S3Proxy::start(&endpoint());

@@ -357,6 +357,7 @@ impl SourceContext {
         parts: Option<&[(String, i32)]>,
         deadline: Instant,
     ) {
+        let started = Instant::now();
         loop {
             self.pump(consumer);
             let in_flight = {
@@ -367,6 +368,12 @@ impl SourceContext {
                 }
             };
             if in_flight == 0 {
+                if parts.is_some() {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "revoked partitions drained"
+                    );
+                }
                 return;
             }
             if Instant::now() >= deadline {
@@ -410,7 +417,9 @@ pub fn run(
     stats: Arc<SourceStats>,
     shutdown: (Duration, Arc<std::sync::OnceLock<Instant>>),
 ) -> Result<(), SourceError> {
-    let (mut issuer, completions) = AckIssuer::new();
+    let (issuer, completions) = AckIssuer::new();
+    // A revoked partition commits once its own records are written (see `ack`).
+    let mut issuer = issuer.reporting_shares();
     let consumer = subscribe(config, &tx, completions, stats)?;
     let mut availability = Availability {
         subject: config.brokers.clone(),

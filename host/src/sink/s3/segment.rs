@@ -133,7 +133,8 @@ impl Segment {
     pub fn push(&mut self, item: Item, offset: i64, time: i64, size: usize, ack: &AckHandle) {
         self.add(item, offset, time, size);
         if self.last_batch != Some(ack.seq()) {
-            self.acks.push(ack.clone());
+            // Writing this segment settles only this partition's share of the batch.
+            self.acks.push(ack.narrow(&self.topic, self.partition));
             self.last_batch = Some(ack.seq());
         }
         self.last_append = Instant::now();
