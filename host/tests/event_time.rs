@@ -284,3 +284,80 @@ fn metrics_a_sink_cannot_write_stop_the_host_before_commit() {
         "records whose metrics were never written were committed"
     );
 }
+
+#[test]
+fn a_clean_stop_emits_the_open_windows_before_it_commits() {
+    // A stop commits what the sinks wrote; the metric windows still open hold counts of
+    // those records. Unless they are emitted (as partial windows) before the commit, no
+    // host ever counts those records again.
+    let (source, cleaned, metrics, dlq) = (
+        unique("et-stop-raw"),
+        unique("et-stop-cleaned"),
+        unique("et-stop-metrics"),
+        unique("et-stop-dlq"),
+    );
+    for topic in [&source, &cleaned, &metrics, &dlq] {
+        create_topic(topic, 1);
+    }
+    // Two minutes of event time: the second window is still open at the end of the input.
+    generate(
+        &source,
+        &[
+            "--seed",
+            "9",
+            "--count",
+            "1200",
+            "--events-per-second",
+            "10",
+        ],
+    );
+    let group = unique("et-stop");
+    let mut c = common::kafka_source_toml(&source, &group, "");
+    for name in ["normalize", "metrics"] {
+        c.push_str(&format!(
+            "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
+            plugin(name).display()
+        ));
+    }
+    c.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
+    c.push_str(&kafka_sink_toml("metrics", &metrics, "metrics"));
+    c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+    let mut host = common::Host::start(&c);
+    let got = consume(
+        &cleaned,
+        1200,
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+    );
+    assert_eq!(got.len(), 1200, "{}", host.log());
+    let expected: u64 = cleaned_per_window(&got).values().sum();
+    let started = Instant::now();
+    while common::committed(&group, &source) < 1200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "committed {} of 1200\n{}",
+            common::committed(&group, &source),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(host.terminate().success(), "{}", host.log());
+
+    let rows = consume(
+        &metrics,
+        usize::MAX,
+        Duration::from_secs(10),
+        Duration::from_secs(3),
+    );
+    let counted: u64 = rows
+        .iter()
+        .map(|m| m.json()["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        counted,
+        expected,
+        "the metric rows count every record committed ({} rows)\n{}",
+        rows.len(),
+        host.log()
+    );
+}

@@ -503,7 +503,12 @@ fn leave(
 ) -> Result<(), SourceError> {
     let ctx = consumer.context();
     let deadline = *shutdown.1.get_or_init(|| Instant::now() + shutdown.0);
-    let mut end = PipelineInput::End { complete: false };
+    // A stop in order: the plugins are told their input has ended, so what they hold
+    // (open metric windows, counting records committed below) is emitted and written
+    // before the commit. After a failure nothing past it is committed: it is replayed.
+    let mut end = PipelineInput::End {
+        complete: result.is_ok(),
+    };
     loop {
         match tx.try_send(end) {
             Err(TrySendError::Full(back)) if Instant::now() < deadline => {

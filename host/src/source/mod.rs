@@ -189,8 +189,10 @@ pub enum PipelineInput {
     /// unit of work is larger than a batch — the lake's objects — cuts the lake's objects
     /// where its own end). The last batch's handle is released first.
     Flush,
-    /// No more input. `complete` is true when the input really ended (end of a file), so
-    /// open windows should be closed; false on shutdown of an endless source.
+    /// No more input. `complete` is true when the input ended in order — the end of a
+    /// file, or a Kafka source stopping, which commits what it read — so the plugins are
+    /// told input has ended and open windows are emitted; false when what was read may be
+    /// read again (a failure, or a source that leaves unfinished work to be redelivered).
     End {
         complete: bool,
     },
