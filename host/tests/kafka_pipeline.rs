@@ -241,3 +241,36 @@ fn a_record_the_broker_refuses_is_dead_lettered_and_the_rest_delivered() {
         "\"compression.type\" = \"none\"\n\"batch.num.messages\" = \"1\"",
     );
 }
+
+#[test]
+fn offsets_are_committed_while_the_host_runs_not_only_when_it_stops() {
+    // Small batches: one store of completed offsets often advances a partition twice.
+    let (source, cleaned, dlq) = (unique("raw"), unique("cleaned"), unique("dlq"));
+    create_topic(&source, 3);
+    create_topic(&cleaned, 3);
+    create_topic(&dlq, 1);
+    let n = 3_000;
+    produce(&source, &numbered(n));
+    let group = unique("running-commits");
+    let mut config = kafka_source_toml(&source, &group, "")
+        .replace("batch_max_records = 200", "batch_max_records = 10");
+    config.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
+    config.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+    let mut host = Host::start(&config);
+    let out = consume(&cleaned, n, Duration::from_secs(90), Duration::from_secs(1));
+    assert_eq!(out.len(), n, "{}", host.log());
+    // A crash now must replay nothing: every partition's offset is committed while the
+    // host runs (auto-commit of the stored offsets, every second).
+    let started = std::time::Instant::now();
+    while common::committed(&group, &source) < n as i64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "committed {} of {n} while running: {:?}\n{}",
+            common::committed(&group, &source),
+            common::committed_offsets(&group, &source, 3),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(host.terminate().success(), "{}", host.log());
+}

@@ -330,16 +330,22 @@ impl SourceContext {
     fn pump(&self, consumer: &BaseConsumer<Self>) -> bool {
         let mut completions = self.completions.lock().unwrap_or_else(|e| e.into_inner());
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tpl = TopicPartitionList::new();
+        // One entry per partition: a list naming a partition twice stores the second
+        // entry's offset last, and librdkafka's list helpers leave that one unset (-1001),
+        // so the partition would stop being committed until the next store.
+        let mut advanced: BTreeMap<(String, i32), i64> = BTreeMap::new();
         while let Ok(completion) = completions.try_recv() {
-            for ((topic, partition), next) in tracker.complete(&completion) {
-                let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
-                self.stored
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((topic, partition), next);
+            for (partition, next) in tracker.complete(&completion) {
+                advanced.insert(partition, next);
             }
         }
+        let mut tpl = TopicPartitionList::new();
+        let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        for ((topic, partition), next) in advanced {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
+            stored.insert((topic, partition), next);
+        }
+        drop(stored);
         if tpl.count() > 0 {
             // Fails for a partition no longer assigned; its new owner replays from the
             // last commit, which is safe.
