@@ -23,6 +23,33 @@ pub trait Stage: Send {
     }
     fn process(&mut self, batch: &Batch) -> Result<Batch, StageError>;
     fn tick(&mut self, watermark: i64) -> Result<Batch, StageError>;
+
+    /// The stage's durable state for one source partition (`wit/README.md`, "Durable
+    /// state"); `None` when it holds none. A stage without state has none.
+    fn snapshot(&mut self, topic: &str, partition: i32) -> Result<Option<Vec<u8>>, StageError> {
+        let _ = (topic, partition);
+        Ok(None)
+    }
+
+    /// Hand back a snapshot of one partition, before any of its records; the host resumes
+    /// the partition at offset `resume_at`. On an error the caller releases the partition,
+    /// so it starts empty.
+    fn restore(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        resume_at: i64,
+        state: &[u8],
+    ) -> Result<(), StageError> {
+        let _ = (topic, partition, resume_at, state);
+        Ok(())
+    }
+
+    /// The host no longer consumes the partition: the stage drops its state for it.
+    fn release(&mut self, topic: &str, partition: i32) -> Result<(), StageError> {
+        let _ = (topic, partition);
+        Ok(())
+    }
 }
 
 /// Why a stage failed a call. Its input is dead-lettered with this as the reason (or passed
