@@ -135,7 +135,7 @@ pub enum LoadError {
         message: String,
     },
     #[error(
-        "plugin `{name}`: {path} does not implement the sluice:plugin/transform world (contract {contract}): {message}"
+        "plugin `{name}`: {path} does not implement the sluice:plugin/transform world (contract {contract}, or 0.1.0): {message}"
     )]
     Contract {
         name: String,
