@@ -23,6 +23,33 @@ pub trait Stage: Send {
     }
     fn process(&mut self, batch: &Batch) -> Result<Batch, StageError>;
     fn tick(&mut self, watermark: i64) -> Result<Batch, StageError>;
+
+    /// The stage's durable state for one source partition (`wit/README.md`, "Durable
+    /// state"); `None` when it holds none. A stage without state has none.
+    fn snapshot(&mut self, topic: &str, partition: i32) -> Result<Option<Vec<u8>>, StageError> {
+        let _ = (topic, partition);
+        Ok(None)
+    }
+
+    /// Hand back a snapshot of one partition, before any of its records; the host resumes
+    /// the partition at offset `resume_at`. On an error the caller releases the partition,
+    /// so it starts empty.
+    fn restore(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        resume_at: i64,
+        state: &[u8],
+    ) -> Result<(), StageError> {
+        let _ = (topic, partition, resume_at, state);
+        Ok(())
+    }
+
+    /// The host no longer consumes the partition: the stage drops its state for it.
+    fn release(&mut self, topic: &str, partition: i32) -> Result<(), StageError> {
+        let _ = (topic, partition);
+        Ok(())
+    }
 }
 
 /// Why a stage failed a call. Its input is dead-lettered with this as the reason (or passed
@@ -343,6 +370,62 @@ impl Chain {
             .and_then(|s| s.role())
     }
 
+    /// Every stage's durable state for one source partition, by stage name; stages that
+    /// hold none are left out. Where the caller stores these is its own: keyed by stage,
+    /// topic and partition, next to the partition's committed offsets — in the same
+    /// transaction as them when offsets are written transactionally.
+    pub fn snapshot(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<(String, Vec<u8>)>, StageError> {
+        let mut states = Vec::new();
+        for stage in &mut self.stages {
+            if let Some(state) = stage.snapshot(topic, partition)? {
+                states.push((stage.name().to_owned(), state));
+            }
+        }
+        Ok(states)
+    }
+
+    /// Hand each stage its state of a partition the host starts consuming at
+    /// `resume_at`, before any of its records. A stage that refuses its state (corrupt,
+    /// too large, from an incompatible version) starts the partition empty, and the
+    /// failure is returned to be reported; the other stages keep theirs. A state for a
+    /// stage no longer in the chain is ignored.
+    pub fn restore(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        resume_at: i64,
+        states: &[(String, Vec<u8>)],
+    ) -> Vec<StageError> {
+        let mut refused = Vec::new();
+        for (name, state) in states {
+            let Some(stage) = self.stages.iter_mut().find(|s| s.name() == name) else {
+                continue;
+            };
+            if let Err(failure) = stage.restore(topic, partition, resume_at, state) {
+                tracing::warn!(
+                    stage = %name, topic, partition, reason = %failure,
+                    "the stage's state of this partition was not restored; it starts the partition empty"
+                );
+                // Whatever the stage made of the state, it holds none of it now.
+                let _ = stage.release(topic, partition);
+                refused.push(failure);
+            }
+        }
+        refused
+    }
+
+    /// The host no longer consumes a partition: every stage drops its state of it.
+    pub fn release(&mut self, topic: &str, partition: i32) -> Vec<StageError> {
+        self.stages
+            .iter_mut()
+            .filter_map(|s| s.release(topic, partition).err())
+            .collect()
+    }
+
     /// Run a batch through every stage.
     pub fn process(&mut self, batch: Batch, out: &mut ChainOutput) {
         self.run_from(0, batch, out);
@@ -647,5 +730,89 @@ mod tests {
         let source = owned(&[(0, false)]);
         clock.follow(&source, secs(0));
         assert_eq!(clock.watermark(&source, secs(10), secs(0)), Some(9_000));
+    }
+
+    /// A stage whose state of a partition is bytes it accepts unless they are `bad`.
+    #[derive(Default)]
+    struct Keeper {
+        name: &'static str,
+        held: Vec<((String, i32), Vec<u8>)>,
+    }
+
+    impl Stage for Keeper {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn process(&mut self, batch: &Batch) -> Result<Batch, StageError> {
+            Ok(Batch::Records(batch.records().into_owned()))
+        }
+        fn tick(&mut self, _watermark: i64) -> Result<Batch, StageError> {
+            Ok(Batch::Records(Vec::new()))
+        }
+        fn snapshot(&mut self, topic: &str, partition: i32) -> Result<Option<Vec<u8>>, StageError> {
+            let key = (topic.to_owned(), partition);
+            Ok(self
+                .held
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, s)| s.clone()))
+        }
+        fn restore(
+            &mut self,
+            topic: &str,
+            partition: i32,
+            _: i64,
+            state: &[u8],
+        ) -> Result<(), StageError> {
+            // Takes it in before judging it, as a plugin may.
+            self.held
+                .push(((topic.to_owned(), partition), state.to_vec()));
+            match state {
+                b"bad" => Err(StageError {
+                    stage: self.name.into(),
+                    reason: "unreadable".into(),
+                }),
+                _ => Ok(()),
+            }
+        }
+        fn release(&mut self, topic: &str, partition: i32) -> Result<(), StageError> {
+            self.held
+                .retain(|((t, p), _)| !(t == topic && *p == partition));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stage_refusing_its_state_starts_the_partition_empty_and_the_others_keep_theirs() {
+        let stages: Vec<Box<dyn Stage>> = vec![
+            Box::new(Keeper {
+                name: "a",
+                ..Keeper::default()
+            }),
+            Box::new(Keeper {
+                name: "b",
+                ..Keeper::default()
+            }),
+            Box::new(Bypass {
+                name: "stateless".into(),
+            }),
+        ];
+        let mut chain = Chain::new(stages, secs(10));
+        let states = vec![
+            ("a".to_owned(), b"bad".to_vec()),
+            ("b".to_owned(), b"good".to_vec()),
+            ("gone".to_owned(), b"of a stage since removed".to_vec()),
+        ];
+        let refused = chain.restore("t", 3, 100, &states);
+        assert_eq!(
+            refused.iter().map(|e| e.stage.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(
+            chain.snapshot("t", 3).unwrap(),
+            [("b".to_owned(), b"good".to_vec())]
+        );
+        assert!(chain.release("t", 3).is_empty());
+        assert!(chain.snapshot("t", 3).unwrap().is_empty());
     }
 }

@@ -151,6 +151,9 @@ pub struct PipelineConfig {
     pub idle_watermark_ms: u64,
     /// On SIGTERM/SIGINT, how long to wait for sinks to acknowledge in-flight data.
     pub drain_timeout_ms: u64,
+    /// Largest snapshot of one plugin's state for one source partition, in MiB (contract
+    /// 0.2.0): a larger one is refused, naming the plugin and this key.
+    pub max_state_mb: u64,
 }
 
 impl Default for PipelineConfig {
@@ -160,6 +163,7 @@ impl Default for PipelineConfig {
             tick_interval_ms: 1_000,
             idle_watermark_ms: 10_000,
             drain_timeout_ms: 30_000,
+            max_state_mb: 8,
         }
     }
 }
@@ -328,6 +332,9 @@ impl Config {
         }
         if self.pipeline.channel_capacity == 0 {
             return Err(self.invalid("pipeline.channel_capacity", "must be at least 1"));
+        }
+        if !(1..=1024).contains(&self.pipeline.max_state_mb) {
+            return Err(self.invalid("pipeline.max_state_mb", "must be between 1 and 1024"));
         }
         Ok(())
     }

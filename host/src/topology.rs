@@ -171,7 +171,9 @@ pub fn load_plugins(config: &Config) -> Result<(Arc<PluginRuntime>, Vec<WasmStag
     // Two slots per plugin: the live instance and its replacement after a failure, plus
     // the instances `load` makes to check each plugin's config.
     let slots = (config.plugins.len() as u32) * 3 + 2;
-    let runtime = Arc::new(PluginRuntime::new(slots, max_memory)?);
+    let runtime =
+        PluginRuntime::new(slots, max_memory)?.with_max_state_mb(config.pipeline.max_state_mb);
+    let runtime = Arc::new(runtime);
     let mut stages = Vec::with_capacity(config.plugins.len());
     for plugin in &config.plugins {
         let loaded = runtime.load(plugin, &config.resolve(&plugin.path))?;

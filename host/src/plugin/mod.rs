@@ -24,12 +24,13 @@ pub use runtime::{LoadedPlugin, PluginRuntime, WasmStage, World};
 pub use stage::NativeStage;
 pub use stats::{LATENCY_BUCKETS_SECONDS, PluginStats};
 
-/// Generated bindings for `wit/plugin.wit`: the host calls plugins only through these, so
-/// a change to the contract fails to compile instead of failing to load.
+/// Generated bindings for the contract's versions, `wit/0.1.0/` and `wit/0.2.0/`: the host
+/// calls plugins only through these, so a change to the contract fails to compile instead
+/// of failing to load. Both versions are linked; a component may implement either.
 pub mod bindings {
     // The host's imports, and the linker glue of the interface of shared types.
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/0.1.0",
         interfaces: "import sluice:plugin/host@0.1.0; import sluice:plugin/types@0.1.0;",
     });
 
@@ -47,11 +48,11 @@ pub mod bindings {
         pub type PackedBatch = Vec<u8>;
     }
 
-    /// The `transform` world: typed records.
+    /// The `transform` world (0.1.0): typed records.
     pub mod typed {
         wasmtime::component::bindgen!({
             world: "transform",
-            path: "../wit",
+            path: "../wit/0.1.0",
             with: {
                 "sluice:plugin/types": crate::plugin::bindings::types,
                 "sluice:plugin/host": crate::plugin::bindings::sluice::plugin::host,
@@ -59,16 +60,60 @@ pub mod bindings {
         });
     }
 
-    /// The `transform-packed` world: one byte string each way.
+    /// The `transform-packed` world (0.1.0): one byte string each way.
     pub mod packed {
         wasmtime::component::bindgen!({
             world: "transform-packed",
-            path: "../wit",
+            path: "../wit/0.1.0",
             with: {
                 "sluice:plugin/types": crate::plugin::bindings::types,
                 "sluice:plugin/host": crate::plugin::bindings::sluice::plugin::host,
             },
         });
+    }
+
+    /// `sluice:plugin@0.2.0`: the worlds of 0.1.0 plus the `state` exports. Its types are
+    /// the same SDK types as 0.1.0's (the WIT of `types` did not change).
+    pub mod v2 {
+        wasmtime::component::bindgen!({
+            path: "../wit/0.2.0",
+            interfaces: "import sluice:plugin/host@0.2.0; import sluice:plugin/types@0.2.0;",
+        });
+
+        /// As [`super::types`], for the 0.2.0 package.
+        pub mod types {
+            pub use super::sluice::plugin::types::{
+                Host, HostWithStore, add_to_linker, add_to_linker_instance,
+            };
+            pub use sluice_plugin_sdk::{
+                Attribute, Origin, PluginError, Record as LogRecord, Route, Value,
+            };
+            pub type PackedBatch = Vec<u8>;
+        }
+
+        /// The `transform` world (0.2.0).
+        pub mod typed {
+            wasmtime::component::bindgen!({
+                world: "transform",
+                path: "../wit/0.2.0",
+                with: {
+                    "sluice:plugin/types": crate::plugin::bindings::v2::types,
+                    "sluice:plugin/host": crate::plugin::bindings::v2::sluice::plugin::host,
+                },
+            });
+        }
+
+        /// The `transform-packed` world (0.2.0).
+        pub mod packed {
+            wasmtime::component::bindgen!({
+                world: "transform-packed",
+                path: "../wit/0.2.0",
+                with: {
+                    "sluice:plugin/types": crate::plugin::bindings::v2::types,
+                    "sluice:plugin/host": crate::plugin::bindings::v2::sluice::plugin::host,
+                },
+            });
+        }
     }
 }
 
@@ -90,7 +135,7 @@ pub enum LoadError {
         message: String,
     },
     #[error(
-        "plugin `{name}`: {path} does not implement the sluice:plugin/transform world (contract {contract}): {message}"
+        "plugin `{name}`: {path} does not implement the sluice:plugin/transform world (contract {contract}, or 0.1.0): {message}"
     )]
     Contract {
         name: String,
@@ -127,6 +172,16 @@ pub enum CallFailure {
     },
     #[error("plugin `{plugin}` could not be restarted: {message}")]
     Unavailable { plugin: String, message: String },
+    #[error(
+        "plugin `{plugin}`: its state for {topic}/{partition} is {bytes} bytes, above the limit of {limit_mb} MiB; raise `pipeline.max_state_mb`, or configure the plugin to keep less"
+    )]
+    StateTooLarge {
+        plugin: String,
+        topic: String,
+        partition: i32,
+        bytes: usize,
+        limit_mb: u64,
+    },
 }
 
 impl CallFailure {
@@ -138,7 +193,8 @@ impl CallFailure {
             | CallFailure::Trap { plugin, .. }
             | CallFailure::Error { plugin, .. }
             | CallFailure::TooManyOutputs { plugin, .. }
-            | CallFailure::Unavailable { plugin, .. } => plugin,
+            | CallFailure::Unavailable { plugin, .. }
+            | CallFailure::StateTooLarge { plugin, .. } => plugin,
         }
     }
 
@@ -151,6 +207,7 @@ impl CallFailure {
             CallFailure::Error { .. } => "error",
             CallFailure::TooManyOutputs { .. } => "too_many_outputs",
             CallFailure::Unavailable { .. } => "unavailable",
+            CallFailure::StateTooLarge { .. } => "state_too_large",
         }
     }
 }

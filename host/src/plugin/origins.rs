@@ -58,6 +58,27 @@ impl GivenOrigins {
         }
     }
 
+    /// A restored state vouches for the partition's offsets before `resume_at`, where the
+    /// host resumes it: a window opened before the snapshot emits from the origin of its
+    /// first record, which this stage was never given.
+    pub fn vouch_below(&mut self, topic: &str, partition: i32, resume_at: i64) {
+        let mut hint = 0;
+        let highest = resume_at.saturating_sub(1);
+        match self.find(topic, partition, &mut hint) {
+            Some(index) => {
+                let given = &mut self.partitions[index];
+                given.lowest = 0;
+                given.highest = given.highest.max(highest);
+            }
+            None => self.partitions.push(Given {
+                topic: topic.to_owned(),
+                partition,
+                lowest: 0,
+                highest,
+            }),
+        }
+    }
+
     fn give_one(&mut self, topic: &str, partition: i32, offset: i64, hint: &mut usize) {
         let index = match self.find(topic, partition, hint) {
             Some(index) => {
@@ -260,5 +281,26 @@ mod tests {
             GivenOrigins::default().enforce(Batch::Records(vec![record("t", 0, 0, "x")]), "p");
         assert_eq!(outside, 1);
         assert!(matches!(after.into_records()[0].route, Route::Dlq(_)));
+    }
+
+    #[test]
+    fn a_restored_partition_vouches_for_offsets_below_where_it_resumes() {
+        let mut given = GivenOrigins::default();
+        given.vouch_below("t", 3, 100);
+        let claims = |given: &GivenOrigins, offsets: &[i64]| {
+            let output = offsets.iter().map(|&o| record("t", 3, o, "")).collect();
+            given.enforce(Batch::Records(output), "p").1
+        };
+        assert_eq!(claims(&given, &[0, 42, 99]), 0);
+        assert_eq!(claims(&given, &[100]), 1, "not yet given");
+        given.give_records(&[record("t", 3, 100, ""), record("t", 3, 130, "")]);
+        assert_eq!(claims(&given, &[7, 100, 120, 130]), 0);
+        assert_eq!(claims(&given, &[131, i64::MAX],), 2);
+        let other = Batch::Records(vec![record("t", 4, 7, "")]);
+        assert_eq!(
+            given.enforce(other, "p").1,
+            1,
+            "only the restored partition"
+        );
     }
 }

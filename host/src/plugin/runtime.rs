@@ -2,6 +2,13 @@
 
 use super::bindings::packed::{TransformPacked, TransformPackedPre};
 use super::bindings::typed::{Transform, TransformPre};
+use super::bindings::v2::packed::{
+    TransformPacked as TransformPackedV2, TransformPackedPre as TransformPackedPreV2,
+};
+use super::bindings::v2::typed::{Transform as TransformV2, TransformPre as TransformPreV2};
+// Each world's bindings generate their own copy of the `state` interface's record.
+use super::bindings::v2::packed::exports::sluice::plugin::state::SourcePartition as PackedSource;
+use super::bindings::v2::typed::exports::sluice::plugin::state::SourcePartition as TypedSource;
 use super::clock::{self, WaitPastDeadline};
 use super::origins::GivenOrigins;
 use super::{CallFailure, LoadError, PluginStats};
@@ -51,7 +58,12 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Arc<Linker<StoreState>>,
     stop_ticker: Arc<AtomicBool>,
+    /// Largest snapshot of one partition's state (`pipeline.max_state_mb`).
+    max_state_bytes: usize,
 }
+
+/// `pipeline.max_state_mb` when the config does not say.
+const DEFAULT_MAX_STATE_MB: u64 = 8;
 
 impl Drop for PluginRuntime {
     fn drop(&mut self) {
@@ -83,7 +95,9 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| clock::add_to_linker(&mut linker))
             .map_err(|e| LoadError::Runtime(e.to_string()))?;
+        // Both versions of the contract: a component imports one of them.
         Transform::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
+            .and_then(|()| TransformV2::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s))
             .map_err(|e| LoadError::Runtime(e.to_string()))?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -106,15 +120,23 @@ impl PluginRuntime {
             engine,
             linker: Arc::new(linker),
             stop_ticker,
+            max_state_bytes: (DEFAULT_MAX_STATE_MB as usize) << 20,
         })
+    }
+
+    /// The same runtime, refusing snapshots of more than `mb` MiB per partition
+    /// (`pipeline.max_state_mb`) from the plugins it loads from now on.
+    pub fn with_max_state_mb(mut self, mb: u64) -> Self {
+        self.max_state_bytes = usize::try_from(mb).unwrap_or(usize::MAX >> 20) << 20;
+        self
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    /// Compile a plugin and check it implements one of the contract's worlds. Does not
-    /// instantiate it.
+    /// Compile a plugin and check it implements one of the contract's worlds, in either
+    /// version. Does not instantiate it.
     pub fn compile(&self, name: &str, path: &Path) -> Result<(Compiled, World), LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             name: name.to_owned(),
@@ -137,12 +159,23 @@ impl PluginRuntime {
             message: format!("{e:#}"),
         };
         let pre = self.linker.instantiate_pre(&component).map_err(contract)?;
+        if let Ok(packed) = TransformPackedPreV2::new(pre.clone()) {
+            return Ok((Compiled::PackedV2(packed), World::Packed));
+        }
+        if let Ok(typed) = TransformPreV2::new(pre.clone()) {
+            return Ok((Compiled::TypedV2(typed), World::Typed));
+        }
         if let Ok(packed) = TransformPackedPre::new(pre.clone()) {
             return Ok((Compiled::Packed(packed), World::Packed));
         }
-        // Report against the typed world: it is the one documented for every language.
-        let typed = TransformPre::new(pre).map_err(contract)?;
-        Ok((Compiled::Typed(typed), World::Typed))
+        // Report against the typed world of the current version: it is the one documented
+        // for every language.
+        if let Ok(typed) = TransformPre::new(pre.clone()) {
+            return Ok((Compiled::Typed(typed), World::Typed));
+        }
+        Err(contract(TransformPreV2::new(pre).err().unwrap_or_else(
+            || wasmtime::Error::msg("no world of the contract matches"),
+        )))
     }
 
     /// Compile, check, and initialise one instance (so a bad config fails now, not later).
@@ -161,6 +194,7 @@ impl PluginRuntime {
         let plugin = LoadedPlugin {
             name: config.name.clone(),
             path: path.to_owned(),
+            contract: pre.contract(),
             pre,
             world,
             engine: self.engine.clone(),
@@ -168,6 +202,7 @@ impl PluginRuntime {
             timeout_ms: config.timeout_ms,
             memory_limit_mb: config.memory_limit_mb,
             max_output_factor: config.max_output_factor,
+            max_state_bytes: self.max_state_bytes,
             on_failure: config.on_failure,
             role: config.role,
             stats,
@@ -201,17 +236,32 @@ impl std::fmt::Display for World {
     }
 }
 
-/// A compiled component, checked against the bindings of the world it implements.
+/// A compiled component, checked against the bindings of the world and contract version
+/// it implements.
 #[derive(Clone)]
 pub enum Compiled {
     Typed(TransformPre<StoreState>),
     Packed(TransformPackedPre<StoreState>),
+    TypedV2(TransformPreV2<StoreState>),
+    PackedV2(TransformPackedPreV2<StoreState>),
+}
+
+impl Compiled {
+    /// The contract version (`sluice:plugin@…`) the component implements.
+    pub fn contract(&self) -> &'static str {
+        match self {
+            Compiled::Typed(_) | Compiled::Packed(_) => "0.1.0",
+            Compiled::TypedV2(_) | Compiled::PackedV2(_) => "0.2.0",
+        }
+    }
 }
 
 /// A live instance's exports, called through its world's bindings.
 enum Exports {
     Typed(Transform),
     Packed(TransformPacked),
+    TypedV2(TransformV2),
+    PackedV2(TransformPackedV2),
 }
 
 /// A batch as the plugin's world takes it.
@@ -226,11 +276,15 @@ pub struct LoadedPlugin {
     pub path: PathBuf,
     pre: Compiled,
     pub world: World,
+    /// The contract version it implements: `"0.1.0"` or `"0.2.0"` (with state).
+    pub contract: &'static str,
     engine: Engine,
     config_json: String,
     timeout_ms: u64,
     memory_limit_mb: u64,
     max_output_factor: usize,
+    /// Largest snapshot of one partition's state (`max_state_mb`).
+    max_state_bytes: usize,
     pub on_failure: OnFailure,
     pub role: Option<Role>,
     pub stats: Arc<PluginStats>,
@@ -249,6 +303,8 @@ impl Instance {
         match &self.exports {
             Exports::Typed(t) => t.call_init(&mut self.store, config_json),
             Exports::Packed(p) => p.call_init(&mut self.store, config_json),
+            Exports::TypedV2(t) => t.call_init(&mut self.store, config_json),
+            Exports::PackedV2(p) => p.call_init(&mut self.store, config_json),
         }
     }
 
@@ -263,6 +319,12 @@ impl Instance {
             (Exports::Packed(p), Input::Packed(bytes)) => {
                 Ok(unpack(p.call_process(&mut self.store, bytes)?))
             }
+            (Exports::TypedV2(t), Input::Records(records)) => Ok(t
+                .call_process(&mut self.store, records)?
+                .map(Batch::Records)),
+            (Exports::PackedV2(p), Input::Packed(bytes)) => {
+                Ok(unpack(p.call_process(&mut self.store, bytes)?))
+            }
             _ => unreachable!("a batch is prepared for its plugin's world"),
         }
     }
@@ -272,7 +334,75 @@ impl Instance {
         match &self.exports {
             Exports::Typed(t) => Ok(t.call_tick(&mut self.store, watermark)?.map(Batch::Records)),
             Exports::Packed(p) => Ok(unpack(p.call_tick(&mut self.store, watermark)?)),
+            Exports::TypedV2(t) => Ok(t.call_tick(&mut self.store, watermark)?.map(Batch::Records)),
+            Exports::PackedV2(p) => Ok(unpack(p.call_tick(&mut self.store, watermark)?)),
         }
+    }
+
+    /// `snapshot`; `Ok(None)` from a 0.1.0 component, which keeps no state.
+    fn snapshot(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, PluginError>> {
+        match &self.exports {
+            Exports::TypedV2(t) => t
+                .sluice_plugin_state()
+                .call_snapshot(&mut self.store, &typed_source(topic, partition)),
+            Exports::PackedV2(p) => p
+                .sluice_plugin_state()
+                .call_snapshot(&mut self.store, &packed_source(topic, partition)),
+            Exports::Typed(_) | Exports::Packed(_) => Ok(Ok(None)),
+        }
+    }
+
+    /// `restore`; a 0.1.0 component has nothing to restore into.
+    fn restore(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Result<(), PluginError>> {
+        match &self.exports {
+            Exports::TypedV2(t) => t.sluice_plugin_state().call_restore(
+                &mut self.store,
+                &typed_source(topic, partition),
+                bytes,
+            ),
+            Exports::PackedV2(p) => p.sluice_plugin_state().call_restore(
+                &mut self.store,
+                &packed_source(topic, partition),
+                bytes,
+            ),
+            Exports::Typed(_) | Exports::Packed(_) => Ok(Ok(())),
+        }
+    }
+
+    /// `release`; nothing for a 0.1.0 component.
+    fn release(&mut self, topic: &str, partition: i32) -> wasmtime::Result<()> {
+        match &self.exports {
+            Exports::TypedV2(t) => t
+                .sluice_plugin_state()
+                .call_release(&mut self.store, &typed_source(topic, partition)),
+            Exports::PackedV2(p) => p
+                .sluice_plugin_state()
+                .call_release(&mut self.store, &packed_source(topic, partition)),
+            Exports::Typed(_) | Exports::Packed(_) => Ok(()),
+        }
+    }
+}
+
+fn typed_source(topic: &str, partition: i32) -> TypedSource {
+    TypedSource {
+        topic: topic.to_owned(),
+        partition,
+    }
+}
+
+fn packed_source(topic: &str, partition: i32) -> PackedSource {
+    PackedSource {
+        topic: topic.to_owned(),
+        partition,
     }
 }
 
@@ -316,6 +446,8 @@ impl LoadedPlugin {
         let exports = match &self.pre {
             Compiled::Typed(pre) => pre.instantiate(&mut store).map(Exports::Typed),
             Compiled::Packed(pre) => pre.instantiate(&mut store).map(Exports::Packed),
+            Compiled::TypedV2(pre) => pre.instantiate(&mut store).map(Exports::TypedV2),
+            Compiled::PackedV2(pre) => pre.instantiate(&mut store).map(Exports::PackedV2),
         }
         .map_err(|e| self.classify(e, &stderr))?;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
@@ -500,6 +632,87 @@ impl WasmStage {
     pub fn tick_batch(&mut self, watermark: i64) -> Result<Batch, CallFailure> {
         let out = self.guarded(|i| i.tick(watermark))?;
         self.finish(out, 0)
+    }
+
+    /// Whether the plugin implements the `state` exports (contract 0.2.0).
+    pub fn keeps_state(&self) -> bool {
+        matches!(
+            self.plugin.pre,
+            Compiled::TypedV2(_) | Compiled::PackedV2(_)
+        )
+    }
+
+    /// The plugin's state for one source partition, under the same deadline and memory
+    /// limit as `process`; `None` when it holds none (or keeps no state: 0.1.0). A snapshot
+    /// above `max_state_mb` is refused, naming the plugin and the key.
+    pub fn snapshot(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Vec<u8>>, CallFailure> {
+        if !self.keeps_state() {
+            return Ok(None);
+        }
+        let out = self.guarded(|i| i.snapshot(topic, partition))?;
+        let state = out.map_err(|e| self.state_error(e))?;
+        match state {
+            Some(bytes) if bytes.len() > self.plugin.max_state_bytes => {
+                Err(self.too_large(topic, partition, bytes.len()))
+            }
+            state => Ok(state),
+        }
+    }
+
+    /// Hand a snapshot of (`topic`, `partition`) back to the plugin, before any record of
+    /// that partition: the host resumes the partition at `resume_at`. Records the plugin
+    /// emits from the restored state may claim that partition's offsets below `resume_at`
+    /// (a window opened before the snapshot). On an error the plugin's state for the
+    /// partition is whatever the plugin left; the caller starts the partition empty by
+    /// releasing it, and says so.
+    pub fn restore(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        resume_at: i64,
+        bytes: &[u8],
+    ) -> Result<(), CallFailure> {
+        if !self.keeps_state() {
+            return Ok(());
+        }
+        if bytes.len() > self.plugin.max_state_bytes {
+            return Err(self.too_large(topic, partition, bytes.len()));
+        }
+        let out = self.guarded(|i| i.restore(topic, partition, bytes))?;
+        out.map_err(|e| self.state_error(e))?;
+        self.given.vouch_below(topic, partition, resume_at);
+        Ok(())
+    }
+
+    /// Tell the plugin the host no longer consumes (`topic`, `partition`).
+    pub fn release(&mut self, topic: &str, partition: i32) -> Result<(), CallFailure> {
+        if !self.keeps_state() {
+            return Ok(());
+        }
+        self.guarded(|i| i.release(topic, partition))
+    }
+
+    fn state_error(&self, e: PluginError) -> CallFailure {
+        self.plugin.stats.errors.fetch_add(1, Ordering::Relaxed);
+        CallFailure::Error {
+            plugin: self.plugin.name.clone(),
+            message: e.message,
+        }
+    }
+
+    fn too_large(&self, topic: &str, partition: i32, bytes: usize) -> CallFailure {
+        self.plugin.stats.errors.fetch_add(1, Ordering::Relaxed);
+        CallFailure::StateTooLarge {
+            plugin: self.plugin.name.clone(),
+            topic: topic.to_owned(),
+            partition,
+            bytes,
+            limit_mb: (self.plugin.max_state_bytes >> 20) as u64,
+        }
     }
 
     /// Count the call's records and check its output against the limits and the origin

@@ -31,6 +31,23 @@ impl Stage for WasmStage {
     fn tick(&mut self, watermark: i64) -> Result<Batch, StageError> {
         Ok(self.tick_batch(watermark)?)
     }
+    fn snapshot(&mut self, topic: &str, partition: i32) -> Result<Option<Vec<u8>>, StageError> {
+        Ok(WasmStage::snapshot(self, topic, partition)?)
+    }
+    fn restore(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        resume_at: i64,
+        state: &[u8],
+    ) -> Result<(), StageError> {
+        Ok(WasmStage::restore(
+            self, topic, partition, resume_at, state,
+        )?)
+    }
+    fn release(&mut self, topic: &str, partition: i32) -> Result<(), StageError> {
+        Ok(WasmStage::release(self, topic, partition)?)
+    }
 }
 
 /// A plugin's logic compiled into the host: the same calls on the same packed batches as

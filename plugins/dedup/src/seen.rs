@@ -23,8 +23,8 @@ impl Hasher for PassThrough {
     }
 }
 
-/// Key → event time of its last accepted occurrence, plus every accepted (event time, key)
-/// pair in event-time order, for removing the oldest first.
+/// Key → event time and origin offset of its last accepted occurrence, plus every accepted
+/// (event time, key) pair in event-time order, for removing the oldest first.
 ///
 /// Event time mostly grows as records arrive, so pairs are kept in a queue in arrival
 /// order, and only a pair older than the newest one queued goes to a min-heap. Removing the
@@ -34,7 +34,7 @@ impl Hasher for PassThrough {
 /// times still match.
 #[derive(Default)]
 pub struct Seen {
-    times: HashMap<u64, i64, BuildHasherDefault<PassThrough>>,
+    times: HashMap<u64, (i64, i64), BuildHasherDefault<PassThrough>>,
     /// Pairs in arrival order, event times non-decreasing.
     in_order: VecDeque<(i64, u64)>,
     /// Pairs that arrived older than the newest of `in_order`.
@@ -51,18 +51,29 @@ impl Seen {
     }
 
     pub fn get(&self, key: u64) -> Option<i64> {
+        self.times.get(&key).map(|&(time, _)| time)
+    }
+
+    /// The event time and origin offset the key was accepted at.
+    pub fn get_at(&self, key: u64) -> Option<(i64, i64)> {
         self.times.get(&key).copied()
     }
 
     pub fn insert(&mut self, key: u64, time: i64) {
-        self.times.insert(key, time);
+        self.insert_at(key, time, 0);
+    }
+
+    /// Remember `key` as accepted at event time `time`, from origin offset `offset`.
+    pub fn insert_at(&mut self, key: u64, time: i64, offset: i64) {
+        self.times.insert(key, (time, offset));
         match self.in_order.back() {
             Some(&(newest, _)) if time < newest => self.late.push(Reverse((time, key))),
             _ => self.in_order.push_back((time, key)),
         }
         // Stale pairs are garbage: rebuild when they dominate (amortised O(1)).
         if self.in_order.len() + self.late.len() > 2 * self.times.len() + 1024 {
-            let mut pairs: Vec<(i64, u64)> = self.times.iter().map(|(&k, &t)| (t, k)).collect();
+            let mut pairs: Vec<(i64, u64)> =
+                self.times.iter().map(|(&k, &(t, _))| (t, k)).collect();
             pairs.sort_unstable();
             self.in_order = pairs.into();
             self.late.clear();
@@ -99,7 +110,7 @@ impl Seen {
     /// of the oldest pair is rarely in cache.
     fn remove_current(&mut self, (time, key): (i64, u64)) -> bool {
         match self.times.entry(key) {
-            Entry::Occupied(entry) if *entry.get() == time => {
+            Entry::Occupied(entry) if entry.get().0 == time => {
                 entry.remove();
                 true
             }
@@ -125,6 +136,14 @@ impl Seen {
             n += u64::from(self.remove_current(pair));
         }
         n
+    }
+
+    /// Every entry as (key, event time, origin offset), oldest first.
+    pub fn entries(&self) -> Vec<(u64, i64, i64)> {
+        let mut entries: Vec<(u64, i64, i64)> =
+            self.times.iter().map(|(&k, &(t, o))| (k, t, o)).collect();
+        entries.sort_unstable_by_key(|&(k, t, _)| (t, k));
+        entries
     }
 
     /// Evict oldest entries until at most `max` remain; returns how many.

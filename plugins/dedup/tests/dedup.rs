@@ -2,7 +2,7 @@
 
 use sluice_dedup::Dedup;
 use sluice_plugin_sdk::native::{NativePlugin, take_recorded};
-use sluice_plugin_sdk::{Origin, Record, Value};
+use sluice_plugin_sdk::{Origin, Record, SourcePartition, Value};
 
 const S: i64 = 1_000_000_000;
 const T0: i64 = 1_795_600_800 * S;
@@ -165,4 +165,126 @@ fn other_routes_are_not_deduplicated() {
         bodies(&p.process(vec![m.clone(), m]).unwrap()),
         ["metric", "metric"]
     );
+}
+
+/// A normalized record from `offset` of partition `partition` of topic `logs`.
+fn at(partition: i32, offset: i64, t: i64, body: &str) -> Record {
+    let mut r = Record::new(Origin {
+        topic: "logs".into(),
+        partition,
+        offset,
+    });
+    r.timestamp = t;
+    r.observed_timestamp = t;
+    r.body = body.into();
+    r.set("service.name", "a");
+    r
+}
+
+fn logs(partition: i32) -> SourcePartition {
+    SourcePartition::new("logs", partition)
+}
+
+/// What a restart does: the state of the partition, snapshotted, restored into a fresh
+/// instance.
+fn restarted(p: &NativePlugin<Dedup>, partition: i32, config: &str) -> NativePlugin<Dedup> {
+    let state = p.snapshot(&logs(partition)).unwrap().expect("state kept");
+    let mut fresh = NativePlugin::<Dedup>::new(config).unwrap();
+    fresh.restore(&logs(partition), &state).unwrap();
+    fresh
+}
+
+#[test]
+fn a_duplicate_of_a_record_seen_before_a_restart_is_dropped_after_it() {
+    let mut p = NativePlugin::<Dedup>::new("{}").unwrap();
+    p.process(vec![at(0, 10, T0, "x"), at(0, 11, T0, "y")])
+        .unwrap();
+    let mut fresh = restarted(&p, 0, "{}");
+    assert_eq!(fresh.inner().len(), 2);
+    let out = fresh
+        .process(vec![at(0, 12, T0 + S, "z"), at(0, 13, T0, "x")])
+        .unwrap();
+    assert_eq!(bodies(&out), ["z"], "the copy of x is dropped");
+    // Without the restore the copy passes: the state is what drops it.
+    let mut empty = NativePlugin::<Dedup>::new("{}").unwrap();
+    assert_eq!(empty.process(vec![at(0, 13, T0, "x")]).unwrap().len(), 1);
+}
+
+#[test]
+fn records_replayed_after_a_restore_are_not_duplicates_of_themselves() {
+    // The host snapshots after committing offset 11 (say), when offsets 12 and 13 went
+    // through already; after a restart it replays them.
+    let mut p = NativePlugin::<Dedup>::new("{}").unwrap();
+    let first = vec![at(0, 12, T0, "x"), at(0, 13, T0, "x")];
+    assert_eq!(bodies(&p.process(first.clone()).unwrap()), ["x"]);
+    let mut fresh = restarted(&p, 0, "{}");
+    // Offset 12 is the first copy, replayed: it passes again. 13 stays a duplicate, and
+    // so is a new copy past what the state had read.
+    let mut replay = first;
+    replay.push(at(0, 14, T0, "x"));
+    let out = fresh.process(replay).unwrap();
+    assert_eq!(
+        out.iter().map(|r| r.origin().offset).collect::<Vec<_>>(),
+        [12]
+    );
+}
+
+#[test]
+fn keys_are_kept_per_partition_and_move_alone() {
+    let mut p = NativePlugin::<Dedup>::new("{}").unwrap();
+    // The same line in two partitions: each partition's first copy passes.
+    let out = p
+        .process(vec![at(0, 1, T0, "x"), at(1, 1, T0, "x")])
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    p.process(vec![at(1, 2, T0, "only-in-1")]).unwrap();
+    // Partition 1 moves to another host: it takes partition 1's keys, and only those.
+    let mut other = restarted(&p, 1, "{}");
+    assert_eq!(other.inner().len(), 2);
+    assert!(
+        other
+            .process(vec![at(1, 3, T0, "only-in-1")])
+            .unwrap()
+            .is_empty()
+    );
+    p.release(&logs(1));
+    assert_eq!(p.inner().len(), 1);
+    assert_eq!(p.process(vec![at(1, 3, T0, "only-in-1")]).unwrap().len(), 1);
+    // A partition never seen, or released, has nothing to keep.
+    assert_eq!(p.snapshot(&logs(7)).unwrap(), None);
+}
+
+#[test]
+fn a_snapshot_that_does_not_read_back_is_refused() {
+    let mut p = NativePlugin::<Dedup>::new("{}").unwrap();
+    p.process(vec![at(0, 1, T0, "x")]).unwrap();
+    let mut state = p.snapshot(&logs(0)).unwrap().unwrap();
+    state.truncate(state.len() - 3);
+    let mut fresh = NativePlugin::<Dedup>::new("{}").unwrap();
+    let err = fresh.restore(&logs(0), &state).unwrap_err().message;
+    assert!(
+        err.starts_with("the state of logs/0 cannot be restored"),
+        "{err}"
+    );
+    assert!(fresh.inner().is_empty());
+}
+
+#[test]
+fn max_entries_bounds_all_partitions_together() {
+    let mut p = NativePlugin::<Dedup>::new(r#"{"max_entries": 100}"#).unwrap();
+    for partition in 0..4 {
+        let batch = (0..60)
+            .map(|i| at(partition, i, T0 + i * S, &format!("{i}")))
+            .collect();
+        p.process(batch).unwrap();
+        assert!(p.inner().len() <= 100, "{}", p.inner().len());
+    }
+    // A restored snapshot larger than this instance's limit is cut to it.
+    let mut big = NativePlugin::<Dedup>::new(r#"{"max_entries": 1000}"#).unwrap();
+    big.process((0..300).map(|i| at(0, i, T0 + i * S, "k")).collect())
+        .unwrap();
+    let state = big.snapshot(&logs(0)).unwrap().unwrap();
+    let mut small = NativePlugin::<Dedup>::new(r#"{"max_entries": 100}"#).unwrap();
+    small.restore(&logs(0), &state).unwrap();
+    assert_eq!(small.inner().len(), 100);
 }

@@ -19,7 +19,7 @@
 //! once but a lasting shift is eventually learnt.
 
 use crate::sketch::DdSketch;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,7 +63,7 @@ impl Default for DetectConfig {
 const MAD_TO_SIGMA: f64 = 1.2533;
 
 /// EWMA of a value and of its absolute deviation.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Baseline {
     pub mean: f64,
     pub deviation: f64,
@@ -129,7 +129,7 @@ pub fn count_z(k: u64, lambda: f64) -> f64 {
 }
 
 /// One service's baselines.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServiceDetector {
     pub error_rate: Baseline,
     pub p99: Baseline,

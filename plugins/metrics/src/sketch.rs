@@ -27,13 +27,14 @@ pub struct DdSketch {
 }
 
 /// The serialized form: `{"alpha":0.01,"zero":0,"offset":215,"bins":[1,0,3]}` where
-/// `bins[j]` counts values in bucket `offset + j`.
-#[derive(Debug, Serialize, Deserialize)]
-struct Wire {
-    alpha: f64,
-    zero: u64,
-    offset: i32,
-    bins: Vec<u64>,
+/// `bins[j]` counts values in bucket `offset + j`. Also how a sketch is kept in the
+/// plugin's state snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Wire {
+    pub alpha: f64,
+    pub zero: u64,
+    pub offset: i32,
+    pub bins: Vec<u64>,
 }
 
 impl DdSketch {
@@ -172,17 +173,24 @@ impl DdSketch {
 
     /// Compact JSON text (see [`Wire`]).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Wire {
-            alpha: self.alpha,
-            zero: self.zero,
-            offset: self.offset,
-            bins: self.bins.clone(),
-        })
-        .unwrap_or_default()
+        serde_json::to_string(&self.to_wire()).unwrap_or_default()
     }
 
     pub fn from_json(text: &str, max_bins: usize) -> Result<DdSketch, String> {
         let w: Wire = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        DdSketch::from_wire(w, max_bins)
+    }
+
+    pub fn to_wire(&self) -> Wire {
+        Wire {
+            alpha: self.alpha,
+            zero: self.zero,
+            offset: self.offset,
+            bins: self.bins.clone(),
+        }
+    }
+
+    pub fn from_wire(w: Wire, max_bins: usize) -> Result<DdSketch, String> {
         if !(w.alpha > 0.0 && w.alpha < 1.0) {
             return Err(format!("invalid sketch accuracy {}", w.alpha));
         }

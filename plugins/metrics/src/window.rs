@@ -2,8 +2,9 @@
 //! sketch of the records that fell in it.
 
 use crate::hash::FnvMap;
-use crate::sketch::DdSketch;
-use sluice_plugin_sdk::{Origin, OriginRef, RecordView, Value, severity};
+use crate::sketch::{DdSketch, Wire};
+use serde::{Deserialize, Serialize};
+use sluice_plugin_sdk::{Origin, OriginRef, RecordView, SourcePartition, Value, severity};
 use std::collections::BTreeMap;
 
 /// What one record contributes, read from its attributes in a single scan.
@@ -81,6 +82,22 @@ impl Accumulator {
         }
     }
 
+    /// Fold in the same service's window from another partition. The origin of the lowest
+    /// partition is kept, so the merged metric's origin does not depend on which partition
+    /// was read first.
+    pub fn merge(&mut self, other: Accumulator) {
+        self.count += other.count;
+        self.errors += other.errors;
+        // Both sketches come from one config: the same accuracy.
+        let _ = self.sketch.merge(&other.sketch);
+        self.min_ms = self.min_ms.min(other.min_ms);
+        self.max_ms = self.max_ms.max(other.max_ms);
+        let key = |o: &Origin| (o.topic.clone(), o.partition, o.offset);
+        if key(&other.origin) < key(&self.origin) {
+            self.origin = other.origin;
+        }
+    }
+
     fn add(&mut self, o: &Observation) {
         self.count += 1;
         self.errors += u64::from(o.error);
@@ -91,6 +108,21 @@ impl Accumulator {
         }
     }
 }
+
+/// One service's window as kept in a state snapshot; its origin's topic and partition are
+/// the snapshot's.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccumulatorState {
+    pub count: u64,
+    pub errors: u64,
+    pub sketch: Wire,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub offset: i64,
+}
+
+/// Open windows as kept in a state snapshot: (start, services).
+pub type WindowsState = Vec<(i64, Vec<(String, AccumulatorState)>)>;
 
 /// Name under which services beyond `max_services` in one window are counted.
 pub const OVERFLOW_SERVICE: &str = "_other";
@@ -156,6 +188,74 @@ impl Windows {
 
     pub fn open_windows(&self) -> usize {
         self.open.len()
+    }
+
+    /// Start times of the open windows.
+    pub fn starts(&self) -> impl Iterator<Item = i64> + '_ {
+        self.open.keys().copied()
+    }
+
+    /// The open windows, for a state snapshot.
+    pub fn to_state(&self) -> WindowsState {
+        self.open
+            .iter()
+            .map(|(&start, services)| {
+                let mut services: Vec<(String, AccumulatorState)> = services
+                    .iter()
+                    .map(|(name, acc)| {
+                        let state = AccumulatorState {
+                            count: acc.count,
+                            errors: acc.errors,
+                            sketch: acc.sketch.to_wire(),
+                            min_ms: acc.min_ms,
+                            max_ms: acc.max_ms,
+                            offset: acc.origin.offset,
+                        };
+                        (name.clone(), state)
+                    })
+                    .collect();
+                services.sort_by(|a, b| a.0.cmp(&b.0));
+                (start, services)
+            })
+            .collect()
+    }
+
+    /// Replace the open windows with those of a snapshot of `source`'s state.
+    pub fn restore(&mut self, state: WindowsState, source: &SourcePartition) -> Result<(), String> {
+        let mut open = BTreeMap::new();
+        for (start, services) in state {
+            if start.rem_euclid(self.size) != 0 {
+                return Err(format!(
+                    "a window starts at {start}, which is not a multiple of this window size ({} s)",
+                    self.size / 1_000_000_000
+                ));
+            }
+            let mut map = FnvMap::default();
+            for (name, a) in services {
+                if (a.sketch.alpha - self.alpha).abs() > 1e-12 {
+                    return Err(format!(
+                        "a latency sketch has relative accuracy {}, not this config's {}",
+                        a.sketch.alpha, self.alpha
+                    ));
+                }
+                let acc = Accumulator {
+                    count: a.count,
+                    errors: a.errors,
+                    sketch: DdSketch::from_wire(a.sketch, self.max_bins)?,
+                    min_ms: a.min_ms,
+                    max_ms: a.max_ms,
+                    origin: Origin {
+                        topic: source.topic.clone(),
+                        partition: source.partition,
+                        offset: a.offset,
+                    },
+                };
+                map.insert(name, acc);
+            }
+            open.insert(start, map);
+        }
+        self.open = open;
+        Ok(())
     }
 }
 

@@ -33,12 +33,14 @@ use wasmtime::component::{ComponentType, Lift, Lower};
 pub mod host;
 pub mod native;
 pub mod packed;
+pub mod state;
 
 pub use record::{Attribute, Origin, Record, Route, RouteRef, Value, ValueRef, severity};
+pub use state::{Partitions, SourcePartition, Stateful};
 pub use view::{AttributeRef, BatchView, OriginRef, Output, RecordHead, RecordView, RecordWriter};
 
 /// The version of the WIT contract (`sluice:plugin@…`) this SDK implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// A failure of a whole call. The host dead-letters every record of the call's input with
 /// the message. To reject a single record, emit it with [`Record::dead_letter`] instead.
@@ -101,7 +103,8 @@ impl Config {
 ///
 /// Calls are sequential on one instance: the plugin may keep any state in `self` between
 /// calls. The host may recycle an instance (after a trap or timeout) and then calls `init`
-/// again on a fresh one, so state is a cache, never the only copy of anything.
+/// again on a fresh one, so state in `self` is a cache; what must survive restarts and
+/// move with its partition is kept per partition through [`Stateful`].
 pub trait Plugin: Sized + 'static {
     /// Build the plugin from its config. An error here fails host start-up (or the reload).
     fn init(config: &Config) -> Result<Self, PluginError>;
@@ -167,11 +170,24 @@ impl<P: Plugin> PackedPlugin for P {
 #[doc(hidden)]
 pub mod wasm;
 
-/// Export a [`Plugin`] or [`PackedPlugin`] type as the component's `transform-packed` world.
-/// Does nothing when the crate is built natively, so one crate serves both.
+/// Export a [`Plugin`] or [`PackedPlugin`] type as the component's `transform-packed` world
+/// (contract 0.2.0). `export_plugin!(MyPlugin, state)` exports a [`Stateful`] plugin's
+/// state; without it the plugin keeps none (every snapshot is empty). Does nothing when
+/// the crate is built natively, so one crate serves both.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        $crate::__export_plugin!($plugin, stateless);
+    };
+    ($plugin:ty, state) => {
+        $crate::__export_plugin!($plugin, stateful);
+    };
+}
+
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __export_plugin {
+    ($plugin:ty, $state:ident) => {
         #[cfg(target_arch = "wasm32")]
         mod __sluice_plugin_export {
             use super::*;
@@ -194,6 +210,23 @@ macro_rules! export_plugin {
                 }
                 fn tick(watermark: i64) -> Result<Vec<u8>, $crate::wasm::bindings::PluginError> {
                     INSTANCE.with(|slot| $crate::wasm::tick::<$plugin>(slot, watermark))
+                }
+            }
+
+            impl $crate::wasm::bindings::exports::sluice::plugin::state::Guest for Guest {
+                fn snapshot(
+                    source: $crate::wasm::Source,
+                ) -> Result<Option<Vec<u8>>, $crate::wasm::bindings::PluginError> {
+                    INSTANCE.with(|slot| $crate::wasm::$state::snapshot::<$plugin>(slot, source))
+                }
+                fn restore(
+                    source: $crate::wasm::Source,
+                    state: Vec<u8>,
+                ) -> Result<(), $crate::wasm::bindings::PluginError> {
+                    INSTANCE.with(|slot| $crate::wasm::$state::restore::<$plugin>(slot, source, state))
+                }
+                fn release(source: $crate::wasm::Source) {
+                    INSTANCE.with(|slot| $crate::wasm::$state::release::<$plugin>(slot, source))
                 }
             }
 

@@ -2,7 +2,9 @@
 //! benchmark variant.
 
 use crate::host::Level;
-use crate::{BatchView, Config, Output, PackedPlugin, PluginError, Record, packed};
+use crate::{
+    BatchView, Config, Output, PackedPlugin, PluginError, Record, SourcePartition, Stateful, packed,
+};
 #[cfg(not(target_arch = "wasm32"))]
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -89,6 +91,23 @@ impl<P: PackedPlugin> NativePlugin<P> {
     /// The plugin itself, for tests that inspect its state.
     pub fn inner(&self) -> &P {
         &self.plugin
+    }
+}
+
+/// The `state` calls, in the same bytes as the host gets and gives back in wasm: a test
+/// can snapshot one instance and restore into a fresh one, as a restart or a rebalance
+/// does.
+impl<P: Stateful> NativePlugin<P> {
+    pub fn snapshot(&self, source: &SourcePartition) -> Result<Option<Vec<u8>>, PluginError> {
+        crate::state::snapshot(&self.plugin, source)
+    }
+
+    pub fn restore(&mut self, source: &SourcePartition, state: &[u8]) -> Result<(), PluginError> {
+        crate::state::restore(&mut self.plugin, source, state)
+    }
+
+    pub fn release(&mut self, source: &SourcePartition) {
+        self.plugin.release(source)
     }
 }
 
