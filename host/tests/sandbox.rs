@@ -14,14 +14,9 @@ use std::time::{Duration, Instant};
 
 fn hostile(runtime: &PluginRuntime, timeout_ms: u64, memory_limit_mb: u64) -> WasmStage {
     let config = PluginConfig {
-        name: "hostile".into(),
-        path: common::plugin("fixtures/hostile"),
         timeout_ms,
         memory_limit_mb,
-        max_output_factor: 16,
-        on_failure: Default::default(),
-        role: None,
-        config: toml::Table::new(),
+        ..common::plugin_config("fixtures/hostile")
     };
     let loaded = runtime.load(&config, &config.path).expect("load hostile");
     WasmStage::new(Arc::new(loaded))

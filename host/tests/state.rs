@@ -16,14 +16,8 @@ const TOPIC: &str = "app-logs";
 
 fn stage(runtime: &PluginRuntime, name: &str, config: &str) -> WasmStage {
     let plugin = PluginConfig {
-        name: name.rsplit('/').next().unwrap().into(),
-        path: common::plugin(name),
-        timeout_ms: 10_000,
-        memory_limit_mb: 64,
-        max_output_factor: 16,
-        on_failure: Default::default(),
-        role: None,
         config: serde_json::from_str(config).unwrap(),
+        ..common::plugin_config(name)
     };
     WasmStage::new(Arc::new(runtime.load(&plugin, &plugin.path).unwrap()))
 }

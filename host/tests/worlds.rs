@@ -13,14 +13,8 @@ use std::time::Duration;
 
 fn stage(runtime: &PluginRuntime, name: &str) -> WasmStage {
     let config = PluginConfig {
-        name: name.rsplit('/').next().unwrap().into(),
-        path: common::plugin(name),
         timeout_ms: 5_000,
-        memory_limit_mb: 64,
-        max_output_factor: 16,
-        on_failure: Default::default(),
-        role: None,
-        config: toml::Table::new(),
+        ..common::plugin_config(name)
     };
     let loaded = runtime.load(&config, &config.path).expect("load plugin");
     WasmStage::new(Arc::new(loaded))

@@ -40,6 +40,21 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// A `[[plugins]]` entry for the built plugin `name` (see [`plugin`]) with the defaults a
+/// test starts from: a 10 s deadline, 64 MiB, no config.
+pub fn plugin_config(name: &str) -> sluice::config::PluginConfig {
+    sluice::config::PluginConfig {
+        name: name.rsplit('/').next().unwrap().into(),
+        path: plugin(name),
+        timeout_ms: 10_000,
+        memory_limit_mb: 64,
+        max_output_factor: 16,
+        on_failure: Default::default(),
+        role: None,
+        config: toml::Table::new(),
+    }
+}
+
 /// A built plugin: `target/plugins/<name>.wasm` (or `fixtures/<name>.wasm`).
 pub fn plugin(name: &str) -> PathBuf {
     let path = workspace_root()
