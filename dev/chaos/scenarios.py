@@ -209,8 +209,6 @@ athena_table = "sluice.logs"
             failing = sum(m.get('sluice_fail_state_active{state="SinkUnavailable"}', 0)
                           + m.get('sluice_fail_state_active{state="KafkaUnavailable"}', 0)
                           for m in ms)
-            # Not sluice_source_lag: it keeps the value of the last batch once the
-            # partitions are read to the end (seen: 595 after consuming all 5,000).
             key = (acked, consumed, self.aws.bytes, self.search.bytes)
             if key != last:
                 last, since = key, time.monotonic()
@@ -221,9 +219,21 @@ athena_table = "sluice.logs"
             started = min(time.monotonic() - x.started for x in self.live())
             if inflight == 0 and failing == 0 and (consumed > 0 or started > 20) \
                     and time.monotonic() - since >= settle:
-                return True
+                # Still counters can also mean a host that stopped consuming (after a broker
+                # restart, say): caught up only once the group committed the end of the log.
+                if self.committed_to_end():
+                    return True
+                since = time.monotonic()
             time.sleep(0.5)
         return False
+
+    def committed_to_end(self) -> bool:
+        lag = self.h.kafka.committed_lag(
+            self.group, self.source, self.h.env.get("SLUICE_STACK_DIR", str(self.h.root / ".stack")))
+        if lag is None:
+            return True  # no Kafka tools here: the counters alone decide
+        self.last_progress["behind"] = {p: c for p, c in lag.items() if max(c["committed"], 0) < c["end"]}
+        return not self.last_progress["behind"]
 
     def drain(self) -> None:
         """The clean end: the input complete, every host caught up, then SIGTERM to each:

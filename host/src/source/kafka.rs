@@ -321,7 +321,13 @@ impl SourceContext {
                     self.pump(consumer);
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err(_) => return,
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        "the pipeline took no partition report within the drain timeout (a sink is blocking it); the sinks were not told which partitions this host gave up"
+                    );
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
             }
         }
     }
