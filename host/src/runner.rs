@@ -83,17 +83,7 @@ pub async fn run_plan(
     let topology = Topology::build(&config, source.input_traits(), &plan.overrides).await?;
     let source_stats = Arc::new(SourceStats::default());
     if plan.daemon && !config.admin.listen.trim().is_empty() {
-        let state = Arc::new(AdminState {
-            source: source_stats.clone(),
-            plugins: topology.plugin_stats.clone(),
-            pipeline: topology.pipeline.stats.clone(),
-            sinks: topology
-                .sinks
-                .iter()
-                .map(|s| (s.name.clone(), s.stats.clone()))
-                .collect(),
-        });
-        admin::serve(&config.admin.listen, state).await?;
+        serve_admin(&config, &topology, source_stats.clone()).await?;
     }
     let Topology {
         runtime,
@@ -153,6 +143,24 @@ pub async fn run_plan(
     shut_down(pipeline_thread, sinks, deadline, drain_timeout).await?;
     source_result?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The admin endpoint over the topology's counters and the source's.
+async fn serve_admin(
+    config: &Config,
+    topology: &Topology,
+    source: Arc<SourceStats>,
+) -> Result<(), RunError> {
+    let state = Arc::new(AdminState {
+        source,
+        plugins: topology.plugin_stats.clone(),
+        pipeline: topology.pipeline.stats.clone(),
+        sinks: (topology.sinks.iter())
+            .map(|s| (s.name.clone(), s.stats.clone()))
+            .collect(),
+    });
+    admin::serve(&config.admin.listen, state).await?;
     Ok(())
 }
 
