@@ -68,17 +68,25 @@ fn parse_rfc3339_ns(ts: &str) -> i64 {
     ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000_000) + frac_ns
 }
 
+/// `[[plugins]]` entries for the bundled plugins `names`, in chain order.
+fn plugins_toml(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| {
+            format!(
+                "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
+                plugin(name).display()
+            )
+        })
+        .collect()
+}
+
 /// The documented chain (normalize → dedup → metrics) from a 3-partition topic to the
 /// whole fan-out: Kafka topics, the S3 lake (raw and cleaned, default rotation), SNS on
 /// alerts and metrics, and a search sink on `cleaned` behind `search_url`.
 fn fan_out_config(source: &str, topics: &Topics, search_url: &str, namespace: &str) -> String {
     let mut c = common::kafka_source_toml(source, &unique("event-time"), "");
-    for name in ["normalize", "dedup", "metrics"] {
-        c.push_str(&format!(
-            "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
-            plugin(name).display()
-        ));
-    }
+    c.push_str(&plugins_toml(&["normalize", "dedup", "metrics"]));
     c.push_str("on_failure = \"pass_through\"\n");
     c.push_str(&kafka_sink_toml("cleaned", &topics.cleaned, "cleaned"));
     c.push_str(&kafka_sink_toml("metrics", &topics.metrics, "metrics"));
@@ -254,12 +262,7 @@ fn metrics_a_sink_cannot_write_stop_the_host_before_commit() {
     );
     let group = unique("et-fail");
     let mut c = common::kafka_source_toml(&source, &group, "");
-    for name in ["normalize", "metrics"] {
-        c.push_str(&format!(
-            "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
-            plugin(name).display()
-        ));
-    }
+    c.push_str(&plugins_toml(&["normalize", "metrics"]));
     c.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
     c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
     // Every write fails: the device is full.
@@ -313,12 +316,7 @@ fn a_clean_stop_emits_the_open_windows_before_it_commits() {
     );
     let group = unique("et-stop");
     let mut c = common::kafka_source_toml(&source, &group, "");
-    for name in ["normalize", "metrics"] {
-        c.push_str(&format!(
-            "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
-            plugin(name).display()
-        ));
-    }
+    c.push_str(&plugins_toml(&["normalize", "metrics"]));
     c.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
     c.push_str(&kafka_sink_toml("metrics", &metrics, "metrics"));
     c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
