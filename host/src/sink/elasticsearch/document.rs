@@ -11,7 +11,8 @@
 //! of that origin within the batch (all outputs of one input arrive in one batch, in a
 //! stable order). A metric's is the service, window and origin (each host's partial window
 //! is its own document; dashboards sum them). An alert's is its `alert.id`, which every
-//! host and replay computes the same.
+//! host and replay computes the same. A dead letter's adds the hash of its reason and
+//! payload: letters of one origin can come from different stages and batches.
 
 use super::config::IndexConfig;
 use crate::codec::{self, write_str, write_value};
@@ -315,15 +316,22 @@ impl Encoder<'_> {
 
     pub fn dead_letters(&self, letters: &[DeadLetter]) -> Vec<BulkItem> {
         let dataset = self.naming.dataset(self.route);
-        let mut per_origin: HashMap<(&str, i32, i64), u32> = HashMap::new();
+        let mut per_letter: HashMap<(&str, i32, i64, u64), u32> = HashMap::new();
         letters
             .iter()
             .map(|d| {
                 let o = &d.origin;
-                let n = per_origin
-                    .entry((&o.topic, o.partition, o.offset))
+                // One origin can have several dead letters (a plugin's fan-out, refused at
+                // different stages and batches): the letter's own hash tells them apart,
+                // and stays the same when a replay writes the letter again.
+                let letter = letter_hash(d);
+                let n = per_letter
+                    .entry((&o.topic, o.partition, o.offset, letter))
                     .or_default();
-                let id = bounded_id(format!("{}:{}:{}:{n}", o.topic, o.partition, o.offset));
+                let id = bounded_id(format!(
+                    "{}:{}:{}:{letter:016x}:{n}",
+                    o.topic, o.partition, o.offset
+                ));
                 *n += 1;
                 let mut doc = Vec::with_capacity(d.payload.len() + d.reason.len() + 160);
                 start_doc(&mut doc, d.timestamp, &dataset);
@@ -344,6 +352,16 @@ impl Encoder<'_> {
             })
             .collect()
     }
+}
+
+/// FNV-1a over a dead letter's reason and payload.
+fn letter_hash(letter: &DeadLetter) -> u64 {
+    let bytes = (letter.reason.bytes())
+        .chain([0xff])
+        .chain(letter.payload.iter().copied());
+    bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The record's event time, else when the host saw it.
@@ -537,6 +555,41 @@ mod tests {
         );
         let again: Vec<String> = enc.logs(&records).into_iter().map(|i| i.id).collect();
         assert_eq!(ids, again);
+    }
+
+    #[test]
+    fn dead_letters_of_one_origin_from_different_batches_keep_their_own_ids() {
+        // A record a plugin split in two: one half dead-lettered by the chain, the other
+        // refused later by a sink. Written in separate batches, the second must not be
+        // taken for a replay of the first (`create` answers 409 and it would be gone).
+        let letter = |reason: &str, payload: &[u8]| DeadLetter {
+            origin: Origin {
+                topic: "raw-logs".into(),
+                partition: 1,
+                offset: 5,
+            },
+            reason: reason.into(),
+            payload: payload.to_vec(),
+            timestamp: 1_764_064_800_000_000_000,
+        };
+        let enc = Encoder {
+            naming: &naming(),
+            route: &RouteName::Dlq,
+        };
+        let id = |l: &DeadLetter| enc.dead_letters(std::slice::from_ref(l))[0].id.clone();
+        let by_plugin = letter("plugin `split`: bad half", b"{\"half\":1}");
+        let by_sink = letter("sink `kafka`: message too large", b"{\"half\":2}");
+        assert_ne!(id(&by_plugin), id(&by_sink));
+        assert_eq!(
+            id(&by_plugin),
+            id(&by_plugin.clone()),
+            "a replay writes the same id"
+        );
+        let twice = enc.dead_letters(&[by_plugin.clone(), by_plugin]);
+        assert_ne!(
+            twice[0].id, twice[1].id,
+            "two copies in one batch are two letters"
+        );
     }
 
     #[test]
