@@ -22,14 +22,18 @@ pub fn brokers() -> String {
 
 /// A name no other test run uses.
 pub fn unique(prefix: &str) -> String {
+    // Tests of one binary run on parallel threads and can read the same clock value: the
+    // counter keeps their names apart.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     format!(
-        "{prefix}-{}-{}",
+        "{prefix}-{}-{}-{}",
         std::process::id(),
-        nanos % 1_000_000_000_000
+        nanos % 1_000_000_000_000,
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
 
