@@ -581,11 +581,19 @@ mod tests {
         assert!(tracker.has_failed(), "the metric records would be lost");
     }
 
+    /// An issuer reporting shares, and a tracker.
+    fn sharing() -> (
+        AckIssuer,
+        mpsc::UnboundedReceiver<Completion>,
+        OffsetTracker,
+    ) {
+        let (issuer, rx) = AckIssuer::new();
+        (issuer.reporting_shares(), rx, OffsetTracker::default())
+    }
+
     #[test]
     fn a_partitions_share_commits_once_its_own_holders_acked() {
-        let (issuer, mut rx) = AckIssuer::new();
-        let mut issuer = issuer.reporting_shares();
-        let mut tracker = OffsetTracker::default();
+        let (mut issuer, mut rx, mut tracker) = sharing();
         let o = offsets(&[(0, 3), (1, 7)]);
         let b = issuer.issue(o.clone());
         tracker.issued(b.seq(), &o);
@@ -606,9 +614,7 @@ mod tests {
 
     #[test]
     fn a_share_never_completes_while_a_full_holder_or_a_failed_segment_holds_it() {
-        let (issuer, mut rx) = AckIssuer::new();
-        let mut issuer = issuer.reporting_shares();
-        let mut tracker = OffsetTracker::default();
+        let (mut issuer, mut rx, mut tracker) = sharing();
         let o = offsets(&[(0, 3), (1, 7)]);
         let b = issuer.issue(o.clone());
         tracker.issued(b.seq(), &o);
@@ -632,9 +638,7 @@ mod tests {
 
     #[test]
     fn a_share_given_up_never_completes_early_and_a_tick_output_narrows_to_the_whole_batch() {
-        let (issuer, mut rx) = AckIssuer::new();
-        let mut issuer = issuer.reporting_shares();
-        let mut tracker = OffsetTracker::default();
+        let (mut issuer, mut rx, mut tracker) = sharing();
         tracker.assign([("t".to_string(), 0), ("t".to_string(), 1)]);
         let o = offsets(&[(0, 3), (1, 7)]);
         let b = issuer.issue(o.clone());
