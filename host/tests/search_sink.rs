@@ -891,79 +891,157 @@ fn a_bulk_reply_without_errors_and_items_is_not_taken_for_success() {
     assert!(consume(&dlq, 0, Duration::from_secs(3), Duration::from_secs(1)).is_empty());
 }
 
+/// A host writing `cleaned` into daily indices under a prefix of its own, with its admin
+/// endpoint: every record falls in one day, so a test can act on that day's index before
+/// any document reaches it.
+struct DailyIndexRun {
+    source: String,
+    dlq: String,
+    group: String,
+    index: String,
+    admin: String,
+    host: Host,
+}
+
+impl DailyIndexRun {
+    fn start(prefix: &str) -> Self {
+        let (source, dlq, group) = (unique("raw"), unique("dlq"), unique("g"));
+        create_topic(&source, 1);
+        create_topic(&dlq, 1);
+        let index = sluice::sink::elasticsearch::document::IndexNaming::Daily {
+            prefix: prefix.to_owned(),
+        }
+        .index(&sluice::route::RouteName::Cleaned, base_ms() * 1_000_000);
+        let admin = admin_address();
+        let config = config_with_admin(&source, &dlq, &group, &search_url(), "unused", &admin)
+            .replace(
+                "index = { mode = \"data_stream\", dataset = \"sluice\", namespace = \"unused\" }",
+                &format!("index = {{ mode = \"daily\", prefix = \"{prefix}\" }}"),
+            );
+        assert!(config.contains("mode = \"daily\""));
+        let host = Host::start(&config);
+        assert!(
+            wait_for_log(&host, "search sink ready", Duration::from_secs(60)),
+            "{}",
+            host.log()
+        );
+        DailyIndexRun {
+            source,
+            dlq,
+            group,
+            index,
+            admin,
+            host,
+        }
+    }
+
+    /// While the cluster refuses every item with `error_type`: each is retried, none is
+    /// dead-lettered, acknowledged or committed.
+    fn assert_held_back(&self, n: usize, error_type: &str) {
+        let retried = wait_for_metric(
+            &self.admin,
+            "sluice_sink_retried_total{sink=\"search\"}",
+            2 * n as u64,
+            Duration::from_secs(60),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let dead_lettered = metric(
+            &self.admin,
+            "sluice_sink_dead_lettered_total{sink=\"search\"}",
+        );
+        let acknowledged = metric(&self.admin, ACKNOWLEDGED);
+        let log = self.host.log();
+        assert_eq!(dead_lettered, 0, "{log}");
+        assert_eq!(acknowledged, 0, "{log}");
+        assert_eq!(committed(&self.group, &self.source), 0, "{log}");
+        assert!(retried >= 2 * n as u64, "{retried} retries\n{log}");
+        assert!(log.contains(error_type), "{log}");
+    }
+
+    /// Once the cause is lifted: every record in the index once, committed, none dead-lettered.
+    fn assert_all_land(mut self, n: usize) {
+        let got = wait_for_count(&self.index, n as u64, Duration::from_secs(60));
+        let acknowledged =
+            wait_for_metric(&self.admin, ACKNOWLEDGED, n as u64, Duration::from_secs(30));
+        assert!(self.host.terminate().success(), "{}", self.host.log());
+        assert_eq!(got, n as u64, "{}", self.host.log());
+        assert_eq!(acknowledged, n as u64);
+        assert_eq!(
+            total(&self.index),
+            n as u64,
+            "duplicates after the cause was lifted"
+        );
+        assert_eq!(distinct_seqs(&self.index), n as u64);
+        assert_eq!(committed(&self.group, &self.source), n as i64);
+        assert!(consume(&self.dlq, 0, Duration::from_secs(3), Duration::from_secs(1)).is_empty());
+    }
+}
+
 #[test]
 fn a_write_blocked_index_is_retried_not_dead_lettered() {
-    let (source, dlq, group) = (unique("raw"), unique("dlq"), unique("g"));
-    create_topic(&source, 1);
-    create_topic(&dlq, 1);
-    // Daily indices, so the test can create the index (with the template the host
-    // installs) before any document and block it. Every record falls in one day.
-    let prefix = unique("blocked");
-    let index = sluice::sink::elasticsearch::document::IndexNaming::Daily {
-        prefix: prefix.clone(),
-    }
-    .index(&sluice::route::RouteName::Cleaned, base_ms() * 1_000_000);
-    let admin = admin_address();
-    let config = config_with_admin(&source, &dlq, &group, &search_url(), "unused", &admin).replace(
-        "index = { mode = \"data_stream\", dataset = \"sluice\", namespace = \"unused\" }",
-        &format!("index = {{ mode = \"daily\", prefix = \"{prefix}\" }}"),
-    );
-    assert!(config.contains("mode = \"daily\""));
-    let mut host = Host::start(&config);
-    assert!(
-        wait_for_log(&host, "search sink ready", Duration::from_secs(60)),
-        "{}",
-        host.log()
-    );
-    let (status, body) = es("PUT", &format!("/{index}"), None);
+    let run = DailyIndexRun::start(&unique("blocked"));
+    let (status, body) = es("PUT", &format!("/{}", run.index), None);
     assert_eq!(status, 200, "{body}");
     let block = |on: bool| {
         let (status, body) = es(
             "PUT",
-            &format!("/{index}/_settings"),
+            &format!("/{}/_settings", run.index),
             Some(json!({"index.blocks.write": on})),
         );
         assert_eq!(status, 200, "{body}");
     };
     block(true);
     let n = 300;
-    produce_at(&source, &(0..n).map(log_line).collect::<Vec<_>>());
+    produce_at(&run.source, &(0..n).map(log_line).collect::<Vec<_>>());
 
     // Every item answers 403 cluster_block_exception while the block is on.
-    let retried = wait_for_metric(
-        &admin,
-        "sluice_sink_retried_total{sink=\"search\"}",
-        2 * n as u64,
-        Duration::from_secs(60),
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let dead_lettered = metric(&admin, "sluice_sink_dead_lettered_total{sink=\"search\"}");
-    let acknowledged = metric(&admin, ACKNOWLEDGED);
-    let committed_while_blocked = committed(&group, &source);
+    run.assert_held_back(n, "cluster_block_exception");
     block(false);
-    assert_eq!(dead_lettered, 0, "{}", host.log());
-    assert_eq!(acknowledged, 0, "{}", host.log());
-    assert_eq!(committed_while_blocked, 0, "{}", host.log());
-    assert!(retried >= 2 * n as u64, "{}", host.log());
-    assert!(
-        host.log().contains("cluster_block_exception"),
-        "{}",
-        host.log()
-    );
+    run.assert_all_land(n);
+}
 
-    let got = wait_for_count(&index, n as u64, Duration::from_secs(60));
-    let acknowledged = wait_for_metric(&admin, ACKNOWLEDGED, n as u64, Duration::from_secs(30));
-    assert!(host.terminate().success(), "{}", host.log());
-    assert_eq!(got, n as u64, "{}", host.log());
-    assert_eq!(acknowledged, n as u64);
-    assert_eq!(
-        total(&index),
-        n as u64,
-        "duplicates after the block was lifted"
-    );
-    assert_eq!(distinct_seqs(&index), n as u64);
-    assert_eq!(committed(&group, &source), n as i64);
-    assert!(consume(&dlq, 0, Duration::from_secs(3), Duration::from_secs(1)).is_empty());
+/// Turns automatic index creation off for indices starting with `prefix` (the engine answers
+/// each item `404 index_not_found_exception`), and back to the default when dropped. Only
+/// this prefix is touched, so tests running beside it write as before.
+struct NoAutoCreate;
+
+impl NoAutoCreate {
+    fn for_prefix(prefix: &str) -> Self {
+        let (status, body) = es(
+            "PUT",
+            "/_cluster/settings",
+            Some(json!({"persistent": {"action.auto_create_index": format!("-{prefix}*,+*")}})),
+        );
+        assert_eq!(status, 200, "{body}");
+        NoAutoCreate
+    }
+}
+
+impl Drop for NoAutoCreate {
+    fn drop(&mut self) {
+        es(
+            "PUT",
+            "/_cluster/settings",
+            Some(json!({"persistent": {"action.auto_create_index": null}})),
+        );
+    }
+}
+
+#[test]
+fn a_missing_index_the_engine_will_not_create_is_retried_not_dead_lettered() {
+    let prefix = unique("noauto");
+    let no_auto_create = NoAutoCreate::for_prefix(&prefix);
+    let run = DailyIndexRun::start(&prefix);
+    let n = 200;
+    produce_at(&run.source, &(0..n).map(log_line).collect::<Vec<_>>());
+
+    // An operator who turned auto-create off creates indices ahead: until then every item
+    // answers 404, and the records wait rather than go to the dead-letter topic.
+    run.assert_held_back(n, "index_not_found_exception");
+    let (status, body) = es("PUT", &format!("/{}", run.index), None);
+    assert_eq!(status, 200, "{body}");
+    drop(no_auto_create);
+    run.assert_all_land(n);
 }
 
 // ---- Kibana saved objects ----
