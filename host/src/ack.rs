@@ -168,6 +168,11 @@ impl AckHandle {
         handle
     }
 
+    /// The offsets the batch covers.
+    pub fn offsets(&self) -> &BatchOffsets {
+        &self.shared.offsets
+    }
+
     /// The batch's number, unique in the process whichever issuer issued it: sinks tell
     /// one pipeline output from the next by it.
     pub fn seq(&self) -> u64 {

@@ -24,6 +24,11 @@ pub trait Stage: Send {
     fn process(&mut self, batch: &Batch) -> Result<Batch, StageError>;
     fn tick(&mut self, watermark: i64) -> Result<Batch, StageError>;
 
+    /// Whether the stage keeps durable state per source partition (contract 0.2.0).
+    fn keeps_state(&self) -> bool {
+        false
+    }
+
     /// The stage's durable state for one source partition (`wit/README.md`, "Durable
     /// state"); `None` when it holds none. A stage without state has none.
     fn snapshot(&mut self, topic: &str, partition: i32) -> Result<Option<Vec<u8>>, StageError> {
@@ -96,6 +101,13 @@ pub struct ChainOutput {
     pub breaches: Vec<Breach>,
     /// Stages that completed a call, for health.
     pub succeeded: Vec<String>,
+}
+
+impl ChainOutput {
+    /// No record came out (failures and successes aside).
+    pub fn has_no_records(&self) -> bool {
+        self.routed.is_empty() && self.dead.is_empty() && self.cleaned.iter().all(Batch::is_empty)
+    }
 }
 
 /// A stage emitted records its role forbids (see [`crate::role`]) in one call.
@@ -368,6 +380,11 @@ impl Chain {
             .iter()
             .find(|s| s.name() == name)
             .and_then(|s| s.role())
+    }
+
+    /// Whether a stage keeps durable state per source partition.
+    pub fn keeps_state(&self) -> bool {
+        self.stages.iter().any(|s| s.keeps_state())
     }
 
     /// Every stage's durable state for one source partition, by stage name; stages that

@@ -26,6 +26,7 @@ pub mod route;
 pub mod runner;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod time;
 pub mod topology;
 

@@ -16,6 +16,7 @@ use crate::role;
 use crate::route::RouteName;
 use crate::sink::Router;
 use crate::source::{PipelineInput, SourceBatch, SourceKind};
+use crate::state::{SnapshotExchange, Snapshotter};
 use crate::{Record, time};
 use sluice_plugin_sdk::Output;
 use std::collections::{HashMap, HashSet};
@@ -55,6 +56,8 @@ pub struct Pipeline {
     warned_unrouted: HashSet<RouteName>,
     /// Per plugin, consecutive successful calls since its last failure.
     healthy_calls: HashMap<String, u32>,
+    /// Snapshots of the plugins' state for the source to store, when it does.
+    state: Option<Snapshotter>,
     pub stats: Arc<PipelineStats>,
 }
 
@@ -83,8 +86,20 @@ impl Pipeline {
             last_batch: None,
             warned_unrouted: HashSet::new(),
             healthy_calls: HashMap::new(),
+            state: None,
             stats: Arc::new(PipelineStats::default()),
         }
+    }
+
+    /// Whether a stage keeps durable state (contract 0.2.0).
+    pub fn keeps_state(&self) -> bool {
+        self.chain.keeps_state()
+    }
+
+    /// Snapshot the plugins' state of each partition every `interval` (and when the source
+    /// gives it up) into `exchange`, and restore what the source hands back.
+    pub fn keep_state(&mut self, exchange: Arc<SnapshotExchange>, interval: Duration) {
+        self.state = Some(Snapshotter::new(exchange, interval));
     }
 
     /// Process input until the source ends, then flush every sink. Plugin reloads from
@@ -106,7 +121,15 @@ impl Pipeline {
                 Ok(PipelineInput::Progress(progress)) => self.follow(progress),
                 Ok(PipelineInput::Lost(lost)) => {
                     self.chain.lose(&lost);
+                    if let Some(state) = &mut self.state {
+                        state.lose(&mut self.chain, &lost);
+                    }
                     self.router.lost_blocking(&lost);
+                }
+                Ok(PipelineInput::Restore(snapshot)) => {
+                    if let Some(state) = &mut self.state {
+                        state.restore(&mut self.chain, &snapshot);
+                    }
                 }
                 Ok(PipelineInput::Flush) => {
                     if let Some(held) = self.last_batch.take() {
@@ -216,6 +239,9 @@ impl Pipeline {
             .expect("a batch the host packed from Rust strings scans");
         let mut out = ChainOutput::default();
         self.chain.process(Batch::Packed(records), &mut out);
+        if let Some(state) = &mut self.state {
+            state.processed(ack.offsets());
+        }
         self.deliver(out, dead, &messages, &ack);
         if let Some(progress) = progress {
             self.follow(progress);
@@ -233,6 +259,9 @@ impl Pipeline {
     fn follow(&mut self, progress: Vec<crate::source::PartitionProgress>) {
         let revoked = self.chain.set_progress(progress);
         if !revoked.is_empty() {
+            if let Some(state) = &mut self.state {
+                state.give_up(&mut self.chain, &revoked);
+            }
             self.router.revoked_blocking(&revoked);
         }
     }
@@ -240,6 +269,12 @@ impl Pipeline {
     fn tick(&mut self, end_of_input: bool) {
         let mut out = ChainOutput::default();
         self.chain.tick(end_of_input, &mut out);
+        if let Some(state) = &mut self.state {
+            if !out.has_no_records() {
+                state.ticked();
+            }
+            state.snapshot_due(&mut self.chain);
+        }
         self.deliver_emitted(out);
     }
 

@@ -6,10 +6,12 @@
 use crate::admin::{self, AdminError, AdminState};
 use crate::config::Config;
 use crate::health;
+use crate::pipeline::Pipeline;
 use crate::plugin::LoadError;
 use crate::reload::{Reload, Watcher};
 use crate::sink::{SinkError, SinkHandle};
-use crate::source::{PipelineInput, SourceError, SourceKind, SourceLinks, SourceStats};
+use crate::source::{PipelineInput, SourceError, SourceKind, SourceLinks, SourceStats, StateLink};
+use crate::state::SnapshotExchange;
 use crate::topology::{BuildError, Overrides, Topology};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,9 +91,10 @@ pub async fn run_plan(
         runtime,
         plugin_stats,
         sinks,
-        pipeline,
+        mut pipeline,
         ..
     } = topology;
+    let state = link_state(&config, &*source, &mut pipeline);
     let (tx, rx) = std::sync::mpsc::sync_channel::<PipelineInput>(config.pipeline.channel_capacity);
     let reloads = plan.daemon.then(|| {
         let stats = plugin_stats.iter().map(|(_, s)| s.clone()).collect();
@@ -116,6 +119,7 @@ pub async fn run_plan(
         stop: stop.clone(),
         stats: source_stats,
         shutdown: (drain_timeout, shutdown_deadline.clone()),
+        state,
     };
     let source_thread = std::thread::Builder::new()
         .name("source".into())
@@ -144,6 +148,26 @@ pub async fn run_plan(
     source_result?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// When the source stores plugin state and a plugin keeps any, the pipeline snapshots it
+/// for the source: the link between them.
+fn link_state(
+    config: &Config,
+    source: &dyn SourceKind,
+    pipeline: &mut Pipeline,
+) -> Option<StateLink> {
+    let interval = source.snapshot_interval()?;
+    if !pipeline.keeps_state() {
+        return None;
+    }
+    let exchange = Arc::new(SnapshotExchange::default());
+    pipeline.keep_state(exchange.clone(), interval);
+    let per_stage = usize::try_from(config.pipeline.max_state_mb).unwrap_or(usize::MAX >> 20) << 20;
+    Some(StateLink {
+        exchange,
+        max_snapshot_bytes: per_stage.saturating_mul(config.plugins.len().max(1)),
+    })
 }
 
 /// The admin endpoint over the topology's counters and the source's.

@@ -22,9 +22,14 @@ fn search_addr() -> std::net::SocketAddr {
 
 /// `sluice gen` straight into `topic` (keyed by service, so spread over its partitions).
 fn generate(topic: &str, args: &[&str]) {
+    generate_from(topic, "2026-11-25T10:00:00Z", args);
+}
+
+/// [`generate`], the first line's event time `start`.
+fn generate_from(topic: &str, start: &str, args: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["gen", "--brokers", &brokers(), "--topic", topic])
-        .args(["--start", "2026-11-25T10:00:00Z", "--log-level", "warn"])
+        .args(["--start", start, "--log-level", "warn"])
         .args(args)
         .status()
         .unwrap();
@@ -289,10 +294,10 @@ fn metrics_a_sink_cannot_write_stop_the_host_before_commit() {
 }
 
 #[test]
-fn a_clean_stop_emits_the_open_windows_before_it_commits() {
+fn a_clean_stop_without_plugin_state_emits_the_open_windows_before_it_commits() {
     // A stop commits what the sinks wrote; the metric windows still open hold counts of
-    // those records. Unless they are emitted (as partial windows) before the commit, no
-    // host ever counts those records again.
+    // those records. Without the state topic to keep them, unless they are emitted (as
+    // partial windows) before the commit, no host ever counts those records again.
     let (source, cleaned, metrics, dlq) = (
         unique("et-stop-raw"),
         unique("et-stop-cleaned"),
@@ -315,7 +320,8 @@ fn a_clean_stop_emits_the_open_windows_before_it_commits() {
         ],
     );
     let group = unique("et-stop");
-    let mut c = common::kafka_source_toml(&source, &group, "");
+    let mut c = common::kafka_source_toml(&source, &group, "")
+        .replace("[pipeline]", "plugin_state = false\n\n[pipeline]");
     c.push_str(&plugins_toml(&["normalize", "metrics"]));
     c.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
     c.push_str(&kafka_sink_toml("metrics", &metrics, "metrics"));
@@ -329,16 +335,7 @@ fn a_clean_stop_emits_the_open_windows_before_it_commits() {
     );
     assert_eq!(got.len(), 1200, "{}", host.log());
     let expected: u64 = cleaned_per_window(&got).values().sum();
-    let started = Instant::now();
-    while common::committed(&group, &source) < 1200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "committed {} of 1200\n{}",
-            common::committed(&group, &source),
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_committed(&group, &source, 1200, &host);
     assert!(host.terminate().success(), "{}", host.log());
 
     let rows = consume(
@@ -358,4 +355,105 @@ fn a_clean_stop_emits_the_open_windows_before_it_commits() {
         rows.len(),
         host.log()
     );
+}
+
+fn wait_committed(group: &str, source: &str, n: i64, host: &common::Host) {
+    let started = Instant::now();
+    while common::committed(group, source) < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "committed {} of {n}\n{}",
+            common::committed(group, source),
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_restart_goes_on_with_the_open_windows_and_the_alert_baselines() {
+    // Ten quiet minutes of event time warm the detector's baselines up; the host stops in
+    // order; the next host starts with an error burst in its first windows, too few for a
+    // detector starting cold. Kept in the state topic, the baselines and the window open
+    // at the stop carry over: the burst alerts, and every window is emitted once, whole.
+    let (source, cleaned, metrics, alerts, dlq) = (
+        unique("et-restart-raw"),
+        unique("et-restart-cleaned"),
+        unique("et-restart-metrics"),
+        unique("et-restart-alerts"),
+        unique("et-restart-dlq"),
+    );
+    create_topic(&source, 3);
+    for topic in [&cleaned, &metrics, &alerts, &dlq] {
+        create_topic(topic, 1);
+    }
+    let group = unique("et-restart");
+    let mut c = common::kafka_source_toml(&source, &group, "");
+    c.push_str(&plugins_toml(&["normalize", "metrics"]));
+    c.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
+    c.push_str(&kafka_sink_toml("metrics", &metrics, "metrics"));
+    c.push_str(&kafka_sink_toml("alerts", &alerts, "alerts"));
+    c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+    let quiet = ["--seed", "5", "--count", "3000", "--events-per-second", "5"];
+    generate(&source, &quiet);
+    let mut host = common::Host::start(&c);
+    wait_committed(&group, &source, 3000, &host);
+    assert!(host.terminate().success(), "{}", host.log());
+    let before = host.log();
+
+    let burst = [
+        "--seed",
+        "6",
+        "--count",
+        "1200",
+        "--events-per-second",
+        "5",
+        "--burst",
+        "checkout@0+120:0.6",
+    ];
+    generate_from(&source, "2026-11-25T10:10:00Z", &burst);
+    let mut host = common::Host::start(&c);
+    wait_committed(&group, &source, 4200, &host);
+    let raised = consume(&alerts, 1, Duration::from_secs(30), Duration::from_secs(2));
+    assert!(host.terminate().success(), "{}", host.log());
+    let logs = format!("before the restart:\n{before}\nafter:\n{}", host.log());
+    let checkout = raised
+        .iter()
+        .map(common::Consumed::json)
+        .filter(|a| a["service.name"] == "checkout")
+        .count();
+    assert!(
+        checkout > 0,
+        "the burst after the restart raised no alert ({} in all)\n{logs}",
+        raised.len()
+    );
+
+    // Every window event time closed (before 10:13, lateness 30 s) emitted once, counting
+    // each of its cleaned records.
+    let truth = cleaned_per_window(&consume(
+        &cleaned,
+        4200,
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+    ));
+    let closed_before = parse_rfc3339_ns("2026-11-25T10:13:00Z");
+    let mut emitted: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
+    for row in consume(&metrics, 1, Duration::from_secs(30), Duration::from_secs(3)) {
+        let v = row.json();
+        let key = (
+            v["service.name"].as_str().unwrap_or("unknown").to_owned(),
+            v["metric.window.start"].as_i64().unwrap(),
+        );
+        emitted
+            .entry(key)
+            .or_default()
+            .push(v["count"].as_u64().unwrap());
+    }
+    for (key, count) in truth.iter().filter(|((_, w), _)| *w < closed_before) {
+        assert_eq!(
+            emitted.get(key),
+            Some(&vec![*count]),
+            "window {key:?}: emitted once with every record\n{logs}"
+        );
+    }
 }

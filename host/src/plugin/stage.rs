@@ -31,6 +31,9 @@ impl Stage for WasmStage {
     fn tick(&mut self, watermark: i64) -> Result<Batch, StageError> {
         Ok(self.tick_batch(watermark)?)
     }
+    fn keeps_state(&self) -> bool {
+        WasmStage::keeps_state(self)
+    }
     fn snapshot(&mut self, topic: &str, partition: i32) -> Result<Option<Vec<u8>>, StageError> {
         Ok(WasmStage::snapshot(self, topic, partition)?)
     }

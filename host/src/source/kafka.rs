@@ -19,13 +19,17 @@ use crate::health::{self, FailState};
 use crate::sink::InputTraits;
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::kafka_state::StateTopic;
 use crate::ack::{AckIssuer, BatchOffsets, Completion, OffsetTracker};
 use crate::codec::InvalidJson;
 use crate::event::RawMessage;
 use crate::{Origin, time};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +67,18 @@ pub struct KafkaSourceConfig {
     pub max_message_bytes: usize,
     #[serde(default)]
     pub invalid_json: InvalidJson,
+    /// Keep the plugins' state of each partition (contract 0.2.0: dedup keys, open metric
+    /// windows, anomaly baselines) in a compacted topic, so it survives restarts and
+    /// follows the partition to its next owner.
+    #[serde(default = "default_plugin_state")]
+    pub plugin_state: bool,
+    /// The compacted topic for it; `<group_id>.sluice-state` when unset.
+    #[serde(default)]
+    pub state_topic: Option<String>,
+    /// How often each partition's state is snapshotted: a restart replays at most about
+    /// this much (plus the commit interval) into the restored state.
+    #[serde(default = "default_state_interval_ms")]
+    pub state_interval_ms: u64,
 }
 
 pub(super) mod defaults {
@@ -86,6 +102,14 @@ fn default_drain_ms() -> u64 {
 
 fn default_unavailable_ms() -> u64 {
     30_000
+}
+
+fn default_plugin_state() -> bool {
+    true
+}
+
+fn default_state_interval_ms() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -120,14 +144,13 @@ impl SourceKind for KafkaSourceConfig {
         )
     }
 
+    fn snapshot_interval(&self) -> Option<Duration> {
+        self.plugin_state
+            .then(|| Duration::from_millis(self.state_interval_ms))
+    }
+
     fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
-        run(
-            self,
-            links.pipeline,
-            links.stop,
-            links.stats,
-            links.shutdown,
-        )
+        run(self, links)
     }
 }
 
@@ -142,7 +165,30 @@ impl KafkaSourceConfig {
         if self.group_id.trim().is_empty() {
             return Err(("group_id".into(), "must not be empty".into()));
         }
+        if self
+            .state_topic
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err((
+                "state_topic".into(),
+                "must name a topic; leave it out for `<group_id>.sluice-state`".into(),
+            ));
+        }
+        if self.plugin_state && self.state_interval_ms < 100 {
+            return Err((
+                "state_interval_ms".into(),
+                "must be at least 100 (snapshots cost a call into every stateful plugin)".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The compacted topic keeping the plugins' state.
+    pub fn state_topic_name(&self) -> String {
+        self.state_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.sluice-state", self.group_id))
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -180,6 +226,9 @@ struct SourceContext {
     completions: Mutex<UnboundedReceiver<Completion>>,
     /// Per partition, the next offset stored for commit.
     stored: Mutex<HashMap<(String, i32), i64>>,
+    /// Per partition resumed from its plugin state below the group's commit, that commit:
+    /// what is replayed up to it is never committed, so offsets never move back.
+    floors: Mutex<HashMap<(String, i32), i64>>,
     paused: AtomicBool,
     drain_timeout: Duration,
     /// The pipeline's input, for reports during a rebalance.
@@ -192,6 +241,8 @@ struct SourceContext {
     /// Since when every broker has been unreachable, as librdkafka reports it.
     brokers_down_since: Mutex<Option<Instant>>,
     stats: Arc<SourceStats>,
+    /// Where the plugins' state is kept, when it is (see [`crate::state`]).
+    state: Option<StateTopic>,
 }
 
 impl ClientContext for SourceContext {
@@ -221,6 +272,46 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    /// librdkafka's rebalance, with the plugins' state restored before an assignment takes
+    /// effect: each assigned partition with a stored snapshot resumes at the snapshot's
+    /// offset (see [`crate::state`]).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.restore_state(consumer, tpl);
+                Rebalance::Assign(tpl)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "rebalance error");
+                Rebalance::Error(rdkafka::error::KafkaError::Rebalance(code))
+            }
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match (err, cooperative) {
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, true) => {
+                consumer.incremental_assign(tpl)
+            }
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, false) => consumer.assign(tpl),
+            (_, true) => consumer.incremental_unassign(tpl),
+            (_, false) => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "applying the rebalance failed");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<(String, i32)> = tpl
@@ -239,6 +330,9 @@ impl ConsumerContext for SourceContext {
                 // completes here any more, then tell the sinks to drop what they hold.
                 tracing::warn!(partitions = ?parts, "partitions lost; their uncommitted batches will be replayed by the new owner");
                 self.forget(&parts);
+                if let Some(state) = &self.state {
+                    state.exchange.forget(&parts);
+                }
                 self.send_report(consumer, PipelineInput::Lost(parts));
             } else {
                 tracing::info!(partitions = ?parts, "partitions revoked; draining in-flight batches");
@@ -247,8 +341,15 @@ impl ConsumerContext for SourceContext {
                     .unwrap_or_else(|e| e.into_inner())
                     .revoking(&parts);
                 self.report_revoke(consumer, &parts);
-                self.drain(consumer, Some(&parts), Instant::now() + self.drain_timeout);
+                let deadline = Instant::now() + self.drain_timeout;
+                self.drain(consumer, Some(&parts), deadline);
+                self.wait_last_snapshots(&parts, deadline);
                 self.commit(consumer, Some(&parts));
+                if let Some(state) = &self.state {
+                    // Their next owner restores what is stored now.
+                    state.flush(deadline);
+                    state.exchange.forget(&parts);
+                }
                 self.forget(&parts);
             }
         }
@@ -271,14 +372,98 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit");
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.committed(offsets),
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed; it is retried with the next commit")
+            }
         }
     }
 }
 
 impl SourceContext {
+    /// The group committed `offsets`: store the plugin-state snapshots they cover.
+    fn committed(&self, offsets: &TopicPartitionList) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let committed: Vec<((String, i32), i64)> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(next) => Some(((e.topic().to_owned(), e.partition()), next)),
+                _ => None,
+            })
+            .collect();
+        state.store_committed(&committed);
+    }
+
+    /// Wait (until `deadline`) for the pipeline to snapshot the partitions it gives up,
+    /// after its last batch of them, so the commit that follows stores their latest state.
+    fn wait_last_snapshots(&self, parts: &[(String, i32)], deadline: Instant) {
+        if let Some(state) = &self.state
+            && !state.exchange.wait_last_taken(parts, deadline)
+        {
+            tracing::warn!(partitions = ?parts, "the pipeline did not snapshot the partitions it gives up within the drain; their next owner restores an older state and replays further");
+        }
+    }
+
+    /// Before an assignment takes effect: read the stored state of the partitions
+    /// assigned, hand it to the pipeline ahead of their records, and start each partition
+    /// where its state ends. A snapshot ahead of the committed offset (the group's offsets
+    /// were reset or deleted) is not used: the partition starts empty at the commit.
+    fn restore_state(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let assigned: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let snapshots = state.load(&assigned);
+        if snapshots.is_empty() {
+            return;
+        }
+        let committed = consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(30))
+            .unwrap_or_default();
+        for ((topic, partition), snapshot) in snapshots {
+            let commit =
+                committed
+                    .find_partition(&topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            if commit.is_none_or(|c| snapshot.next_offset > c) {
+                tracing::warn!(
+                    topic, partition, state_at = snapshot.next_offset, committed = ?commit,
+                    "stored plugin state is ahead of the group's committed offset (were the offsets reset?); the partition starts with empty state"
+                );
+                continue;
+            }
+            if tpl
+                .set_partition_offset(&topic, partition, Offset::Offset(snapshot.next_offset))
+                .is_err()
+            {
+                continue;
+            }
+            if let Some(commit) = commit {
+                self.floors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((topic.clone(), partition), commit);
+            }
+            tracing::info!(
+                topic, partition, resume_at = snapshot.next_offset, committed = ?commit,
+                "plugin state restored; the partition resumes where its state ends"
+            );
+            self.send_report(consumer, PipelineInput::Restore(snapshot));
+        }
+    }
+
     /// Stop tracking partitions given up: nothing of them is committed here any more, and
     /// the poll loop drops their messages not yet sent (see [`SourceContext::given_up`]).
     fn forget(&self, parts: &[(String, i32)]) {
@@ -288,6 +473,8 @@ impl SourceContext {
         for (topic, partition) in parts {
             tracker.forget(topic, *partition);
             stored.remove(&(topic.clone(), *partition));
+            (self.floors.lock().unwrap_or_else(|e| e.into_inner()))
+                .remove(&(topic.clone(), *partition));
             if !given_up.contains(&(topic.clone(), *partition)) {
                 given_up.push((topic.clone(), *partition));
             }
@@ -347,11 +534,19 @@ impl SourceContext {
         }
         let mut tpl = TopicPartitionList::new();
         let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
         for ((topic, partition), next) in advanced {
+            if floors
+                .get(&(topic.clone(), partition))
+                .is_some_and(|floor| next < *floor)
+            {
+                continue;
+            }
             let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
             stored.insert((topic, partition), next);
         }
         drop(stored);
+        drop(floors);
         if tpl.count() > 0 {
             // Fails for a partition no longer assigned; its new owner replays from the
             // last commit, which is safe.
@@ -412,7 +607,10 @@ impl SourceContext {
             return;
         }
         match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => tracing::debug!(partitions = tpl.count(), "committed"),
+            Ok(()) => {
+                tracing::debug!(partitions = tpl.count(), "committed");
+                self.committed(&tpl);
+            }
             Err(e) => tracing::warn!(error = %e, "synchronous commit failed"),
         }
     }
@@ -422,17 +620,26 @@ impl SourceContext {
 /// On `stop`, what is in flight gets `shutdown.0` to be delivered before the source commits
 /// what completed and leaves; the moment that time runs out is set in `shutdown.1`, for the
 /// rest of the host's shutdown.
-pub fn run(
-    config: &KafkaSourceConfig,
-    tx: SyncSender<PipelineInput>,
-    stop: Arc<AtomicBool>,
-    stats: Arc<SourceStats>,
-    shutdown: (Duration, Arc<std::sync::OnceLock<Instant>>),
-) -> Result<(), SourceError> {
+pub fn run(config: &KafkaSourceConfig, links: SourceLinks) -> Result<(), SourceError> {
+    let SourceLinks {
+        pipeline: tx,
+        stop,
+        stats,
+        shutdown,
+        state,
+    } = links;
     let (issuer, completions) = AckIssuer::new();
     // A revoked partition commits once its own records are written (see `ack`).
     let mut issuer = issuer.reporting_shares();
-    let consumer = subscribe(config, &tx, completions, stats)?;
+    let state = match state {
+        Some(link) => Some(StateTopic::open(
+            config,
+            link.exchange,
+            link.max_snapshot_bytes,
+        )?),
+        None => None,
+    };
+    let consumer = subscribe(config, &tx, completions, stats, state)?;
     let mut availability = Availability {
         subject: config.brokers.clone(),
         grace: Duration::from_millis(config.unavailable_after_ms),
@@ -476,11 +683,13 @@ fn subscribe(
     tx: &SyncSender<PipelineInput>,
     completions: UnboundedReceiver<Completion>,
     stats: Arc<SourceStats>,
+    state: Option<StateTopic>,
 ) -> Result<BaseConsumer<SourceContext>, SourceError> {
     let context = SourceContext {
         tracker: Mutex::new(OffsetTracker::default()),
         completions: Mutex::new(completions),
         stored: Mutex::new(HashMap::new()),
+        floors: Mutex::new(HashMap::new()),
         paused: AtomicBool::new(false),
         drain_timeout: Duration::from_millis(config.rebalance_drain_timeout_ms),
         pipeline: tx.clone(),
@@ -488,6 +697,7 @@ fn subscribe(
         shutting_down: AtomicBool::new(false),
         brokers_down_since: Mutex::new(None),
         stats,
+        state,
     };
     let consumer: BaseConsumer<SourceContext> = config
         .client_config()
@@ -515,28 +725,49 @@ fn leave(
 ) -> Result<(), SourceError> {
     let ctx = consumer.context();
     let deadline = *shutdown.1.get_or_init(|| Instant::now() + shutdown.0);
-    // A stop in order: the plugins are told their input has ended, so what they hold
-    // (open metric windows, counting records committed below) is emitted and written
-    // before the commit. After a failure nothing past it is committed: it is replayed.
-    let mut end = PipelineInput::End {
-        complete: result.is_ok(),
-    };
-    loop {
-        match tx.try_send(end) {
+    let send = |mut input: PipelineInput| loop {
+        match tx.try_send(input) {
             Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                end = back;
+                input = back;
                 ctx.pump(consumer);
                 std::thread::sleep(Duration::from_millis(5));
             }
             _ => break,
         }
+    };
+    let owned: Vec<(String, i32)> = consumer
+        .assignment()
+        .map(|tpl| {
+            (tpl.elements().iter())
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let keeps_state = ctx.state.is_some() && result.is_ok();
+    if keeps_state {
+        // The plugins' state of every partition is snapshotted after its last batch and
+        // stored with the commit below, so it goes on after a restart, where it was.
+        send(PipelineInput::Progress(Vec::new()));
     }
+    // A stop in order: the plugins are told their input has ended, so what they hold
+    // (open metric windows, counting records committed below) is emitted and written
+    // before the commit — all but the state just snapshotted. After a failure nothing
+    // past it is committed: it is replayed.
+    send(PipelineInput::End {
+        complete: result.is_ok(),
+    });
     drop(tx);
     ctx.drain(consumer, None, deadline);
+    if keeps_state {
+        ctx.wait_last_snapshots(&owned, deadline);
+    }
     ctx.shutting_down.store(true, Ordering::Relaxed);
     let failed = !ctx.pump(consumer);
     if !failed {
         ctx.commit(consumer, None);
+    }
+    if let Some(state) = &ctx.state {
+        state.flush(deadline);
     }
     consumer.unsubscribe();
     match result {

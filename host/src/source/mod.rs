@@ -3,6 +3,7 @@
 //! batches complete (see [`crate::ack`]).
 
 pub mod kafka;
+mod kafka_state;
 pub mod s3;
 pub mod stdin;
 
@@ -47,6 +48,12 @@ pub trait SourceKind: Send + Sync {
     /// One line for `sluice validate`: what it reads.
     fn describe(&self) -> String;
 
+    /// How often the pipeline snapshots the plugins' state of each partition, when this
+    /// source stores it (see [`crate::state`]); `None` when it does not.
+    fn snapshot_interval(&self) -> Option<Duration> {
+        None
+    }
+
     /// Read on the calling (source) thread until the input ends or `links.stop` is set,
     /// sending batches to the pipeline and committing what completes.
     fn run(&self, links: SourceLinks) -> Result<(), SourceError>;
@@ -62,6 +69,16 @@ pub struct SourceLinks {
     /// How long the shutdown may drain, and where the source records when it began to
     /// stop (the host's whole shutdown is bounded from then on).
     pub shutdown: (Duration, Arc<OnceLock<Instant>>),
+    /// Where the pipeline leaves the plugins' state for the source to store, when the
+    /// source stores it and a plugin keeps any.
+    pub state: Option<StateLink>,
+}
+
+/// The pipeline's snapshots, and the largest one (every stage's state of a partition).
+#[derive(Debug, Clone)]
+pub struct StateLink {
+    pub exchange: Arc<crate::state::SnapshotExchange>,
+    pub max_snapshot_bytes: usize,
 }
 
 crate::registry::registry! {
@@ -90,6 +107,10 @@ impl SourceKind for SourceConfig {
 
     fn describe(&self) -> String {
         self.kind().describe()
+    }
+
+    fn snapshot_interval(&self) -> Option<Duration> {
+        self.kind().snapshot_interval()
     }
 
     fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
@@ -185,6 +206,9 @@ pub enum PipelineInput {
     /// The source lost these partitions (its group session timed out), after every batch
     /// of them already sent: sinks drop what they hold of them (see `SinkInput::Lost`).
     Lost(Vec<(String, i32)>),
+    /// A partition's stored plugin state, ahead of its records: the partition resumes at
+    /// the snapshot's offset.
+    Restore(crate::state::Snapshot),
     /// Write out what the sinks buffer now, after everything sent before (a source whose
     /// unit of work is larger than a batch — the lake's objects — cuts the lake's objects
     /// where its own end). The last batch's handle is released first.
