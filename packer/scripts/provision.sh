@@ -14,9 +14,12 @@
 # Layout:
 #   /usr/local/bin/sluice                       the binary
 #   /var/lib/sluice/plugins/*.wasm              bundled plugins (drop-in directory)
-#   /etc/sluice/sluice.toml                     configuration (root:sluice 0640)
+#   /usr/local/share/sluice/sluice.toml         configuration template
+#   /etc/sluice/sluice.toml                     configuration (root:sluice 0640),
+#                                               rendered at boot by sluice-render
 #   /etc/sluice/sluice.env                      runtime settings, written at boot
 #   /usr/local/lib/sluice/sluice-settings       writes sluice.env from user data
+#   /usr/local/lib/sluice/sluice-render         writes sluice.toml from sluice.env
 #   /etc/systemd/system/sluice.service          the hardened service
 #   /etc/systemd/system/sluice-settings.service the boot-time settings oneshot
 set -euo pipefail
@@ -32,7 +35,8 @@ die() { printf '==> provision: ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 for f in "$release/sluice" "$release/sluice.toml" "$release/SHA256SUMS" \
-  "$files/sluice.service" "$files/sluice-settings.service" "$files/sluice-settings"; do
+  "$files/sluice.service" "$files/sluice-settings.service" "$files/sluice-settings" \
+  "$files/sluice-render"; do
   [[ -f $f ]] || die "missing $f (did dev/release run, and did the upload work?)"
 done
 compgen -G "$release/plugins/*.wasm" >/dev/null || die "no plugins in $release/plugins"
@@ -71,6 +75,16 @@ if [[ $apt_upgrade == yes ]]; then
   apt-get clean
 fi
 
+# The AWS SDK and TLS to brokers and search need the system's trusted roots; without
+# them sluice cannot start (a minimal image may lack them).
+if [[ ! -s /etc/ssl/certs/ca-certificates.crt ]]; then
+  say "installing ca-certificates"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -q -y install --no-install-recommends ca-certificates >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get -q -y install --no-install-recommends ca-certificates >/dev/null; } ||
+    die "cannot install ca-certificates (sluice needs trusted root certificates)"
+fi
+
 # --- User ----------------------------------------------------------------------------
 if ! getent group sluice >/dev/null; then
   say "creating group sluice"
@@ -99,7 +113,8 @@ done
 
 say "installing /etc/sluice"
 install -d -o root -g sluice -m 0750 /etc/sluice
-install -o root -g sluice -m 0640 "$release/sluice.toml" /etc/sluice/sluice.toml
+install -d -o root -g root -m 0755 /usr/local/share/sluice
+install -o root -g root -m 0644 "$release/sluice.toml" /usr/local/share/sluice/sluice.toml
 if [[ ! -e /etc/sluice/sluice.env ]]; then
   # Replaced at every boot by sluice-settings.service.
   printf '# Written at boot by sluice-settings.service from the user data (docs/ami.md).\n' \
@@ -110,9 +125,14 @@ chmod 0640 /etc/sluice/sluice.env
 
 install -d -o root -g root -m 0755 /usr/local/lib/sluice
 install -o root -g root -m 0755 "$files/sluice-settings" /usr/local/lib/sluice/sluice-settings
+install -o root -g root -m 0755 "$files/sluice-render" /usr/local/lib/sluice/sluice-render
 if [[ -f $release/VERSION ]]; then
   install -o root -g root -m 0644 "$release/VERSION" /usr/local/lib/sluice/VERSION
 fi
+
+# Rendered again at every boot from that boot's settings; until then, the template's sinks.
+say "rendering /etc/sluice/sluice.toml"
+/usr/local/lib/sluice/sluice-render
 
 say "installing systemd units"
 install -o root -g root -m 0644 "$files/sluice.service" /etc/systemd/system/sluice.service
@@ -135,6 +155,7 @@ if [[ $cleanup == yes ]]; then
   # Runtime settings of the build instance must not leak into the image.
   printf '# Written at boot by sluice-settings.service from the user data (docs/ami.md).\n' \
     >/etc/sluice/sluice.env
+  /usr/local/lib/sluice/sluice-render
   if command -v cloud-init >/dev/null; then
     cloud-init clean --logs || true
   fi
