@@ -457,3 +457,73 @@ fn a_restart_goes_on_with_the_open_windows_and_the_alert_baselines() {
         );
     }
 }
+
+/// `count` generated lines (one per second of event time from 10:00), sent alternately to
+/// `partitions` of `topic`.
+fn generate_into_partitions(topic: &str, partitions: &[i32], count: usize) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["gen", "--output", "-", "--log-level", "warn"])
+        .args([
+            "--start",
+            "2026-11-25T10:00:00Z",
+            "--events-per-second",
+            "1",
+        ])
+        .args(["--count", &count.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    for (i, line) in out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let partition = partitions[i % partitions.len()];
+        let record = BaseRecord::<(), [u8]>::to(topic)
+            .partition(partition)
+            .payload(line);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn an_empty_partition_holds_no_window_open() {
+    // A partition with nothing in it has nothing to wait for: event time follows the
+    // others at once, not only once the empty one has been quiet for `idle_watermark_ms`.
+    let (source, cleaned, metrics, dlq) = (
+        unique("et-empty-raw"),
+        unique("et-empty-cleaned"),
+        unique("et-empty-metrics"),
+        unique("et-empty-dlq"),
+    );
+    create_topic(&source, 3);
+    for topic in [&cleaned, &metrics, &dlq] {
+        create_topic(topic, 1);
+    }
+    generate_into_partitions(&source, &[0, 1], 600);
+    let mut c = common::kafka_source_toml(&source, &unique("et-empty"), "").replace(
+        "tick_interval_ms = 200",
+        "tick_interval_ms = 200\nidle_watermark_ms = 600000",
+    );
+    assert!(c.contains("idle_watermark_ms"));
+    c.push_str(&plugins_toml(&["normalize", "metrics"]));
+    c.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
+    c.push_str(&kafka_sink_toml("metrics", &metrics, "metrics"));
+    c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+    let mut host = common::Host::start(&c);
+    let rows = consume(&metrics, 1, Duration::from_secs(60), Duration::from_secs(1));
+    assert!(host.is_running(), "{}", host.log());
+    assert!(
+        !rows.is_empty(),
+        "no window closed while partition 2, empty, held event time\n{}",
+        host.log()
+    );
+    assert!(host.terminate().success(), "{}", host.log());
+}

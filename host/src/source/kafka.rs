@@ -1056,11 +1056,11 @@ fn partition_progress(consumer: &BaseConsumer<SourceContext>) -> Option<Vec<Part
         .map(|e| {
             let (topic, partition) = (e.topic(), e.partition());
             let no_lag = || lag.get(&(topic.to_owned(), partition)) == Some(&0);
-            let caught_up = match e.offset() {
-                Offset::Offset(next) => match high_watermark(consumer, topic, partition) {
-                    Some(high) => next >= high,
-                    None => no_lag(),
-                },
+            let caught_up = match (e.offset(), watermarks(consumer, topic, partition)) {
+                (Offset::Offset(next), Some((_, high))) => next >= high,
+                // Nothing read yet: caught up if the log holds nothing to read. An empty
+                // partition must not hold event time back (until it counts as idle).
+                (_, Some((low, high))) if high == 0 || low == high => true,
                 _ => no_lag(),
             };
             PartitionProgress {
@@ -1073,12 +1073,13 @@ fn partition_progress(consumer: &BaseConsumer<SourceContext>) -> Option<Vec<Part
     Some(progress)
 }
 
-/// The partition's high watermark as of the consumer's last fetch (no request is made).
-fn high_watermark(
+/// The partition's low and high watermarks as of the consumer's last fetch (no request is
+/// made).
+fn watermarks(
     consumer: &BaseConsumer<SourceContext>,
     topic: &str,
     partition: i32,
-) -> Option<i64> {
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client handle lives as long as `consumer`; librdkafka reads the
@@ -1094,7 +1095,7 @@ fn high_watermark(
         )
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+        .then_some((low, high))
 }
 
 /// Add a consumed message to the batch being cut.
