@@ -26,6 +26,7 @@ pub mod route;
 pub mod runner;
 pub mod sink;
 pub mod source;
+pub mod spec;
 pub mod time;
 pub mod topology;
 

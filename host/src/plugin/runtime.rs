@@ -553,6 +553,12 @@ impl WasmStage {
         &self.plugin
     }
 
+    /// A stage of the same compiled plugin with no instance and no state yet: a clean
+    /// start without compiling again (`plugin test --spec` runs each case in one).
+    pub fn fresh(&self) -> WasmStage {
+        WasmStage::new(self.plugin.clone())
+    }
+
     fn instance(&mut self) -> Result<&mut Instance, CallFailure> {
         if self.instance.is_none() {
             let fresh = self
