@@ -24,6 +24,7 @@ pub mod reload;
 pub mod role;
 pub mod route;
 pub mod runner;
+pub mod scaffold;
 pub mod sink;
 pub mod source;
 pub mod spec;

@@ -190,6 +190,16 @@ enum PluginCommand {
     /// it emits, with routes. Windows are closed at the end of input. With `--spec`, run a
     /// spec file's test cases instead and exit non-zero naming what differed.
     Test(TestArgs),
+    /// Start a plugin project: NAME/ with the contract's WIT, the plugin, a build script,
+    /// a spec it passes (`plugin test --spec NAME/test.toml`) and a README.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        lang: sluice::scaffold::Lang,
+        /// Where to create NAME/.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Show a plugin's contract version, imports and exports.
     Inspect { plugin: PathBuf },
 }
@@ -235,6 +245,14 @@ fn run(command: Command) -> Result<()> {
         Command::Validate { config } => validate(config),
         Command::Gen(args) => generate(args),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(plugin),
+        Command::Plugin(PluginCommand::New { name, lang, dir }) => {
+            let made = sluice::scaffold::generate(&dir, &name, lang)?;
+            println!(
+                "created {0}: build with {0}/build.sh, test with sluice plugin test --spec {0}/test.toml",
+                made.display()
+            );
+            Ok(())
+        }
         Command::Kibana(KibanaCommand::Import {
             url,
             file,
