@@ -54,7 +54,7 @@ fn new_builds_and_passes_its_spec(lang: &str) {
         String::from_utf8_lossy(&build.stderr)
     );
     let report = sluice(&["plugin", "test", "--spec", "test.toml"], &project);
-    assert!(report.contains("3 passed, 0 failed"), "{report}");
+    assert!(report.contains("4 passed, 0 failed"), "{report}");
 }
 
 #[test]

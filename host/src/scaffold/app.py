@@ -2,7 +2,8 @@
 
 Adds `{{name}}.length`, the length of each record's message, and dead-letters a record
 that has no message. The message is the body after normalize; before it (this plugin
-first in the chain) a JSON line's message is its `message` attribute and the body is empty.
+first in the chain) a JSON line's message is an attribute (`message` or `msg` here) and the
+body is empty.
 """
 
 import json
@@ -30,7 +31,7 @@ class WitWorld(wit_world.WitWorld):
     def process(self, batch: list[types.LogRecord]) -> list[types.LogRecord]:
         out = []
         for record in batch:
-            message = record.body or text(record, "message")
+            message = record.body or text(record, "message") or text(record, "msg")
             if not message:
                 record.route = types.Route_Dlq("{{name}}: the record has no message")
             else:

@@ -2,8 +2,8 @@
 //!
 //! Adds `{{name}}.length`, the length of each record's message, and dead-letters a record
 //! that has no message. The message is the body after normalize; before it (this plugin
-//! first in the chain) a JSON line's message is its `message` attribute and the body is
-//! empty.
+//! first in the chain) a JSON line's message is an attribute (`message` or `msg` here) and
+//! the body is empty.
 
 wit_bindgen::generate!({
     world: "transform",
@@ -43,9 +43,10 @@ impl Guest for Plugin {
         Ok(batch
             .into_iter()
             .map(|mut record| {
-                let message = match record.body.as_str() {
-                    "" => text(&record, "message"),
-                    body => body,
+                let message = match (record.body.as_str(), text(&record, "message")) {
+                    ("", "") => text(&record, "msg"),
+                    ("", message) => message,
+                    (body, _) => body,
                 };
                 if message.is_empty() {
                     record.route = Route::Dlq("{{name}}: the record has no message".into());

@@ -2,7 +2,8 @@
 //
 // Adds `{{name}}.length`, the length of each record's message, and dead-letters a record
 // that has no message. The message is the body after normalize; before it (this plugin
-// first in the chain) a JSON line's message is its `message` attribute and the body is empty.
+// first in the chain) a JSON line's message is an attribute (`message` or `msg` here) and the
+// body is empty.
 
 import { counterAdd } from "sluice:plugin/host@0.2.0";
 
@@ -21,7 +22,7 @@ function text(record, key) {
 
 export function process(batch) {
   for (const record of batch) {
-    const message = record.body || text(record, "message");
+    const message = record.body || text(record, "message") || text(record, "msg");
     if (!message) {
       record.route = { tag: "dlq", val: "{{name}}: the record has no message" };
     } else {
