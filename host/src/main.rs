@@ -7,7 +7,7 @@ use sluice::chain::{Chain, ChainOutput, Stage};
 use sluice::codec::{self, DecodeOptions, InvalidJson};
 use sluice::config::{Config, PluginConfig};
 use sluice::generator::{Burst, GenOptions, Generator};
-use sluice::plugin::{PluginRuntime, WasmStage};
+use sluice::plugin::PluginRuntime;
 use sluice::topology::Topology;
 use sluice::{Origin, runner, time};
 use std::io::{BufRead, Write};
@@ -160,22 +160,45 @@ struct GenArgs {
     burst: Vec<Burst>,
 }
 
+#[derive(clap::Args)]
+struct TestArgs {
+    /// The plugin component.
+    plugin: Option<PathBuf>,
+    /// The plugin's config as JSON.
+    #[arg(long, default_value = "{}")]
+    config: String,
+    /// Run the chain of this host config instead of one plugin.
+    #[arg(long, conflicts_with = "plugin")]
+    chain: Option<PathBuf>,
+    /// A test spec (TOML): inputs and expected outputs (docs/plugin-tests.md). Runs the
+    /// plugins it names, or PLUGIN / --chain when given.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Per-call timeout of every plugin, overriding its config [default: 2000 for one
+    /// plugin].
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Linear-memory limit of each plugin instance in MiB, overriding its config [default:
+    /// 64 for one plugin]. Interpreter-based plugins (Python, JavaScript) need 128 or more.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Run one plugin (or a config's chain) over NDJSON/text lines on stdin and print what
-    /// it emits, with routes. Windows are closed at the end of input.
-    Test {
-        /// The plugin component.
-        plugin: Option<PathBuf>,
-        /// The plugin's config as JSON.
-        #[arg(long, default_value = "{}")]
-        config: String,
-        /// Run the chain of this host config instead of one plugin.
-        #[arg(long, conflicts_with = "plugin")]
-        chain: Option<PathBuf>,
-        /// Per-call timeout.
-        #[arg(long, default_value_t = 2_000)]
-        timeout_ms: u64,
+    /// it emits, with routes. Windows are closed at the end of input. With `--spec`, run a
+    /// spec file's test cases instead and exit non-zero naming what differed.
+    Test(TestArgs),
+    /// Start a plugin project: NAME/ with the contract's WIT, the plugin, a build script,
+    /// a spec it passes (`plugin test --spec NAME/test.toml`) and a README.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        lang: sluice::scaffold::Lang,
+        /// Where to create NAME/.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Show a plugin's contract version, imports and exports.
     Inspect { plugin: PathBuf },
@@ -222,6 +245,14 @@ fn run(command: Command) -> Result<()> {
         Command::Validate { config } => validate(config),
         Command::Gen(args) => generate(args),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(plugin),
+        Command::Plugin(PluginCommand::New { name, lang, dir }) => {
+            let made = sluice::scaffold::generate(&dir, &name, lang)?;
+            println!(
+                "created {0}: build with {0}/build.sh, test with sluice plugin test --spec {0}/test.toml",
+                made.display()
+            );
+            Ok(())
+        }
         Command::Kibana(KibanaCommand::Import {
             url,
             file,
@@ -292,12 +323,10 @@ fn run(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Plugin(PluginCommand::Test {
-            plugin,
-            config,
-            chain,
-            timeout_ms,
-        }) => plugin_test(plugin, config, chain, timeout_ms),
+        Command::Plugin(PluginCommand::Test(args)) => match args.spec.clone() {
+            Some(spec) => plugin_spec(&spec, &args),
+            None => plugin_test(&args),
+        },
     }
 }
 
@@ -435,44 +464,99 @@ fn inspect(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// The runtime and the stages `plugin test` runs.
-type TestChain = (Arc<PluginRuntime>, Vec<Box<dyn Stage>>);
-
-/// `plugin test PLUGIN.wasm`: the plugin alone, with `--config` as its config table.
-fn one_plugin(path: &std::path::Path, config_json: &str, timeout_ms: u64) -> Result<TestChain> {
+/// The plugin entry of `plugin test PLUGIN.wasm`: `--config` as its config table, the
+/// host config's defaults for the rest.
+fn one_plugin(path: &std::path::Path, config_json: &str) -> Result<PluginConfig> {
     let config: toml::Table =
         serde_json::from_str(config_json).context("--config must be a JSON object")?;
-    let runtime = PluginRuntime::new(4, 64)?;
-    let plugin_config = PluginConfig {
+    Ok(PluginConfig {
         name: path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "plugin".into()),
         path: path.to_path_buf(),
-        timeout_ms,
+        timeout_ms: 2_000,
         memory_limit_mb: 64,
         max_output_factor: 16,
         on_failure: Default::default(),
         role: None,
         config,
-    };
-    let loaded = runtime.load(&plugin_config, path)?;
-    let stage: Box<dyn Stage> = Box::new(WasmStage::new(Arc::new(loaded)));
-    Ok((Arc::new(runtime), vec![stage]))
+    })
 }
 
-fn plugin_test(
-    plugin: Option<PathBuf>,
-    plugin_config: String,
-    chain_config: Option<PathBuf>,
-    timeout_ms: u64,
-) -> Result<()> {
-    let (_runtime, stages) = match (&plugin, &chain_config) {
+/// `--timeout-ms` and `--memory-mb` over every plugin's own settings.
+fn with_limits(mut plugins: Vec<PluginConfig>, args: &TestArgs) -> Vec<PluginConfig> {
+    for p in &mut plugins {
+        p.timeout_ms = args.timeout_ms.unwrap_or(p.timeout_ms);
+        p.memory_limit_mb = args.memory_mb.unwrap_or(p.memory_limit_mb);
+    }
+    plugins
+}
+
+/// `plugin test --spec FILE`: every case, a diff for each that fails, non-zero if any did.
+fn plugin_spec(path: &std::path::Path, args: &TestArgs) -> Result<()> {
+    let spec = sluice::spec::Spec::load(path)?;
+    let (plugins, max_state_mb) = match (&args.plugin, &args.chain) {
+        (Some(plugin), _) => (vec![one_plugin(plugin, &args.config)?], spec.max_state_mb),
+        (None, Some(chain)) => {
+            let config = Config::load(chain)?;
+            let plugins = config
+                .plugins
+                .iter()
+                .map(|p| PluginConfig {
+                    path: config.resolve(&p.path),
+                    ..p.clone()
+                })
+                .collect();
+            (plugins, config.pipeline.max_state_mb)
+        }
+        (None, None) => (spec.plugins.clone(), spec.max_state_mb),
+    };
+    if plugins.is_empty() {
+        bail!(
+            "{} names no plugin: add [[plugins]] or `chain = \"host.toml\"` to it, or give PLUGIN.wasm or --chain",
+            path.display()
+        );
+    }
+    let (_runtime, stages) = sluice::spec::load(&with_limits(plugins, args), max_state_mb)?;
+    let report = spec.run(&stages);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {} tests", path.display(), spec.len())?;
+    for (name, diff) in &report.cases {
+        match diff {
+            None => writeln!(out, "ok    {name}")?,
+            Some(diff) => write!(out, "FAIL  {name}\n{diff}")?,
+        }
+    }
+    let failed = report.failed();
+    writeln!(out, "{} passed, {failed} failed", spec.len() - failed)?;
+    if failed > 0 {
+        bail!(
+            "{failed} of {} tests in {} failed",
+            spec.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn plugin_test(args: &TestArgs) -> Result<()> {
+    let (_runtime, stages) = match (&args.plugin, &args.chain) {
         (_, Some(path)) => {
-            let (runtime, stages, _) = Topology::chain(&Config::load(path)?)?;
+            let mut config = Config::load(path)?;
+            config.plugins = with_limits(std::mem::take(&mut config.plugins), args);
+            let (runtime, stages, _) = Topology::chain(&config)?;
             (runtime, stages)
         }
-        (Some(path), None) => one_plugin(path, &plugin_config, timeout_ms)?,
+        (Some(path), None) => {
+            let plugin = with_limits(vec![one_plugin(path, &args.config)?], args);
+            let (runtime, stages) = sluice::spec::load(&plugin, 8)?;
+            let stages = stages
+                .into_iter()
+                .map(|s| Box::new(s) as Box<dyn Stage>)
+                .collect();
+            (runtime, stages)
+        }
         (None, None) => bail!("give a PLUGIN.wasm or --chain CONFIG"),
     };
     let mut chain = Chain::new(stages, Duration::from_secs(3600));

@@ -9,9 +9,13 @@
 //! `sluice:plugin/host` imports and a WASI context with nothing in it (Rust's std needs
 //! WASI to link).
 //!
+//! Compiled components are kept on disk ([`cache`]): a start or reload does not compile an
+//! unchanged component again.
+//!
 //! What a plugin emits is held to the origin rule ([`origins`]): a record claiming an
 //! origin the host never gave that plugin is dead-lettered, never delivered.
 
+pub mod cache;
 mod clock;
 mod host_api;
 pub mod inspect;

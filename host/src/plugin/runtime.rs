@@ -9,6 +9,7 @@ use super::bindings::v2::typed::{Transform as TransformV2, TransformPre as Trans
 // Each world's bindings generate their own copy of the `state` interface's record.
 use super::bindings::v2::packed::exports::sluice::plugin::state::SourcePartition as PackedSource;
 use super::bindings::v2::typed::exports::sluice::plugin::state::SourcePartition as TypedSource;
+use super::cache::{CompileCache, Source};
 use super::clock::{self, WaitPastDeadline};
 use super::origins::GivenOrigins;
 use super::{CallFailure, LoadError, PluginStats};
@@ -60,6 +61,8 @@ pub struct PluginRuntime {
     stop_ticker: Arc<AtomicBool>,
     /// Largest snapshot of one partition's state (`pipeline.max_state_mb`).
     max_state_bytes: usize,
+    /// Where compiled components are kept; `None` compiles at every load.
+    cache: Option<CompileCache>,
 }
 
 /// `pipeline.max_state_mb` when the config does not say.
@@ -121,6 +124,7 @@ impl PluginRuntime {
             linker: Arc::new(linker),
             stop_ticker,
             max_state_bytes: (DEFAULT_MAX_STATE_MB as usize) << 20,
+            cache: CompileCache::from_env(),
         })
     }
 
@@ -128,6 +132,13 @@ impl PluginRuntime {
     /// (`pipeline.max_state_mb`) from the plugins it loads from now on.
     pub fn with_max_state_mb(mut self, mb: u64) -> Self {
         self.max_state_bytes = usize::try_from(mb).unwrap_or(usize::MAX >> 20) << 20;
+        self
+    }
+
+    /// The same runtime keeping compiled components in `cache` (or in none) instead of
+    /// where the environment says ([`super::cache`]).
+    pub fn with_compile_cache(mut self, cache: Option<CompileCache>) -> Self {
+        self.cache = cache;
         self
     }
 
@@ -143,15 +154,29 @@ impl PluginRuntime {
             path: path.to_owned(),
             source,
         })?;
-        let component = Component::from_binary(&self.engine, &bytes);
+        let started = Instant::now();
+        let component = match &self.cache {
+            Some(cache) => cache.component(&self.engine, &bytes),
+            None => Component::from_binary(&self.engine, &bytes).map(|c| (c, Source::Compiled)),
+        };
         drop(bytes);
         // Compiling allocated and freed tens of MiB on this thread.
         crate::memory::release_freed_memory();
-        let component = component.map_err(|e| LoadError::Compile {
+        let (component, source) = component.map_err(|e| LoadError::Compile {
             name: name.to_owned(),
             path: path.to_owned(),
             message: format!("{e:#}"),
         })?;
+        tracing::info!(
+            plugin = name,
+            path = %path.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "{}",
+            match source {
+                Source::Compiled => "compiled plugin",
+                Source::Cached => "loaded compiled plugin from the cache",
+            }
+        );
         let contract = |e: wasmtime::Error| LoadError::Contract {
             name: name.to_owned(),
             path: path.to_owned(),
@@ -551,6 +576,12 @@ impl WasmStage {
 
     pub fn plugin(&self) -> &LoadedPlugin {
         &self.plugin
+    }
+
+    /// A stage of the same compiled plugin with no instance and no state yet: a clean
+    /// start without compiling again (`plugin test --spec` runs each case in one).
+    pub fn fresh(&self) -> WasmStage {
+        WasmStage::new(self.plugin.clone())
     }
 
     fn instance(&mut self) -> Result<&mut Instance, CallFailure> {
