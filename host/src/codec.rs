@@ -239,9 +239,6 @@ impl<'de, F: Fields> Visitor<'de> for Flatten<'_, F> {
     }
 }
 
-/// Field names the record's own fields take in the encoded form; attributes with these
-/// names are skipped so the record's fields win.
-const RESERVED: &[&str] = &["@timestamp", "message", "log.level"];
 
 /// Encode a record as one JSON object (no trailing newline), appended to `out`.
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
@@ -272,8 +269,16 @@ fn encode_parts<'a>(
         out.extend_from_slice(b",\"message\":");
         write_str(out, head.body);
     }
+    // The record's own fields win over attributes of their names; an attribute is dropped
+    // only where a field was written (a raw JSON line's `message` before normalize is kept).
+    let written = |key: &str| match key {
+        "@timestamp" => true,
+        "log.level" => !level.is_empty(),
+        "message" => !head.body.is_empty(),
+        _ => false,
+    };
     for (key, value) in attributes {
-        if RESERVED.contains(&key) {
+        if written(key) {
             continue;
         }
         out.push(b',');
@@ -429,6 +434,17 @@ mod tests {
         assert_eq!(back["http.response.status_code"], 502);
         assert_eq!(back["latency_ms"], 12.5);
         assert_eq!(back.as_object().unwrap().len(), 6);
+    }
+
+    #[test]
+    fn an_attribute_named_like_an_unwritten_field_is_kept() {
+        // A raw JSON line before normalize: its message is an attribute, the body empty.
+        let mut r = Record::new(origin());
+        r.set("message", "payment failed");
+        r.set("log.level", "warn");
+        let back: serde_json::Value = serde_json::from_slice(&record_to_json(&r)).unwrap();
+        assert_eq!(back["message"], "payment failed");
+        assert_eq!(back["log.level"], "warn");
     }
 
     /// Messages of every shape decoding meets.
