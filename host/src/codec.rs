@@ -239,7 +239,6 @@ impl<'de, F: Fields> Visitor<'de> for Flatten<'_, F> {
     }
 }
 
-
 /// Encode a record as one JSON object (no trailing newline), appended to `out`.
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
     let attributes = record.attributes.iter().map(|a| (&*a.key, a.value.view()));

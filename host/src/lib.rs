@@ -30,6 +30,7 @@ pub mod source;
 pub mod spec;
 pub mod state;
 pub mod time;
+pub mod topics;
 pub mod topology;
 
 pub use sluice_plugin_sdk::{Attribute, Origin, Record, Route, Value};

@@ -71,6 +71,9 @@ enum Command {
     /// Athena statements for the lake the config writes.
     #[command(subcommand)]
     Athena(AthenaCommand),
+    /// The Kafka topics the config reads and writes.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
     /// Kibana / OpenSearch Dashboards saved objects.
     #[command(subcommand)]
     Kibana(KibanaCommand),
@@ -109,6 +112,24 @@ enum KibanaCommand {
         /// A full Authorization header value ("Basic …" or "ApiKey …").
         #[arg(long, env = "KIBANA_AUTH", hide_env_values = true)]
         authorization: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create the topics the config needs that are missing (the source's, each Kafka
+    /// sink's, the plugin state topic) and check those present; exits non-zero on drift,
+    /// or with --check on a missing topic.
+    Ensure {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only report: create nothing.
+        #[arg(long)]
+        check: bool,
+        /// Partitions of a new topic (default: the broker's); a new state topic gets as
+        /// many as the widest source topic.
+        #[arg(long)]
+        partitions: Option<i32>,
     },
 }
 
@@ -277,6 +298,11 @@ fn run(command: Command) -> Result<()> {
             println!("imported {} saved objects", summary.success_count);
             Ok(())
         }
+        Command::Topics(TopicsCommand::Ensure {
+            config,
+            check,
+            partitions,
+        }) => ensure_topics(&config, check, partitions),
         Command::Athena(AthenaCommand::Ddl { config }) => {
             let config = Config::load(&config)?;
             let lake: Vec<_> = config
@@ -619,5 +645,43 @@ fn plugin_test(args: &TestArgs) -> Result<()> {
     let mut output = ChainOutput::default();
     chain.tick(true, &mut output);
     emit(output, &mut out)?;
+    Ok(())
+}
+
+/// `sluice topics ensure`: one line per topic; an error if any drifted or (with `--check`)
+/// is missing.
+fn ensure_topics(config: &std::path::Path, check: bool, partitions: Option<i32>) -> Result<()> {
+    use sluice::topics::{Outcome, Purpose};
+    let config = Config::load(config)?;
+    let needs = sluice::topics::needs(&config);
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let results = rt.block_on(sluice::topics::ensure(&needs, check, partitions))?;
+    let mut wrong = 0;
+    for (need, outcome) in &results {
+        let role = match &need.purpose {
+            Purpose::Source => "source".to_owned(),
+            Purpose::Sink { sink, .. } => format!("sink `{sink}`"),
+            Purpose::State { .. } => "plugin state".to_owned(),
+        };
+        let state = match outcome {
+            Outcome::Present { partitions } => format!("ok ({partitions} partitions)"),
+            Outcome::Created { partitions } if *partitions < 0 => {
+                "created (the broker's default partitions)".to_owned()
+            }
+            Outcome::Created { partitions } => format!("created ({partitions} partitions)"),
+            Outcome::Missing => {
+                wrong += 1;
+                "MISSING".to_owned()
+            }
+            Outcome::Drift(why) => {
+                wrong += 1;
+                format!("DRIFT: {why}")
+            }
+        };
+        println!("{}\t{role}\t{state}", need.topic);
+    }
+    if wrong > 0 {
+        bail!("{wrong} topic(s) do not fit the config (see above)");
+    }
     Ok(())
 }

@@ -161,6 +161,10 @@ fn a_copy_of_an_event_consumed_before_a_clean_stop_is_dropped_after_it() {
         "the state topic holds the partitions' snapshots\n{}",
         log
     );
+    assert_eq!(
+        common::topic_setting(&events.state_topic(), "cleanup.policy").as_deref(),
+        Some("compact")
+    );
 
     let (ids, _) = events.cleaned(EVENTS + 30);
     assert!(

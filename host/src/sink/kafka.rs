@@ -118,7 +118,7 @@ impl KafkaSinkConfig {
     }
 
     /// The producer's `message.max.bytes`: the largest message it will send.
-    fn message_max_bytes(&self) -> usize {
+    pub fn message_max_bytes(&self) -> usize {
         self.options
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())

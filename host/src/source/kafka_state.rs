@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 
 /// Bytes of one stored snapshot beyond the stages' states (header, names).
 const SNAPSHOT_OVERHEAD_BYTES: usize = 1 << 20;
+
+/// The `max.message.bytes` of a state topic for snapshots of up to `max_snapshot_bytes`.
+pub fn message_max_bytes(max_snapshot_bytes: usize) -> usize {
+    max_snapshot_bytes + SNAPSHOT_OVERHEAD_BYTES
+}
 /// Longest a new assignment waits to read its partitions' state.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,7 +66,7 @@ impl StateTopic {
         max_bytes: usize,
     ) -> Result<StateTopic, SourceError> {
         let name = config.state_topic_name();
-        let limit = (max_bytes + SNAPSHOT_OVERHEAD_BYTES).to_string();
+        let limit = message_max_bytes(max_bytes).to_string();
         let client = |extra: &[(&str, &str)]| {
             let mut c = ClientConfig::new();
             c.set("bootstrap.servers", &config.brokers);
@@ -81,7 +86,8 @@ impl StateTopic {
         let admin: AdminClient<DefaultClientContext> = client(&[])
             .create()
             .map_err(|e| fail("cannot create a client", &e))?;
-        let partitions = ensure_topic(&admin, config, &name, &limit).map_err(|e| fail("", &e))?;
+        let partitions = ensure_topic(&admin, config, &name, message_max_bytes(max_bytes))
+            .map_err(|e| fail("setting it up", &e))?;
         let producer = client(&[
             ("message.max.bytes", &limit),
             ("enable.idempotence", "true"),
@@ -225,18 +231,12 @@ fn ensure_topic(
     admin: &AdminClient<DefaultClientContext>,
     config: &KafkaSourceConfig,
     name: &str,
-    max_message_bytes: &str,
+    max_message_bytes: usize,
 ) -> Result<i32, String> {
     let metadata_partitions = |topic: &str| -> Result<i32, String> {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(topic), LOAD_TIMEOUT)
-            .map_err(|e| format!("cannot read the cluster's metadata: {e}"))?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map_or(0, |t| t.partitions().len() as i32))
+        crate::topics::partitions_of(admin, topic)
+            .map(|count| count.unwrap_or(0) as i32)
+            .map_err(|e| format!("cannot read the cluster's metadata: {e}"))
     };
     let existing = metadata_partitions(name)?;
     if existing > 0 {
@@ -248,11 +248,11 @@ fn ensure_topic(
     for topic in &config.topics {
         partitions = partitions.max(metadata_partitions(topic)?);
     }
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "compact")
-        .set("max.message.bytes", max_message_bytes)
-        // Segments roll hourly so the cleaner can drop superseded snapshots.
-        .set("segment.ms", "3600000");
+    let settings = crate::topics::settings(&crate::topics::Purpose::State { max_message_bytes });
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
+    for (key, value) in &settings {
+        topic = topic.set(key, value);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,7 +3,7 @@
 //! batches complete (see [`crate::ack`]).
 
 pub mod kafka;
-mod kafka_state;
+pub mod kafka_state;
 pub mod s3;
 pub mod stdin;
 

@@ -419,3 +419,27 @@ pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> 
         )
         .collect()
 }
+
+/// A topic's setting `key` as the broker describes it.
+pub fn topic_setting(topic: &str, key: &str) -> Option<String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let described = rt
+        .block_on(admin.describe_configs(
+            [&rdkafka::admin::ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new(),
+        ))
+        .expect("Kafka is not reachable: start it with dev/stack up");
+    described
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.entries)
+        .find(|e| e.name == key)
+        .and_then(|e| e.value)
+}
