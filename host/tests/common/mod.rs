@@ -76,13 +76,9 @@ pub fn create_topic(name: &str, partitions: i32) {
     create_topic_with(name, partitions, &[]);
 }
 
-/// Create a topic with topic-level settings (`max.message.bytes`, say).
-pub fn create_topic_with(name: &str, partitions: i32, settings: &[(&str, &str)]) {
-    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (key, value) in settings {
-        topic = topic.set(key, value);
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+/// An admin client of the local broker, and a runtime to wait on its requests.
+pub fn admin() -> (AdminClient<DefaultClientContext>, tokio::runtime::Runtime) {
+    let admin = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
         .expect("admin client");
@@ -90,6 +86,16 @@ pub fn create_topic_with(name: &str, partitions: i32, settings: &[(&str, &str)])
         .enable_all()
         .build()
         .unwrap();
+    (admin, rt)
+}
+
+/// Create a topic with topic-level settings (`max.message.bytes`, say).
+pub fn create_topic_with(name: &str, partitions: i32, settings: &[(&str, &str)]) {
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in settings {
+        topic = topic.set(key, value);
+    }
+    let (admin, rt) = admin();
     let results = rt
         .block_on(admin.create_topics(
             &[topic],
@@ -350,14 +356,7 @@ pub fn committed(group: &str, topic: &str) -> i64 {
 
 /// Delete a topic and wait until the broker no longer lists it.
 pub fn delete_topic(name: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin();
     let results = rt
         .block_on(admin.delete_topics(
             &[name],
@@ -422,14 +421,7 @@ pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> 
 
 /// A topic's setting `key` as the broker describes it.
 pub fn topic_setting(topic: &str, key: &str) -> Option<String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin();
     let described = rt
         .block_on(admin.describe_configs(
             [&rdkafka::admin::ResourceSpecifier::Topic(topic)],
