@@ -135,6 +135,13 @@ enum TopicsCommand {
 
 #[derive(Subcommand)]
 enum AthenaCommand {
+    /// Create the database and tables of the config's S3 sinks through Athena
+    /// (StartQueryExecution), idempotently: what `ddl` prints, run with each sink's
+    /// workgroup and output location.
+    Apply {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Print CREATE EXTERNAL TABLE statements for the config's S3 sinks.
     Ddl {
         #[arg(long, short)]
@@ -305,15 +312,20 @@ fn run(command: Command) -> Result<()> {
         }) => ensure_topics(&config, check, partitions),
         Command::Athena(AthenaCommand::Ddl { config }) => {
             let config = Config::load(&config)?;
-            let lake: Vec<_> = config
-                .sinks
-                .values()
-                .filter_map(|s| match s {
-                    sluice::sink::SinkConfig::S3(c) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            print!("{}", sluice::sink::s3::athena::ddl(&lake));
+            print!("{}", sluice::sink::s3::athena::ddl(&lake_sinks(&config)));
+            Ok(())
+        }
+        Command::Athena(AthenaCommand::Apply { config }) => {
+            let config = Config::load(&config)?;
+            let lake = lake_sinks(&config);
+            if lake.is_empty() {
+                bail!("the config has no S3 sink: there is no table to create");
+            }
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            for (statement, id) in rt.block_on(sluice::sink::s3::athena::apply(&lake))? {
+                let first = statement.lines().next().unwrap_or_default();
+                println!("ok\t{id}\t{first}");
+            }
             Ok(())
         }
         Command::Backfill {
@@ -684,4 +696,16 @@ fn ensure_topics(config: &std::path::Path, check: bool, partitions: Option<i32>)
         bail!("{wrong} topic(s) do not fit the config (see above)");
     }
     Ok(())
+}
+
+/// The config's S3 sinks: the lake's tables.
+fn lake_sinks(config: &Config) -> Vec<&sluice::sink::s3::S3SinkConfig> {
+    config
+        .sinks
+        .values()
+        .filter_map(|s| match s {
+            sluice::sink::SinkConfig::S3(c) => Some(c),
+            _ => None,
+        })
+        .collect()
 }

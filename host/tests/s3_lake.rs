@@ -513,3 +513,58 @@ fn a_replay_of_what_the_lake_holds_reads_the_marker_once_not_per_record() {
         .sum();
     assert_eq!(rows, n, "the replay wrote rows again");
 }
+
+#[test]
+fn athena_apply_runs_the_ddl_of_every_table_through_athena() {
+    let prefix = unique("lake-apply");
+    let database = unique("apply").replace('-', "_");
+    let source = unique("lake-apply-raw");
+    let mut config = common::kafka_source_toml(&source, &unique("g"), "")
+        + &common::kafka_sink_toml("dlq", &unique("lake-apply-dlq"), "dlq");
+    for table in ["raw", "cleaned", "metrics"] {
+        config.push_str(&lake_sink_toml(
+            table,
+            &prefix,
+            &endpoint(),
+            &format!(
+                "[sinks.lake_{table}.athena]\ndatabase = \"{database}\"\noutput_location = \"s3://{}/athena-results/\"",
+                bucket()
+            ),
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, &config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["athena", "apply", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What `athena ddl` prints, one statement per query, each run to success.
+    let ddl = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["athena", "ddl", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let expected: Vec<String> = String::from_utf8_lossy(&ddl.stdout)
+        .split(";\n")
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(expected.len(), 4, "a database and three tables");
+    let ran = athena_statements();
+    for statement in &expected {
+        assert!(
+            ran.iter()
+                .any(|(q, state)| q.trim() == statement && state == "SUCCEEDED"),
+            "not run through Athena: {statement}\n{stdout}"
+        );
+    }
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+}

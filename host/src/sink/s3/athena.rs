@@ -12,17 +12,43 @@ use std::time::Duration;
 /// separated by blank lines, each ending in `;`. What `sluice athena ddl` prints.
 pub fn ddl(sinks: &[&S3SinkConfig]) -> String {
     let mut out = String::new();
-    let mut databases: Vec<&str> = sinks.iter().map(|s| s.athena.database.as_str()).collect();
-    databases.sort_unstable();
-    databases.dedup();
-    for db in databases {
-        let _ = writeln!(out, "CREATE DATABASE IF NOT EXISTS `{db}`;\n");
-    }
-    for sink in sinks {
-        out.push_str(&create_table(sink));
+    for (_, statement) in statements(sinks) {
+        out.push_str(&statement);
         out.push('\n');
     }
     out
+}
+
+/// The statements of [`ddl`], each with the sink whose Athena settings run it: every
+/// database first, then every table.
+pub fn statements<'a>(sinks: &[&'a S3SinkConfig]) -> Vec<(&'a S3SinkConfig, String)> {
+    let mut out: Vec<(&S3SinkConfig, String)> = Vec::new();
+    for sink in sinks {
+        let db = &sink.athena.database;
+        let create = format!("CREATE DATABASE IF NOT EXISTS `{db}`;\n");
+        if !out.iter().any(|(_, s)| *s == create) {
+            out.push((sink, create));
+        }
+    }
+    for sink in sinks {
+        out.push((sink, create_table(sink)));
+    }
+    out
+}
+
+/// `sluice athena apply`: run [`statements`] through Athena, each with its sink's
+/// workgroup and output location, in order; stops at the first that fails. The query ids
+/// of those that ran.
+pub async fn apply(sinks: &[&S3SinkConfig]) -> Result<Vec<(String, String)>, AthenaError> {
+    let mut done = Vec::new();
+    for (sink, statement) in statements(sinks) {
+        let sdk = super::store::sdk_config(sink).await;
+        // Athena takes one statement without its terminating `;`.
+        let statement = statement.trim().trim_end_matches(';').to_owned();
+        let id = AthenaRunner::new(&sdk, sink).execute(&statement).await?;
+        done.push((statement, id));
+    }
+    Ok(done)
 }
 
 /// The `(name, Athena type)` columns of a table, in file order.
