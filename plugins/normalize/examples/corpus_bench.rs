@@ -71,7 +71,10 @@ fn main() {
     let mut all = Vec::new();
     println!("{n} records per file, {runs} runs (median)");
     for (name, text) in &texts {
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("# "))
+            .collect();
         all.extend(lines.iter().copied());
         let r = rate(&packed_batches(&lines, n), n, runs);
         println!("{name:>12}: {r:>9.0} records/s");
