@@ -25,7 +25,8 @@ pub struct Config {
     pub unknown_fields: UnknownFields,
     /// Input keys kept unchanged (not moved to `labels.`); `prefix*` keeps a whole prefix.
     pub keep_fields: Vec<String>,
-    /// Parse text bodies (JSON, logfmt, access, syslog, plain). Off: text passes as is.
+    /// Parse text bodies and unwrap container runtime wrappers (CRI, Docker `json-file`).
+    /// Off: text passes as is.
     pub parse_body: bool,
     /// Keep the raw text line of a parsed body in `event.original`.
     pub keep_original: bool,

@@ -101,6 +101,12 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "log_time",
             "Timestamp",
             "t",
+            // OpenTelemetry's JSON encoding of a log record.
+            "timeUnixNano",
+            // log4j2 JsonLayout: whole seconds (its `nanoOfSecond` stays a label) or ms.
+            "timeMillis",
+            "instant.epochSecond",
+            "observedTimeUnixNano",
         ],
     ),
     (
@@ -115,6 +121,13 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "full_message",
             "body",
             "Body",
+            // OpenTelemetry (JSON), structlog, GCP LogEntry.
+            "body.stringValue",
+            "event",
+            "textPayload",
+            "jsonPayload.message",
+            // Azure resource logs.
+            "resultDescription",
         ],
     ),
     (
@@ -152,6 +165,8 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "program",
             "logger",
             "logger_name",
+            // log4j2 JsonLayout.
+            "loggerName",
         ],
     ),
     (
@@ -180,6 +195,8 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "traceid",
             "dd.trace_id",
             "otel.trace_id",
+            // GCP structured logging: `projects/<p>/traces/<id>`, the id is kept.
+            "logging.googleapis.com/trace",
         ],
     ),
     (
@@ -192,6 +209,7 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "spanid",
             "dd.span_id",
             "otel.span_id",
+            "logging.googleapis.com/spanId",
         ],
     ),
     (
@@ -203,6 +221,7 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "request_method",
             "http_method",
             "verb",
+            "httpRequest.requestMethod",
         ],
     ),
     (
@@ -217,6 +236,7 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "request_uri",
             "http.url",
             "http.target",
+            "httpRequest.requestUrl",
         ],
     ),
     (
@@ -231,6 +251,7 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "http_status",
             "response_status",
             "response_code",
+            "httpRequest.status",
         ],
     ),
     (
@@ -241,6 +262,7 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "body_bytes_sent",
             "bytes_sent",
             "response_size",
+            "httpRequest.responseSize",
         ],
     ),
     (
@@ -251,6 +273,7 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "referer",
             "http_referer",
             "http.referer",
+            "httpRequest.referer",
         ],
     ),
     (
@@ -263,6 +286,7 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "http.user_agent",
             "ua",
             "agent",
+            "httpRequest.userAgent",
         ],
     ),
     (
@@ -285,6 +309,8 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "client_addr",
             "x_forwarded_for",
             "http_x_forwarded_for",
+            "httpRequest.remoteIp",
+            "callerIpAddress",
         ],
     ),
     (
@@ -312,6 +338,9 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "request_time",
             "time_taken",
             "rt",
+            // GCP: `"0.123s"`.
+            "httpRequest.latency",
+            "durationMs",
         ],
     ),
     (
@@ -324,6 +353,11 @@ const DEFAULTS: &[(Slot, &[&str])] = &[
             "user.name",
             "tags",
             "event.original",
+            // Set by the text parsers (containers, klog, Spring Boot).
+            "log.iostream",
+            "log.logger",
+            "process.thread.id",
+            "process.thread.name",
         ],
     ),
 ];
@@ -351,7 +385,7 @@ impl FieldTable {
     pub fn new(extra: &[(Slot, Vec<String>)], keep: &[String], duration_unit: Unit) -> FieldTable {
         let mut t = FieldTable {
             rules: KeyMap::default(),
-            keep_prefixes: vec!["labels.".into(), "log.syslog.".into()],
+            keep_prefixes: vec!["labels.".into(), "log.syslog.".into(), "log.origin.".into()],
         };
         for (slot, keys) in extra {
             for (i, key) in keys.iter().enumerate() {

@@ -3,8 +3,9 @@
 //! Turns log records of many shapes into one schema with ECS-aligned names: event time
 //! in `timestamp`, the level in `severity_number`/`severity_text` and `log.level`, the
 //! message in `body`, and well-known fields (`service.name`, `host.name`, `trace.id`,
-//! HTTP fields, `event.duration` in ns …) as attributes. Text lines are parsed first
-//! (JSON, logfmt, access logs, syslog, plain text). See `README.md` for the schema.
+//! HTTP fields, `event.duration` in ns …) as attributes. Container runtime wrappers (CRI,
+//! Docker `json-file`) are taken off and text lines parsed first (JSON, klog, Ruby Logger,
+//! syslog, access logs, logfmt, plain text). See `README.md` for the schema and formats.
 
 pub mod config;
 pub mod duration;
@@ -41,6 +42,10 @@ struct Counts {
 }
 
 impl Counts {
+    fn add(&mut self, format: Format) {
+        self.formats[format as usize] += 1;
+    }
+
     fn flush(&self) {
         for (format, n) in Format::ALL.iter().zip(self.formats) {
             host::counter_add(format.counter(), n);
@@ -66,32 +71,49 @@ impl Normalize {
         })
     }
 
-    /// Write `record`, normalized, to `out`; returns the format it was read as.
-    fn normalize(
-        &mut self,
-        record: &RecordView<'_>,
-        out: &mut Output,
-        counts: &mut Counts,
-    ) -> Format {
-        if !record.attributes.is_empty() || record.body.is_empty() || !self.parse_body {
+    /// Write `record`, normalized, to `out`, counting the format it was read as.
+    fn normalize(&mut self, record: &RecordView<'_>, out: &mut Output, counts: &mut Counts) {
+        // A Docker json-file record is a text line in attributes; any other record with
+        // attributes is mapped as it is.
+        let docker = match self.parse_body
+            && !record.attributes.is_empty()
+            && formats::wrappers::looks_like_docker(record.attributes)
+        {
+            true => formats::wrappers::docker(record),
+            false => None,
+        };
+        if docker.is_none()
+            && (!record.attributes.is_empty() || record.body.is_empty() || !self.parse_body)
+        {
             let input = Input {
                 head: record.head(),
                 attributes: record.attributes,
             };
-            self.map(&input, Format::Attributes, out, counts);
-            return Format::Attributes;
+            self.map(&input, Format::Attributes, false, out, counts);
+            return counts.add(Format::Attributes);
         }
         // A text line: parsed into an owned record's attributes first.
-        let mut parsed = record.to_record();
+        let (mut parsed, wrapper) = match docker {
+            Some(inner) => (inner, Some(Format::DockerJson)),
+            None => (record.to_record(), None),
+        };
+        let wrapper =
+            wrapper.or_else(|| formats::wrappers::cri(&mut parsed).then_some(Format::Cri));
+        if let Some(w) = wrapper {
+            counts.add(w);
+        }
         let original = self.keep_original.then(|| parsed.body.clone());
         let format = formats::parse_body(&mut parsed);
+        counts.add(format);
         if format == Format::Unparsed {
             parsed.attributes.push(Attribute {
                 key: "tags".into(),
                 value: Value::Str(self.unparsed_tag.clone()),
             });
-            out.push(&parsed);
-            return format;
+            // A wrapper's fields still get their schema names.
+            if wrapper.is_none() {
+                return out.push(&parsed);
+            }
         }
         if let Some(original) = original {
             parsed.attributes.push(Attribute {
@@ -111,17 +133,25 @@ impl Normalize {
             head: parsed.head(),
             attributes: &attributes,
         };
-        self.map(&input, format, out, counts);
-        format
+        self.map(&input, format, wrapper.is_some(), out, counts);
     }
 
-    fn map(&mut self, input: &Input<'_>, format: Format, out: &mut Output, counts: &mut Counts) {
+    /// `wrapped`: a container runtime's wrapper gave the record a time.
+    fn map(
+        &mut self,
+        input: &Input<'_>,
+        format: Format,
+        wrapped: bool,
+        out: &mut Output,
+        counts: &mut Counts,
+    ) {
         let outcome = self.mapper.apply(input, out);
         // Syslog, access and plain lines carry their time in the line itself.
-        let structured = matches!(
-            format,
-            Format::Attributes | Format::JsonBody | Format::Logfmt
-        );
+        let structured = !wrapped
+            && matches!(
+                format,
+                Format::Attributes | Format::JsonBody | Format::Logfmt
+            );
         counts.timestamp_missing += u64::from(outcome.timestamp_missing && structured);
         counts.timestamp_invalid += u64::from(outcome.timestamp_invalid);
         counts.level_unknown += u64::from(outcome.level_unknown);
@@ -142,8 +172,7 @@ impl PackedPlugin for Normalize {
                 out.keep(&record);
                 continue;
             }
-            let format = self.normalize(&record, out, &mut counts);
-            counts.formats[format as usize] += 1;
+            self.normalize(&record, out, &mut counts);
         }
         counts.flush();
         Ok(())
@@ -276,6 +305,33 @@ mod tests {
         assert_eq!(out[0].body, "no structure at all");
         assert_eq!(out[0].get_str("tags"), Some(r#"["oops"]"#));
         assert_eq!(out[0].timestamp, KAFKA_TS);
+    }
+
+    #[test]
+    fn wrappers_are_unwrapped_only_when_bodies_are_parsed() {
+        let docker =
+            r#"{"log":"ERROR:root:boom\n","stream":"stderr","time":"2026-11-25T10:00:00Z"}"#;
+        let out = run("{}", &[docker]);
+        assert_eq!(
+            (out[0].body.as_str(), out[0].severity_number),
+            ("root:boom", 17)
+        );
+        assert_eq!(out[0].get_str("log.iostream"), Some("stderr"));
+        let out = run(r#"{"parse_body": false}"#, &[docker]);
+        assert_eq!(out[0].body, "ERROR:root:boom\n");
+        assert_eq!(out[0].get_str("labels.stream"), Some("stderr"));
+        take_recorded();
+        let out = run(
+            r#"{"keep_original": true}"#,
+            &["2026-11-25T10:00:00Z stdout F hi"],
+        );
+        assert_eq!(out[0].get_str("event.original"), Some("hi"));
+        assert_eq!(out[0].get_str("tags"), Some(r#"["sluice_unparsed"]"#));
+        let counters = take_recorded().counters;
+        assert_eq!(
+            (counters.get("format.cri"), counters.get("unparsed")),
+            (Some(&1), Some(&1))
+        );
     }
 
     #[test]

@@ -177,7 +177,11 @@ impl Mapper {
                             self.rest.push(Rest::Unknown(index))
                         }
                         value => {
-                            let text = text(value, &mut buffer).unwrap_or_default();
+                            let mut text = text(value, &mut buffer).unwrap_or_default();
+                            // GCP's `projects/<project>/traces/<id>`.
+                            if let Some(path) = text.strip_prefix("projects/") {
+                                text = path.rsplit_once('/').map_or(text, |(_, id)| id);
+                            }
                             w.attribute(name, ValueRef::Str(text));
                         }
                     }

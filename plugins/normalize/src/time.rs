@@ -67,7 +67,10 @@ pub fn from_epoch_float(v: f64) -> Option<i64> {
     let whole = v.trunc() as i64;
     let ns = from_epoch_int(whole)?;
     let unit = ns / whole;
-    Some(ns + (v.fract() * unit as f64).round() as i64)
+    // An f64 of epoch seconds resolves ~0.24 µs today: digits below the µs are noise
+    // (zap's `1795600802.1234567` would read as …123456717).
+    let step = if unit == NS_PER_SEC { 1_000 } else { 1 };
+    Some(ns + (v.fract() * (unit / step) as f64).round() as i64 * step)
 }
 
 /// Numeric text (`"1732528800"`, `"1732528800.123"`): exact, without going through floats.
@@ -279,11 +282,21 @@ fn syslog(c: &mut Cursor, reference: i64) -> Option<i64> {
     c.eat(b':').then_some(())?;
     let s = c.num(2)?;
     let frac = c.fraction();
-    let ref_days = reference.div_euclid(NS_PER_SEC * 86_400);
-    let year = year_from_days(ref_days);
-    let t = to_ns((year, mo, d), (h, mi, s), frac, 0)?;
+    in_year_of(reference, (mo, d), (h, mi, s), frac)
+}
+
+/// A UTC date without a year (syslog, klog): in the year of `reference`, or the one
+/// before when that would put it more than a month after `reference`.
+pub fn in_year_of(
+    reference: i64,
+    (mo, d): (u32, u32),
+    (h, mi, s): (u32, u32, u32),
+    frac_ns: i64,
+) -> Option<i64> {
+    let year = year_from_days(reference.div_euclid(NS_PER_SEC * 86_400));
+    let t = to_ns((year, mo, d), (h, mi, s), frac_ns, 0)?;
     if t > reference + 31 * 86_400 * NS_PER_SEC {
-        to_ns((year - 1, mo, d), (h, mi, s), frac, 0)
+        to_ns((year - 1, mo, d), (h, mi, s), frac_ns, 0)
     } else {
         Some(t)
     }
@@ -370,6 +383,10 @@ mod tests {
         assert_eq!(
             from_epoch_float(1_795_600_800.25),
             Some(s * NS_PER_SEC + 250_000_000)
+        );
+        assert_eq!(
+            from_epoch_float(1_795_600_802.123_456_7),
+            Some(1_795_600_802 * NS_PER_SEC + 123_457_000)
         );
         assert_eq!(from_epoch_int(0), None);
     }

@@ -1,5 +1,6 @@
 //! Golden-file tests: every file in `testdata/input/` is decoded line by line as the host
-//! would, run through the plugin as one batch, and compared with `testdata/golden/<file>.json`.
+//! would (lines starting with `# ` are comments: where a sample's format comes from), run
+//! through the plugin as one batch, and compared with `testdata/golden/<file>.json`.
 //! Run with `UPDATE_GOLDEN=1` to rewrite the goldens after an intended change, then review
 //! the diff.
 
@@ -27,7 +28,10 @@ fn value_json(v: &Value) -> Json {
 
 fn run_file(path: &Path) -> Json {
     let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("# "))
+        .collect();
     let batch = lines
         .iter()
         .enumerate()

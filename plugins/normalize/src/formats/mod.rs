@@ -3,9 +3,12 @@
 
 pub mod access;
 pub mod json;
+pub mod klog;
 pub mod logfmt;
 pub mod plain;
+pub mod ruby;
 pub mod syslog;
+pub mod wrappers;
 
 use sluice_plugin_sdk::Record;
 
@@ -20,11 +23,16 @@ pub enum Format {
     Syslog3164,
     Syslog5424,
     Plain,
+    Klog,
+    RubyLogger,
+    /// Wrappers, counted besides the format of the line inside.
+    Cri,
+    DockerJson,
     Unparsed,
 }
 
 impl Format {
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 12] = [
         Format::Attributes,
         Format::JsonBody,
         Format::Logfmt,
@@ -32,6 +40,10 @@ impl Format {
         Format::Syslog3164,
         Format::Syslog5424,
         Format::Plain,
+        Format::Klog,
+        Format::RubyLogger,
+        Format::Cri,
+        Format::DockerJson,
         Format::Unparsed,
     ];
 
@@ -45,6 +57,10 @@ impl Format {
             Format::Syslog3164 => "format.syslog_rfc3164",
             Format::Syslog5424 => "format.syslog_rfc5424",
             Format::Plain => "format.plain",
+            Format::Klog => "format.klog",
+            Format::RubyLogger => "format.ruby_logger",
+            Format::Cri => "format.cri",
+            Format::DockerJson => "format.docker_json",
             Format::Unparsed => "unparsed",
         }
     }
@@ -61,7 +77,16 @@ pub fn parse_body(record: &mut Record) -> Format {
         record.body.clear();
         return Format::JsonBody;
     }
-    if first == b'<' || first.is_ascii_alphabetic() {
+    let second = line.as_bytes().get(1).copied().unwrap_or(b' ');
+    // Digits first: rsyslog's file format, `2026-11-25T10:00:00.123456+00:00 host tag: …`.
+    let iso_syslog = first.is_ascii_digit() && line.as_bytes().get(10) == Some(&b'T');
+    if second.is_ascii_digit() && klog::parse(record) {
+        return Format::Klog;
+    }
+    if second == b',' && ruby::parse(record) {
+        return Format::RubyLogger;
+    }
+    if first == b'<' || first.is_ascii_alphabetic() || iso_syslog {
         match syslog::parse(record) {
             Some(syslog::Kind::Rfc3164) => return Format::Syslog3164,
             Some(syslog::Kind::Rfc5424) => return Format::Syslog5424,

@@ -39,7 +39,8 @@ fn nil(s: &str) -> Option<&str> {
 /// Parse `record.body` as syslog; on success set the timestamp, body (the MSG part) and
 /// append the attributes.
 pub fn parse(record: &mut Record) -> Option<Kind> {
-    let mut out = Vec::with_capacity(10);
+    // Allocated once the line looks like syslog: many lines are tried and are not.
+    let mut out = Vec::new();
     let line = record.body.as_str();
     let (pri, rest) = match pri(line) {
         Some((p, rest)) => (Some(p), rest),
@@ -81,6 +82,7 @@ pub fn parse(record: &mut Record) -> Option<Kind> {
 
 /// After `<PRI>1 `: TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD [MSG].
 fn rfc5424<'a>(s: &'a str, reference: i64, out: &mut Vec<Attribute>) -> Option<(i64, &'a str)> {
+    out.reserve(10);
     let (ts, s) = word(s)?;
     let ts = match nil(ts) {
         Some(ts) => time::parse_text(ts, reference)?,
@@ -169,9 +171,11 @@ fn rfc3164<'a>(s: &'a str, reference: i64, out: &mut Vec<Attribute>) -> Option<(
         rest = &inner[close + 1..];
     }
     let msg = rest.strip_prefix(':')?;
-    if tag.is_empty() || host.contains(':') {
+    // A level word where the host goes is a plain line (`<time> INFO main: started`).
+    if tag.is_empty() || host.contains(':') || level::from_word(host).is_some() {
         return None;
     }
+    out.reserve(10);
     push(out, "host.name", Value::from(host));
     push(out, "service.name", Value::from(tag));
     if let Some(pid) = pid {
