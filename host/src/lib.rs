@@ -26,6 +26,7 @@ pub mod route;
 pub mod runner;
 pub mod scaffold;
 pub mod sink;
+pub mod snapshots;
 pub mod source;
 pub mod spec;
 pub mod state;

@@ -8,6 +8,7 @@
 use crate::config::Config;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
+pub use crate::source::kafka_state::{partitions_of, state_topic_settings};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{
     AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
@@ -151,12 +152,7 @@ pub fn settings(purpose: &Purpose) -> Vec<(&'static str, String)> {
         Purpose::Sink {
             max_message_bytes, ..
         } => vec![("max.message.bytes", max_message_bytes.to_string())],
-        Purpose::State { max_message_bytes } => vec![
-            ("cleanup.policy", "compact".into()),
-            ("max.message.bytes", max_message_bytes.to_string()),
-            // Segments roll hourly so the cleaner can drop superseded snapshots.
-            ("segment.ms", "3600000".into()),
-        ],
+        Purpose::State { max_message_bytes } => state_topic_settings(*max_message_bytes),
     }
 }
 
@@ -181,21 +177,6 @@ fn partition_count(
     need: &Need,
 ) -> Result<Option<usize>, TopicsError> {
     partitions_of(admin, &need.topic).map_err(|e| kafka_error(need, e))
-}
-
-/// How many partitions `topic` has, `None` if it does not exist. Reads the whole cluster's
-/// metadata: asking for one topic by name makes a broker with `auto.create.topics.enable`
-/// create it, with the broker's defaults (a state topic not compacted).
-pub fn partitions_of(
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-) -> Result<Option<usize>, rdkafka::error::KafkaError> {
-    let metadata = admin.inner().fetch_metadata(None, TIMEOUT)?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.partitions().len()))
 }
 
 async fn create(

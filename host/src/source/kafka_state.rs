@@ -234,7 +234,7 @@ fn ensure_topic(
     max_message_bytes: usize,
 ) -> Result<i32, String> {
     let metadata_partitions = |topic: &str| -> Result<i32, String> {
-        crate::topics::partitions_of(admin, topic)
+        partitions_of(admin, topic)
             .map(|count| count.unwrap_or(0) as i32)
             .map_err(|e| format!("cannot read the cluster's metadata: {e}"))
     };
@@ -248,7 +248,7 @@ fn ensure_topic(
     for topic in &config.topics {
         partitions = partitions.max(metadata_partitions(topic)?);
     }
-    let settings = crate::topics::settings(&crate::topics::Purpose::State { max_message_bytes });
+    let settings = state_topic_settings(max_message_bytes);
     let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
     for (key, value) in &settings {
         topic = topic.set(key, value);
@@ -268,4 +268,29 @@ fn ensure_topic(
         }
     }
     Ok(partitions)
+}
+
+/// The settings a state topic is created with: compacted, room for the largest snapshot.
+pub fn state_topic_settings(max_message_bytes: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("cleanup.policy", "compact".into()),
+        ("max.message.bytes", max_message_bytes.to_string()),
+        // Segments roll hourly so the cleaner can drop superseded snapshots.
+        ("segment.ms", "3600000".into()),
+    ]
+}
+
+/// How many partitions `topic` has, `None` if it does not exist. Reads the whole cluster's
+/// metadata: asking for one topic by name makes a broker with `auto.create.topics.enable`
+/// create it, with the broker's defaults (a state topic not compacted).
+pub fn partitions_of(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+) -> Result<Option<usize>, rdkafka::error::KafkaError> {
+    let metadata = admin.inner().fetch_metadata(None, LOAD_TIMEOUT)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len()))
 }
