@@ -129,7 +129,6 @@ impl Out {
 }
 
 /// The Prometheus text exposition of every counter.
-/// The Prometheus text exposition of every counter.
 pub fn render(state: &AdminState) -> String {
     let mut o = Out(String::with_capacity(8 * 1024));
     source(&mut o, state);
@@ -155,24 +154,31 @@ fn source(o: &mut Out, state: &AdminState) {
         &[],
         load(&state.source.consumed),
     );
-    o.family(
+    partitions(
+        o,
         "sluice_source_lag",
-        "gauge",
-        "Messages behind the end of each partition.",
+        "Messages behind the end of each assigned partition (from its start when never committed).",
+        &state.source.lag,
     );
-    for ((topic, partition), lag) in state
-        .source
-        .lag
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
+    partitions(
+        o,
+        "sluice_source_committed_offset",
+        "The group's committed offset of each assigned partition.",
+        &state.source.committed,
+    );
+}
+
+/// A gauge per (topic, partition).
+fn partitions(
+    o: &mut Out,
+    name: &str,
+    help: &str,
+    values: &std::sync::Mutex<std::collections::BTreeMap<(String, i32), i64>>,
+) {
+    o.family(name, "gauge", help);
+    for ((topic, partition), value) in values.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let partition = partition.to_string();
-        o.sample(
-            "sluice_source_lag",
-            &[("topic", topic), ("partition", &partition)],
-            lag,
-        );
+        o.sample(name, &[("topic", topic), ("partition", &partition)], value);
     }
 }
 
