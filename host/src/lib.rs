@@ -29,6 +29,7 @@ pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod tap;
 pub mod time;
 pub mod topology;
 
