@@ -527,3 +527,106 @@ pub fn resident_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The metric families `/metrics` exports, with a histogram's series names.
+    fn exported() -> BTreeSet<String> {
+        let state = AdminState {
+            source: Arc::default(),
+            plugins: vec![("p".into(), Arc::default())],
+            pipeline: Arc::default(),
+            sinks: vec![("s".into(), Arc::default())],
+        };
+        let mut names = BTreeSet::new();
+        for line in render(&state).lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            names.insert(name.to_owned());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+        names
+    }
+
+    /// Every metric a query names: identifiers that are not PromQL's own words.
+    fn queried(expr: &str) -> Vec<String> {
+        const PROMQL: &[&str] = &[
+            "sum",
+            "max",
+            "min",
+            "avg",
+            "by",
+            "rate",
+            "irate",
+            "increase",
+            "histogram_quantile",
+            "le",
+            "topic",
+            "partition",
+            "plugin",
+            "sink",
+            "state",
+            "instance",
+        ];
+        let mut names = Vec::new();
+        let mut in_range = false;
+        for token in
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '[' || c == ']'))
+        {
+            for part in token.split_inclusive(['[', ']']) {
+                let word = part.trim_end_matches(['[', ']']);
+                let skip =
+                    in_range || word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit());
+                if !skip && !PROMQL.contains(&word) {
+                    names.push(word.to_owned());
+                }
+                if part.ends_with('[') {
+                    in_range = true;
+                } else if part.ends_with(']') {
+                    in_range = false;
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_the_host_exports() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/grafana/sluice.json")).unwrap();
+        let exported = exported();
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for name in queried(expr) {
+                    assert!(
+                        exported.contains(&name),
+                        "panel {:?} queries `{name}`, which /metrics does not export: {expr}",
+                        panel["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 15, "only {checked} metric references found");
+    }
+
+    #[test]
+    fn a_renamed_metric_is_caught() {
+        assert_eq!(
+            queried("sum by (sink) (rate(sluice_sink_retry_total[1m]))"),
+            ["sluice_sink_retry_total"]
+        );
+        assert!(!exported().contains("sluice_sink_retry_total"));
+    }
+}
