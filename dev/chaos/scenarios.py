@@ -84,6 +84,9 @@ max_message_bytes = 1048576
 # A killed member leaves the group after the session timeout: 6 s (the broker's minimum)
 # instead of 45 s, so a restart does not wait most of a minute for its partitions.
 options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1500" }}
+# Several hosts of the group run on this one machine: under the default static member id
+# (<hostname>-<group_id>) each would fence the one before it.
+group_instance_id = ""
 
 [pipeline]
 tick_interval_ms = 200

@@ -1,6 +1,8 @@
 //! The admin HTTP endpoint: `/healthz` (liveness), `/readyz` (readiness, reflecting the
-//! fail states in [`crate::health`]) and `/metrics` (Prometheus text format).
-//! Loopback by default; it serves read-only state and no secrets.
+//! fail states in [`crate::health`]), `/metrics` (Prometheus text format) and `/tap` (a
+//! sample of the records at a point of the pipeline as NDJSON, see [`crate::tap`]).
+//! Loopback by default; it serves read-only state and no secrets. With `admin.token` set,
+//! `/metrics` and `/tap` ask for it as a bearer token.
 
 use crate::health::{self, FailState};
 use crate::pipeline::PipelineStats;
@@ -39,6 +41,7 @@ pub struct AdminError {
 /// Start serving on `listen`; returns the bound address.
 pub async fn serve(
     listen: &str,
+    token: Option<String>,
     state: Arc<AdminState>,
 ) -> Result<std::net::SocketAddr, AdminError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -51,10 +54,20 @@ pub async fn serve(
         listen: listen.to_owned(),
         source,
     })?;
+    let token: Option<Arc<str>> = token.map(Arc::from);
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/tap", get(tap))
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move { authorize(token.as_deref(), request, next).await }
+            },
+        ));
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(guarded)
         .with_state(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -63,6 +76,85 @@ pub async fn serve(
     });
     tracing::info!(%address, "admin endpoint listening");
     Ok(address)
+}
+
+/// Let a request through when no token is set or it carries it.
+async fn authorize(
+    token: Option<&str>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    let given = (request.headers().get(header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        "this endpoint asks for `Authorization: Bearer <admin.token>`\n",
+    )
+        .into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /tap?point=…&filter=…&rate=…&limit=…`: NDJSON until `limit` lines were sent or
+/// the client goes away.
+async fn tap(uri: axum::http::Uri) -> axum::response::Response {
+    let request = match tap_request(uri.query().unwrap_or("")) {
+        Ok(request) => request,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let attached = crate::tap::global().attach(request);
+    let stream = futures::stream::unfold(attached, |mut attached| async move {
+        let line = attached.lines.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(line), attached))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The tap a query string asks for: `point` (required), `filter`, `rate` (lines a second,
+/// 100 by default), `limit` (lines, 1000 by default).
+pub fn tap_request(query: &str) -> Result<crate::tap::Request, String> {
+    let (mut point, mut filter, mut rate, mut limit) = (None, None, 100, 1000);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let number = |what: &str| {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("`{what}` must be a positive number, not `{value}`"))
+        };
+        match &*key {
+            "point" => point = Some(value.parse().map_err(|e| format!("{e}"))?),
+            "filter" => filter = Some(value.parse().map_err(|e| format!("{e}"))?),
+            "rate" => rate = u32::try_from(number("rate")?).unwrap_or(u32::MAX),
+            "limit" => limit = number("limit")?,
+            other => {
+                return Err(format!(
+                    "unknown parameter `{other}`: use point, filter, rate, limit"
+                ));
+            }
+        }
+    }
+    Ok(crate::tap::Request {
+        point: point.ok_or(
+            "`point` is required: route:<name>, dlq, plugin:<name>:in or plugin:<name>:out",
+        )?,
+        filter: filter.unwrap_or_default(),
+        rate,
+        limit,
+    })
 }
 
 async fn healthz() -> &'static str {
@@ -129,7 +221,6 @@ impl Out {
 }
 
 /// The Prometheus text exposition of every counter.
-/// The Prometheus text exposition of every counter.
 pub fn render(state: &AdminState) -> String {
     let mut o = Out(String::with_capacity(8 * 1024));
     source(&mut o, state);
@@ -139,6 +230,12 @@ pub fn render(state: &AdminState) -> String {
     plugin_custom(&mut o, state);
     sinks(&mut o, state);
     fail_states(&mut o);
+    o.family(
+        "sluice_tap_attached",
+        "gauge",
+        "Taps attached (sluice tap); with none, tap points cost one atomic load.",
+    );
+    o.sample("sluice_tap_attached", &[], crate::tap::global().attached());
     process(&mut o);
     o.0
 }
@@ -155,24 +252,31 @@ fn source(o: &mut Out, state: &AdminState) {
         &[],
         load(&state.source.consumed),
     );
-    o.family(
+    partitions(
+        o,
         "sluice_source_lag",
-        "gauge",
-        "Messages behind the end of each partition.",
+        "Messages behind the end of each assigned partition (from its start when never committed).",
+        &state.source.lag,
     );
-    for ((topic, partition), lag) in state
-        .source
-        .lag
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
+    partitions(
+        o,
+        "sluice_source_committed_offset",
+        "The group's committed offset of each assigned partition.",
+        &state.source.committed,
+    );
+}
+
+/// A gauge per (topic, partition).
+fn partitions(
+    o: &mut Out,
+    name: &str,
+    help: &str,
+    values: &std::sync::Mutex<std::collections::BTreeMap<(String, i32), i64>>,
+) {
+    o.family(name, "gauge", help);
+    for ((topic, partition), value) in values.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let partition = partition.to_string();
-        o.sample(
-            "sluice_source_lag",
-            &[("topic", topic), ("partition", &partition)],
-            lag,
-        );
+        o.sample(name, &[("topic", topic), ("partition", &partition)], value);
     }
 }
 
@@ -422,4 +526,107 @@ pub fn resident_bytes() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The metric families `/metrics` exports, with a histogram's series names.
+    fn exported() -> BTreeSet<String> {
+        let state = AdminState {
+            source: Arc::default(),
+            plugins: vec![("p".into(), Arc::default())],
+            pipeline: Arc::default(),
+            sinks: vec![("s".into(), Arc::default())],
+        };
+        let mut names = BTreeSet::new();
+        for line in render(&state).lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            names.insert(name.to_owned());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+        names
+    }
+
+    /// Every metric a query names: identifiers that are not PromQL's own words.
+    fn queried(expr: &str) -> Vec<String> {
+        const PROMQL: &[&str] = &[
+            "sum",
+            "max",
+            "min",
+            "avg",
+            "by",
+            "rate",
+            "irate",
+            "increase",
+            "histogram_quantile",
+            "le",
+            "topic",
+            "partition",
+            "plugin",
+            "sink",
+            "state",
+            "instance",
+        ];
+        let mut names = Vec::new();
+        let mut in_range = false;
+        for token in
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '[' || c == ']'))
+        {
+            for part in token.split_inclusive(['[', ']']) {
+                let word = part.trim_end_matches(['[', ']']);
+                let skip =
+                    in_range || word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit());
+                if !skip && !PROMQL.contains(&word) {
+                    names.push(word.to_owned());
+                }
+                if part.ends_with('[') {
+                    in_range = true;
+                } else if part.ends_with(']') {
+                    in_range = false;
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_the_host_exports() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/grafana/sluice.json")).unwrap();
+        let exported = exported();
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for name in queried(expr) {
+                    assert!(
+                        exported.contains(&name),
+                        "panel {:?} queries `{name}`, which /metrics does not export: {expr}",
+                        panel["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 15, "only {checked} metric references found");
+    }
+
+    #[test]
+    fn a_renamed_metric_is_caught() {
+        assert_eq!(
+            queried("sum by (sink) (rate(sluice_sink_retry_total[1m]))"),
+            ["sluice_sink_retry_total"]
+        );
+        assert!(!exported().contains("sluice_sink_retry_total"));
+    }
 }

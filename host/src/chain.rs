@@ -479,8 +479,15 @@ impl Chain {
             }
             self.clocks[index].observe(&current, self.starved, crate::time::now_ns());
             let stage = &mut self.stages[index];
+            let taps = crate::tap::global();
+            if taps.active() {
+                taps.stage(stage.name(), false, &current);
+            }
             match stage.process(&current) {
                 Ok(emitted) => {
+                    if taps.active() {
+                        taps.stage(stage.name(), true, &emitted);
+                    }
                     out.succeeded.push(stage.name().to_owned());
                     current = split(emitted, &**stage, out)
                 }

@@ -174,12 +174,16 @@ impl Default for PipelineConfig {
 pub struct AdminConfig {
     /// `host:port`, loopback by default; empty disables it.
     pub listen: String,
+    /// When set, every route but `/healthz` and `/readyz` asks for
+    /// `Authorization: Bearer <token>`: set it when `listen` is not loopback.
+    pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9898".into(),
+            token: None,
         }
     }
 }

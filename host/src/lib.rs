@@ -30,6 +30,7 @@ pub mod snapshots;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod tap;
 pub mod time;
 pub mod topics;
 pub mod topology;

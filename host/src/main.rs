@@ -77,6 +77,9 @@ enum Command {
     /// Kibana / OpenSearch Dashboards saved objects.
     #[command(subcommand)]
     Kibana(KibanaCommand),
+    /// Stream a sample of the records at a point of a running host's pipeline as NDJSON:
+    /// route:<name>, dlq, plugin:<name>:in or plugin:<name>:out.
+    Tap(TapArgs),
     /// Run raw lake objects through the chain and sinks again.
     Backfill {
         #[arg(long, short)]
@@ -147,6 +150,28 @@ enum AthenaCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct TapArgs {
+    /// Where: route:<name> (route:cleaned included), dlq, plugin:<name>:in, plugin:<name>:out.
+    point: String,
+    /// The host's admin endpoint (`admin.listen`).
+    #[arg(long, default_value = "127.0.0.1:9898", env = "SLUICE_ADMIN")]
+    admin: String,
+    /// Clauses on a record's fields, all to match: field=value, field!=value, field~text,
+    /// joined with &&.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Records a second at most (the rest pass untapped).
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// Stop after this many records.
+    #[arg(long, default_value_t = 1000)]
+    limit: u64,
+    /// The admin endpoint's bearer token (`admin.token`).
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -245,6 +270,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn tap(args: TapArgs) -> Result<()> {
+    let request = sluice::tap::ClientRequest {
+        admin: &args.admin,
+        point: &args.point,
+        filter: args.filter.as_deref(),
+        rate: args.rate,
+        limit: args.limit,
+        token: args.token.as_deref(),
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let lines = rt.block_on(sluice::tap::stream(&request, &mut std::io::stdout().lock()))?;
+    eprintln!("tap: {lines} records from {}", args.point);
+    Ok(())
+}
+
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -272,6 +312,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Validate { config } => validate(config),
         Command::Gen(args) => generate(args),
+        Command::Tap(args) => tap(args),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(plugin),
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let made = sluice::scaffold::generate(&dir, &name, lang)?;

@@ -329,6 +329,10 @@ impl Pipeline {
             self.route(&RouteName::Cleaned, logs, ack);
         }
         if !dead.is_empty() {
+            let taps = crate::tap::global();
+            if taps.active() {
+                taps.dead_letters(&dead);
+            }
             // Config validation guarantees a sink takes `dlq`.
             self.router
                 .send_blocking(&RouteName::Dlq, Events::DeadLetters(dead), ack);
@@ -337,6 +341,10 @@ impl Pipeline {
 
     fn route(&mut self, route: &RouteName, logs: Logs, ack: &AckHandle) {
         let count = logs.len() as u64;
+        let taps = crate::tap::global();
+        if taps.active() {
+            taps.route(route.as_str(), logs.records());
+        }
         if self.router.send_blocking(route, Events::Logs(logs), ack) {
             self.stats
                 .records_routed

@@ -79,6 +79,11 @@ pub struct KafkaSourceConfig {
     /// this much (plus the commit interval) into the restored state.
     #[serde(default = "default_state_interval_ms")]
     pub state_interval_ms: u64,
+    /// Static group membership: a restarted host rejoins under this id and gets its
+    /// partitions back at once. `<hostname>-<group_id>` when unset; "" for dynamic
+    /// membership (see [`super::kafka_group`]).
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
 }
 
 pub(super) mod defaults {
@@ -212,6 +217,9 @@ impl KafkaSourceConfig {
             // librdkafka prefetches up to 64 MiB by default, more than the rest of the host
             // holds at full speed; 16 MiB keeps the fetcher ahead of the pipeline.
             .set("queued.max.messages.kbytes", "16384");
+        if let Some(id) = self.instance_id() {
+            c.set("group.instance.id", id);
+        }
         for (key, value) in &self.options {
             c.set(key, value);
         }
@@ -258,16 +266,7 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let mut lag = self.stats.lag.lock().unwrap_or_else(|e| e.into_inner());
-        lag.clear();
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                // librdkafka lists an internal partition -1 and unassigned ones with lag -1.
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), partition), p.consumer_lag);
-                }
-            }
-        }
+        super::kafka_group::record(&self.stats, statistics);
     }
 }
 
@@ -646,6 +645,7 @@ pub fn run(config: &KafkaSourceConfig, links: SourceLinks) -> Result<(), SourceE
         last_probe: Instant::now(),
     };
     let mut batching = Batching::new(config);
+    let mut fatal = super::kafka_group::FatalWatch::new(config);
     let ctx = consumer.context();
 
     let result = loop {
@@ -656,6 +656,9 @@ pub fn run(config: &KafkaSourceConfig, links: SourceLinks) -> Result<(), SourceE
             break Ok(());
         }
         availability.check(&consumer);
+        if let Err(e) = fatal.check(consumer.client()) {
+            break Err(e);
+        }
         // A poll that served a rebalance returned no message: what is held or being cut
         // was read before it.
         batching.drop_given_up(&ctx.given_up);

@@ -3,6 +3,7 @@
 //! batches complete (see [`crate::ack`]).
 
 pub mod kafka;
+pub mod kafka_group;
 pub mod kafka_state;
 pub mod s3;
 pub mod stdin;
@@ -244,4 +245,6 @@ pub struct SourceStats {
     pub consumed: AtomicU64,
     /// Per (topic, partition), how many messages the group is behind the end of the log.
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Per (topic, partition) assigned here, the group's committed offset.
+    pub committed: Mutex<BTreeMap<(String, i32), i64>>,
 }

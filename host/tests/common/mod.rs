@@ -2,6 +2,7 @@
 //! the built plugins (`dev/build-plugins`), and the `sluice` binary as a child process.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod group;
 pub mod lake;
 pub mod proxy;
@@ -294,7 +295,9 @@ impl Drop for Host {
 
 /// The `[source]`, `[pipeline]` and `[admin]` tables every Kafka-sourced test config
 /// shares: small batches and fast ticks so tests finish quickly. `admin` is the listen
-/// address of the admin endpoint, "" for none.
+/// address of the admin endpoint, "" for none. Tests run several hosts of one group on this
+/// one machine, where the default static member id would fence all but one: they join as
+/// dynamic members (`group_membership.rs` tests the static id).
 pub fn kafka_source_toml(source: &str, group: &str, admin: &str) -> String {
     format!(
         r#"
@@ -305,6 +308,7 @@ topics = ["{source}"]
 group_id = "{group}"
 batch_max_records = 200
 batch_max_wait_ms = 20
+group_instance_id = ""
 
 [pipeline]
 tick_interval_ms = 200
