@@ -3,45 +3,9 @@
 
 mod common;
 
+use common::admin::{admin_address, get};
 use common::{Host, consume, create_topic, kafka_config, plugin, produce, unique};
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-
-/// The admin address the host logged at start-up.
-pub fn admin_address(host: &Host) -> String {
-    let started = Instant::now();
-    loop {
-        let log = host.log();
-        if let Some(rest) = log.split("admin endpoint listening").nth(1)
-            && let Some(addr) = rest.split("address=").nth(1)
-        {
-            return addr.split_whitespace().next().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no admin address in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A plain HTTP GET: (status, body).
-pub fn get(address: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("admin endpoint reachable");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();

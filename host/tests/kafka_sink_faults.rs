@@ -4,11 +4,11 @@
 
 mod common;
 
+use common::admin::{admin_address, get};
 use common::{
     Host, committed_offsets, consume, create_topic, create_topic_with, delete_topic,
     kafka_sink_toml, kafka_source_toml, produce, unique,
 };
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// The size of the oversized line: under the source's and the broker's 1 MiB limits, over
@@ -112,40 +112,9 @@ fn a_dead_letter_too_large_for_the_dlq_topic_goes_out_without_its_payload() {
     assert!(letter.payload.is_empty(), "{} bytes", letter.payload.len());
 }
 
-/// The admin address the host logged at start-up.
-fn admin_address(host: &Host) -> String {
-    let started = Instant::now();
-    loop {
-        let log = host.log();
-        if let Some(rest) = log.split("admin endpoint listening").nth(1)
-            && let Some(addr) = rest.split("address=").nth(1)
-        {
-            return addr.split_whitespace().next().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no admin address in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// `/readyz`: (status, body).
 fn readyz(address: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("admin endpoint reachable");
-    write!(
-        stream,
-        "GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    get(address, "/readyz")
 }
 
 fn wait_for(what: &str, host: &Host, timeout: Duration, mut check: impl FnMut() -> bool) {
