@@ -250,6 +250,17 @@ impl Config {
         }
     }
 
+    /// The chain's plugin entries, their paths resolved against the config file's directory.
+    pub fn resolved_plugins(&self) -> Vec<PluginConfig> {
+        self.plugins
+            .iter()
+            .map(|p| PluginConfig {
+                path: self.resolve(&p.path),
+                ..p.clone()
+            })
+            .collect()
+    }
+
     /// Resolve a path from the config against the config file's directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {

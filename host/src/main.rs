@@ -579,14 +579,7 @@ fn plugin_spec(path: &std::path::Path, args: &TestArgs) -> Result<()> {
         (Some(plugin), _) => (vec![one_plugin(plugin, &args.config)?], spec.max_state_mb),
         (None, Some(chain)) => {
             let config = Config::load(chain)?;
-            let plugins = config
-                .plugins
-                .iter()
-                .map(|p| PluginConfig {
-                    path: config.resolve(&p.path),
-                    ..p.clone()
-                })
-                .collect();
+            let plugins = config.resolved_plugins();
             (plugins, config.pipeline.max_state_mb)
         }
         (None, None) => (spec.plugins.clone(), spec.max_state_mb),

@@ -338,14 +338,7 @@ impl Spec {
             }
             (Some(chain), true) => {
                 let config = Config::load(&resolve(chain))?;
-                let plugins = config
-                    .plugins
-                    .iter()
-                    .map(|p| PluginConfig {
-                        path: config.resolve(&p.path),
-                        ..p.clone()
-                    })
-                    .collect();
+                let plugins = config.resolved_plugins();
                 (plugins, config.pipeline.max_state_mb)
             }
             (None, _) => {
