@@ -345,6 +345,7 @@ impl Config {
                 "no sink takes the `dlq` route, so rejected records would have nowhere to go; add `\"dlq\"` to the routes of a sink",
             ));
         }
+        self.check_exactly_once()?;
         if self.pipeline.channel_capacity == 0 {
             return Err(self.invalid("pipeline.channel_capacity", "must be at least 1"));
         }
@@ -352,6 +353,62 @@ impl Config {
             return Err(self.invalid("pipeline.max_state_mb", "must be between 1 and 1024"));
         }
         Ok(())
+    }
+
+    /// Reading exactly once, every Kafka sink writes through one transactional producer
+    /// on the source's cluster: same brokers, same options.
+    fn check_exactly_once(&self) -> Result<(), ConfigError> {
+        let SourceConfig::Kafka(source) = &self.source else {
+            return Ok(());
+        };
+        if !source.exactly_once {
+            return Ok(());
+        }
+        let mut first: Option<(&str, &crate::sink::kafka::KafkaSinkConfig)> = None;
+        for (name, sink) in &self.sinks {
+            let SinkConfig::Kafka(sink) = sink else {
+                continue;
+            };
+            if sink.brokers != source.brokers {
+                return Err(self.invalid(
+                    format!("sinks.{name}.brokers"),
+                    format!(
+                        "with `source.exactly_once` every Kafka sink writes in the source's transactions, so it must use the source's brokers (`{}`), not `{}`",
+                        source.brokers, sink.brokers
+                    ),
+                ));
+            }
+            if sink.options.contains_key("transactional.id") {
+                return Err(self.invalid(
+                    format!("sinks.{name}.options"),
+                    "set the transactional id with `source.transactional_id`, not in a sink's options",
+                ));
+            }
+            match first {
+                Some((other, o)) if o.options != sink.options => {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.options"),
+                        format!(
+                            "with `source.exactly_once` every Kafka sink shares one producer: give it the same `options` as sink `{other}`"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => first = Some((name, sink)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The librdkafka options every Kafka sink shares (exactly once), or none.
+    pub fn kafka_sink_options(&self) -> BTreeMap<String, String> {
+        self.sinks
+            .values()
+            .find_map(|s| match s {
+                SinkConfig::Kafka(k) => Some(k.options.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// The routes some sink takes.
@@ -581,5 +638,56 @@ mod tests {
             msg.contains("MISSING_VAR") && msg.contains("line 2"),
             "{msg}"
         );
+    }
+
+    /// A Kafka source reading exactly once with `extra` source keys, and Kafka sinks
+    /// `cleaned` and `dlq` given as (brokers, options) TOML.
+    fn exactly_once_config(extra: &str, cleaned: (&str, &str), dlq: (&str, &str)) -> String {
+        let sink = |name: &str, route: &str, (brokers, options): (&str, &str)| {
+            format!(
+                "[sinks.{name}]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{name}\"\nroutes = [\"{route}\"]\n{options}\n"
+            )
+        };
+        format!(
+            "[source]\ntype = \"kafka\"\nbrokers = \"k1:9092\"\ntopics = [\"raw\"]\ngroup_id = \"g\"\nexactly_once = true\n{extra}\n{}{}",
+            sink("cleaned", "cleaned", cleaned),
+            sink("dlq", "dlq", dlq)
+        )
+    }
+
+    #[test]
+    fn exactly_once_needs_every_kafka_sink_on_the_sources_cluster_with_one_producer() {
+        let load = |text: String| Config::from_toml(&text, Path::new("t.toml"));
+        let same = ("k1:9092", "options = { \"linger.ms\" = \"10\" }");
+        let config = load(exactly_once_config("", same, same)).unwrap();
+        assert_eq!(
+            config
+                .kafka_sink_options()
+                .get("linger.ms")
+                .map(String::as_str),
+            Some("10")
+        );
+
+        let other_cluster = load(exactly_once_config("", same, ("k2:9092", same.1)));
+        let msg = other_cluster.unwrap_err().to_string();
+        assert!(
+            msg.contains("sinks.dlq.brokers") && msg.contains("k1:9092"),
+            "{msg}"
+        );
+
+        let other_options = load(exactly_once_config("", same, ("k1:9092", "")));
+        let msg = other_options.unwrap_err().to_string();
+        assert!(
+            msg.contains("sinks.dlq.options") && msg.contains("same `options`"),
+            "{msg}"
+        );
+
+        let timeout = load(exactly_once_config(
+            "transaction_interval_ms = 5000\ntransaction_timeout_ms = 6000",
+            same,
+            same,
+        ));
+        let msg = timeout.unwrap_err().to_string();
+        assert!(msg.contains("source.transaction_timeout_ms"), "{msg}");
     }
 }

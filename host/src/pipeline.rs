@@ -16,7 +16,7 @@ use crate::role;
 use crate::route::RouteName;
 use crate::sink::Router;
 use crate::snapshots::Snapshotter;
-use crate::source::{PipelineInput, SourceBatch, SourceKind};
+use crate::source::{Barrier, PipelineInput, Resume, SourceBatch, SourceKind};
 use crate::state::SnapshotExchange;
 use crate::{Record, time};
 use sluice_plugin_sdk::Output;
@@ -120,13 +120,7 @@ impl Pipeline {
             match received {
                 Ok(PipelineInput::Batch(batch)) => self.process(batch),
                 Ok(PipelineInput::Progress(progress)) => self.follow(progress),
-                Ok(PipelineInput::Lost(lost)) => {
-                    self.chain.lose(&lost);
-                    if let Some(state) = &mut self.state {
-                        state.lose(&mut self.chain, &lost);
-                    }
-                    self.router.lost_blocking(&lost);
-                }
+                Ok(PipelineInput::Lost(lost)) => self.lose(&lost),
                 Ok(PipelineInput::Restore(snapshot)) => {
                     if let Some(state) = &mut self.state {
                         state.restore(&mut self.chain, &snapshot);
@@ -138,6 +132,7 @@ impl Pipeline {
                     }
                     self.router.flush_all_blocking();
                 }
+                Ok(PipelineInput::Barrier(barrier)) => self.barrier(barrier),
                 Ok(PipelineInput::End { complete }) => {
                     if complete {
                         self.tick(true);
@@ -253,6 +248,34 @@ impl Pipeline {
         }
         self.last_batch = Some(ack.clone());
         ack.ack();
+    }
+
+    /// Stop between two batches for the source's transaction (see [`Barrier`]).
+    fn barrier(&mut self, barrier: Barrier) {
+        if let Some(held) = self.last_batch.take() {
+            held.ack();
+        }
+        self.router.flush_all_blocking();
+        if let Some(state) = &mut self.state {
+            state.snapshot_changed(&mut self.chain);
+        }
+        if barrier.reached.send(()).is_err() {
+            return;
+        }
+        // Until the transaction is committed, aborted, or given up (dropped).
+        if let Ok(Resume::Rewind(partitions)) = barrier.resume.recv() {
+            self.lose(&partitions);
+        }
+    }
+
+    /// The source no longer holds `lost` as they are here: drop them, and what the sinks
+    /// hold of them.
+    fn lose(&mut self, lost: &[(String, i32)]) {
+        self.chain.lose(lost);
+        if let Some(state) = &mut self.state {
+            state.lose(&mut self.chain, lost);
+        }
+        self.router.lost_blocking(lost);
     }
 
     /// Take the source's report on its partitions; tell the sinks of revoked ones, after

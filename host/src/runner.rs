@@ -9,6 +9,7 @@ use crate::health;
 use crate::pipeline::Pipeline;
 use crate::plugin::LoadError;
 use crate::reload::{Reload, Watcher};
+use crate::sink::kafka_transaction::{KafkaTransaction, TransactionError};
 use crate::sink::{SinkError, SinkHandle};
 use crate::source::{PipelineInput, SourceError, SourceKind, SourceLinks, SourceStats, StateLink};
 use crate::state::SnapshotExchange;
@@ -28,6 +29,8 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Transaction(#[from] TransactionError),
     #[error("internal: {0}")]
     Internal(String),
     #[error(
@@ -82,7 +85,17 @@ pub async fn run_plan(
     let source: Box<dyn SourceKind> = plan
         .source
         .unwrap_or_else(|| Box::new(config.source.clone()));
-    let topology = Topology::build(&config, source.input_traits(), &plan.overrides).await?;
+    let transaction = match source.transaction_settings(&config.kafka_sink_options()) {
+        Some(settings) => Some(KafkaTransaction::start(&settings)?),
+        None => None,
+    };
+    let topology = Topology::build(
+        &config,
+        source.input_traits(),
+        &plan.overrides,
+        transaction.clone(),
+    )
+    .await?;
     let source_stats = Arc::new(SourceStats::default());
     if plan.daemon && !config.admin.listen.trim().is_empty() {
         serve_admin(&config, &topology, source_stats.clone()).await?;
@@ -120,6 +133,7 @@ pub async fn run_plan(
         stats: source_stats,
         shutdown: (drain_timeout, shutdown_deadline.clone()),
         state,
+        transaction,
     };
     let source_thread = std::thread::Builder::new()
         .name("source".into())

@@ -61,6 +61,11 @@ impl Snapshotter {
         if self.last.elapsed() < self.interval {
             return;
         }
+        self.snapshot_changed(chain);
+    }
+
+    /// Snapshot the partitions whose state changed, now.
+    pub fn snapshot_changed(&mut self, chain: &mut Chain) {
         self.last = Instant::now();
         for key in std::mem::take(&mut self.changed) {
             self.snapshot(chain, &key);

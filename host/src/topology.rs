@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::plugin::{LoadError, PluginRuntime, PluginStats, WasmStage};
 use crate::route::RouteName;
+use crate::sink::kafka_transaction::KafkaTransaction;
 use crate::sink::{self, InputTraits, Router, SinkError, SinkHandle};
 use std::sync::Arc;
 
@@ -41,11 +42,14 @@ pub struct Topology {
 impl Topology {
     /// Load the chain, start every sink the config names (each taking its routes less
     /// `overrides.skip_routes`; one left with none is not started), and the pipeline
-    /// routing to them. `input` is what the sinks may rely on about the source feeding it.
+    /// routing to them. `input` is what the sinks may rely on about the source feeding it;
+    /// `transaction`, the producer every Kafka sink writes through when it reads exactly
+    /// once.
     pub async fn build(
         config: &Config,
         input: InputTraits,
         overrides: &Overrides,
+        transaction: Option<Arc<KafkaTransaction>>,
     ) -> Result<Topology, BuildError> {
         let (runtime, stages, plugin_stats) = Topology::chain(config)?;
         let names: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
@@ -63,8 +67,19 @@ impl Topology {
                 continue;
             }
             let capacity = config.pipeline.channel_capacity;
+            let transaction = transaction.clone();
+            let router = router.clone();
             sinks.push(
-                sink::start(name, sink_config, routes, router.clone(), input, capacity).await?,
+                sink::start(
+                    name,
+                    sink_config,
+                    routes,
+                    router,
+                    input,
+                    capacity,
+                    transaction,
+                )
+                .await?,
             );
         }
         router.install(&sinks);

@@ -527,6 +527,7 @@ mod in_process {
                 Router::new(),
                 InputTraits::default(),
                 4,
+                None,
             )
             .await
             .unwrap();

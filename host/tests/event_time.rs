@@ -370,92 +370,168 @@ fn wait_committed(group: &str, source: &str, n: i64, host: &common::Host) {
     }
 }
 
+/// Ten quiet minutes of event time on 3 partitions, then an error burst in the first
+/// windows of the next host: too few records for a detector starting cold.
+struct Handover {
+    source: String,
+    cleaned: String,
+    metrics: String,
+    alerts: String,
+    group: String,
+    config: String,
+}
+
+impl Handover {
+    /// normalize → metrics, every output to Kafka; `source_keys` added to `[source]`.
+    fn new(name: &str, source_keys: &str) -> Handover {
+        let [source, cleaned, metrics, alerts, dlq] =
+            ["raw", "cleaned", "metrics", "alerts", "dlq"].map(|t| unique(&format!("{name}-{t}")));
+        create_topic(&source, 3);
+        for topic in [&cleaned, &metrics, &alerts, &dlq] {
+            create_topic(topic, 1);
+        }
+        let group = unique(name);
+        let mut config = common::kafka_source_toml(&source, &group, "")
+            .replace("[pipeline]", &format!("{source_keys}\n[pipeline]"));
+        config.push_str(&plugins_toml(&["normalize", "metrics"]));
+        config.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
+        config.push_str(&kafka_sink_toml("metrics", &metrics, "metrics"));
+        config.push_str(&kafka_sink_toml("alerts", &alerts, "alerts"));
+        config.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
+        Handover {
+            source,
+            cleaned,
+            metrics,
+            alerts,
+            group,
+            config,
+        }
+    }
+
+    fn quiet(&self) {
+        generate(
+            &self.source,
+            &["--seed", "5", "--count", "3000", "--events-per-second", "5"],
+        );
+    }
+
+    fn burst(&self) {
+        let burst = [
+            "--seed",
+            "6",
+            "--count",
+            "1200",
+            "--events-per-second",
+            "5",
+            "--burst",
+            "checkout@0+120:0.6",
+        ];
+        generate_from(&self.source, "2026-11-25T10:10:00Z", &burst);
+    }
+
+    /// The burst alerted, and every window event time closed (before 10:13, lateness 30 s)
+    /// was emitted once, counting each of its cleaned records.
+    fn assert_burst_alerted_and_windows_whole(&self, logs: &str) {
+        let raised = consume(
+            &self.alerts,
+            1,
+            Duration::from_secs(30),
+            Duration::from_secs(2),
+        );
+        let checkout = raised
+            .iter()
+            .map(common::Consumed::json)
+            .filter(|a| a["service.name"] == "checkout")
+            .count();
+        assert!(
+            checkout > 0,
+            "the burst after the handover raised no alert ({} in all)\n{logs}",
+            raised.len()
+        );
+        let truth = cleaned_per_window(&consume(
+            &self.cleaned,
+            4200,
+            Duration::from_secs(60),
+            Duration::from_secs(3),
+        ));
+        let closed_before = parse_rfc3339_ns("2026-11-25T10:13:00Z");
+        let mut emitted: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
+        for row in consume(
+            &self.metrics,
+            1,
+            Duration::from_secs(30),
+            Duration::from_secs(3),
+        ) {
+            let v = row.json();
+            let key = (
+                v["service.name"].as_str().unwrap_or("unknown").to_owned(),
+                v["metric.window.start"].as_i64().unwrap(),
+            );
+            emitted
+                .entry(key)
+                .or_default()
+                .push(v["count"].as_u64().unwrap());
+        }
+        for (key, count) in truth.iter().filter(|((_, w), _)| *w < closed_before) {
+            assert_eq!(
+                emitted.get(key),
+                Some(&vec![*count]),
+                "window {key:?}: emitted once with every record\n{logs}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_restart_goes_on_with_the_open_windows_and_the_alert_baselines() {
-    // Ten quiet minutes of event time warm the detector's baselines up; the host stops in
-    // order; the next host starts with an error burst in its first windows, too few for a
-    // detector starting cold. Kept in the state topic, the baselines and the window open
-    // at the stop carry over: the burst alerts, and every window is emitted once, whole.
-    let (source, cleaned, metrics, alerts, dlq) = (
-        unique("et-restart-raw"),
-        unique("et-restart-cleaned"),
-        unique("et-restart-metrics"),
-        unique("et-restart-alerts"),
-        unique("et-restart-dlq"),
-    );
-    create_topic(&source, 3);
-    for topic in [&cleaned, &metrics, &alerts, &dlq] {
-        create_topic(topic, 1);
-    }
-    let group = unique("et-restart");
-    let mut c = common::kafka_source_toml(&source, &group, "");
-    c.push_str(&plugins_toml(&["normalize", "metrics"]));
-    c.push_str(&kafka_sink_toml("cleaned", &cleaned, "cleaned"));
-    c.push_str(&kafka_sink_toml("metrics", &metrics, "metrics"));
-    c.push_str(&kafka_sink_toml("alerts", &alerts, "alerts"));
-    c.push_str(&kafka_sink_toml("dlq", &dlq, "dlq"));
-    let quiet = ["--seed", "5", "--count", "3000", "--events-per-second", "5"];
-    generate(&source, &quiet);
-    let mut host = common::Host::start(&c);
-    wait_committed(&group, &source, 3000, &host);
+    // The host stops in order after the quiet minutes; the next host starts into the
+    // burst. Kept in the state topic, the baselines and the window open at the stop carry
+    // over: the burst alerts, and every window is emitted once, whole.
+    let case = Handover::new("et-restart", "");
+    case.quiet();
+    let mut host = common::Host::start(&case.config);
+    wait_committed(&case.group, &case.source, 3000, &host);
     assert!(host.terminate().success(), "{}", host.log());
     let before = host.log();
 
-    let burst = [
-        "--seed",
-        "6",
-        "--count",
-        "1200",
-        "--events-per-second",
-        "5",
-        "--burst",
-        "checkout@0+120:0.6",
-    ];
-    generate_from(&source, "2026-11-25T10:10:00Z", &burst);
-    let mut host = common::Host::start(&c);
-    wait_committed(&group, &source, 4200, &host);
-    let raised = consume(&alerts, 1, Duration::from_secs(30), Duration::from_secs(2));
-    assert!(host.terminate().success(), "{}", host.log());
+    case.burst();
+    let mut host = common::Host::start(&case.config);
+    wait_committed(&case.group, &case.source, 4200, &host);
     let logs = format!("before the restart:\n{before}\nafter:\n{}", host.log());
-    let checkout = raised
-        .iter()
-        .map(common::Consumed::json)
-        .filter(|a| a["service.name"] == "checkout")
-        .count();
-    assert!(
-        checkout > 0,
-        "the burst after the restart raised no alert ({} in all)\n{logs}",
-        raised.len()
-    );
+    case.assert_burst_alerted_and_windows_whole(&logs);
+    assert!(host.terminate().success(), "{}", host.log());
+}
 
-    // Every window event time closed (before 10:13, lateness 30 s) emitted once, counting
-    // each of its cleaned records.
-    let truth = cleaned_per_window(&consume(
-        &cleaned,
-        4200,
-        Duration::from_secs(60),
-        Duration::from_secs(3),
-    ));
-    let closed_before = parse_rfc3339_ns("2026-11-25T10:13:00Z");
-    let mut emitted: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
-    for row in consume(&metrics, 1, Duration::from_secs(30), Duration::from_secs(3)) {
-        let v = row.json();
-        let key = (
-            v["service.name"].as_str().unwrap_or("unknown").to_owned(),
-            v["metric.window.start"].as_i64().unwrap(),
-        );
-        emitted
-            .entry(key)
-            .or_default()
-            .push(v["count"].as_u64().unwrap());
-    }
-    for (key, count) in truth.iter().filter(|((_, w), _)| *w < closed_before) {
-        assert_eq!(
-            emitted.get(key),
-            Some(&vec![*count]),
-            "window {key:?}: emitted once with every record\n{logs}"
-        );
-    }
+#[test]
+fn exactly_once_partitions_moving_to_another_host_keep_windows_and_baselines() {
+    // Host A reads the quiet minutes exactly once; host B joins, A leaves in order, and
+    // every partition moves to B, with its state as of A's last transaction. B reads the
+    // burst: it alerts, and every window is committed once, whole.
+    let case = Handover::new(
+        "et-move",
+        "exactly_once = true\ntransaction_interval_ms = 300",
+    );
+    case.quiet();
+    let with_id = |id: &str| {
+        case.config.replace(
+            "exactly_once = true",
+            &format!("exactly_once = true\ntransactional_id = \"{id}\""),
+        )
+    };
+    let mut a = common::Host::start(&with_id(&unique("et-move-a")));
+    wait_committed(&case.group, &case.source, 3000, &a);
+    let mut b = common::Host::start(&with_id(&unique("et-move-b")));
+    common::group::wait_for_log(&b, "partitions assigned", Duration::from_secs(60));
+    assert!(a.terminate().success(), "{}", a.log());
+
+    case.burst();
+    wait_committed(&case.group, &case.source, 4200, &b);
+    let logs = format!("A:\n{}\nB:\n{}", a.log(), b.log());
+    let rewinds = logs.matches("goes back to the last committed").count();
+    eprintln!("transactions aborted and gone back from: {rewinds}");
+    case.assert_burst_alerted_and_windows_whole(&logs);
+    assert!(b.terminate().success(), "{logs}");
+    assert!(b.log().contains("plugin state restored"), "{logs}");
 }
 
 /// `count` generated lines (one per second of event time from 10:00), sent alternately to

@@ -7,7 +7,7 @@
 mod common;
 
 use common::group::OffsetWatch;
-use common::{Host, committed, consume, create_topic, kafka_sink_toml, plugin, unique};
+use common::{Host, consume, create_topic, kafka_sink_toml, plugin, unique};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -87,38 +87,13 @@ impl Events {
             Duration::from_secs(60),
             Duration::from_secs(3),
         );
-        let mut ids = BTreeMap::new();
-        let mut copies = 0;
-        for m in &got {
-            let text = String::from_utf8_lossy(&m.payload);
-            if text.contains(r#""kind":"copy""#) {
-                copies += 1;
-            }
-            // The id wherever the record's JSON carries it.
-            let id = text
-                .split("\"e-")
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default()
-                .to_owned();
-            *ids.entry(id).or_insert(0) += 1;
-        }
-        (ids, copies)
+        common::count_event_ids(&got)
     }
 
     /// Wait until the group committed the end of the source topic.
     fn wait_committed(&self, n: usize, host: &mut Host) {
-        let started = Instant::now();
-        while committed(&self.group, &self.source) < n as i64 {
-            assert!(host.is_running(), "the host stopped:\n{}", host.log());
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{} of {n} committed\n{}",
-                committed(&self.group, &self.source),
-                host.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let within = Duration::from_secs(60);
+        common::wait_committed_while_running(&self.group, &self.source, n, host, within);
     }
 
     fn state_topic(&self) -> String {

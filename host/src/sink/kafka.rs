@@ -26,6 +26,7 @@
 //! host.
 
 use super::driver::{Answer, Driver, DriverSettings, Failure, Failures, Protocol};
+use super::kafka_transaction::KafkaTransaction;
 use super::retry::Backoff;
 use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, Starting};
 use crate::codec;
@@ -149,7 +150,7 @@ pub async fn start(
     config: &KafkaSinkConfig,
     rx: mpsc::Receiver<SinkInput>,
 ) -> Result<tokio::task::JoinHandle<()>, SinkError> {
-    let protocol = KafkaProtocol::new(&ctx.name, config)?;
+    let protocol = KafkaProtocol::new(&ctx.name, config, ctx.transaction.as_deref())?;
     let settings = DriverSettings {
         max_in_flight: config.max_in_flight_batches,
         backoff: Backoff::from_millis(config.retry_initial_backoff_ms, config.retry_max_backoff_ms),
@@ -163,6 +164,9 @@ pub async fn start(
 struct KafkaProtocol {
     shared: Arc<Shared>,
     producer: Arc<Producer>,
+    /// The producer is the host's transactional one (see [`super::kafka_transaction`]):
+    /// the source commits what it delivers, and a failed producer stops the host.
+    transactional: bool,
 }
 
 /// What the answer to each hand-over needs.
@@ -173,9 +177,18 @@ struct Shared {
 }
 
 impl KafkaProtocol {
-    fn new(name: &str, config: &KafkaSinkConfig) -> Result<KafkaProtocol, SinkError> {
+    fn new(
+        name: &str,
+        config: &KafkaSinkConfig,
+        transaction: Option<&KafkaTransaction>,
+    ) -> Result<KafkaProtocol, SinkError> {
+        let producer = match transaction {
+            Some(transaction) => transaction.producer(),
+            None => Arc::new(producer(name, config)?),
+        };
         Ok(KafkaProtocol {
-            producer: Arc::new(producer(name, config)?),
+            producer,
+            transactional: transaction.is_some(),
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 config: config.clone(),
@@ -223,6 +236,12 @@ impl Protocol for KafkaProtocol {
             return;
         };
         let name = &self.shared.name;
+        if self.transactional {
+            // Replacing it would fence the transaction the source is about to commit.
+            tracing::error!(sink = %name, ?code, %reason,
+                "the transactional Kafka producer failed fatally; the host stops at its next commit");
+            return;
+        }
         tracing::error!(sink = %name, ?code, %reason,
             "the Kafka producer failed fatally; replacing it and sending again what it did not deliver");
         match producer(name, &self.shared.config) {
@@ -252,7 +271,7 @@ struct Handed {
 
 /// How one message failed.
 #[derive(Debug, Clone)]
-struct Failed {
+pub(super) struct Failed {
     error: KafkaError,
     /// Its key and payload, in bytes: a reason for "too large" says how large.
     bytes: usize,
@@ -261,11 +280,11 @@ struct Failed {
 }
 
 /// The messages of a batch that failed: (place in the batch, how).
-type FailedMessages = Vec<(usize, Failed)>;
+pub(super) type FailedMessages = Vec<(usize, Failed)>;
 
 /// The broker's answers for one batch, gathered by the producer's delivery callback: one
 /// count and one signal per batch rather than a future per message.
-struct Answers {
+pub(super) struct Answers {
     /// Messages not answered yet.
     pending: AtomicUsize,
     failed: Mutex<FailedMessages>,
@@ -275,7 +294,7 @@ struct Answers {
 }
 
 impl Answers {
-    fn new(count: usize) -> (Arc<Answers>, oneshot::Receiver<FailedMessages>) {
+    pub(super) fn new(count: usize) -> (Arc<Answers>, oneshot::Receiver<FailedMessages>) {
         let (tx, rx) = oneshot::channel();
         let answers = Arc::new(Answers {
             pending: AtomicUsize::new(count),
@@ -310,13 +329,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// What travels with each message through librdkafka: its batch's answers and its place.
-struct InFlight {
-    answers: Arc<Answers>,
-    index: usize,
+pub(super) struct InFlight {
+    pub(super) answers: Arc<Answers>,
+    pub(super) index: usize,
 }
 
 /// Hands each delivery report to the batch its message belongs to.
-struct Delivery;
+pub(super) struct Delivery;
 
 impl ClientContext for Delivery {}
 
@@ -382,13 +401,13 @@ fn refusal(sink: &str, failure: &Failed, message_max_bytes: usize) -> String {
 const DELIVERY_POLL_WINDOW: Duration = Duration::from_secs(1);
 
 /// The sink's producer, with a thread of its own that serves the delivery reports.
-struct Producer {
-    client: Arc<BaseProducer<Delivery>>,
+pub(super) struct Producer {
+    pub(super) client: Arc<BaseProducer<Delivery>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Producer {
-    fn start(name: &str, client: BaseProducer<Delivery>) -> Result<Producer, SinkError> {
+    pub(super) fn start(name: &str, client: BaseProducer<Delivery>) -> Result<Producer, SinkError> {
         let client = Arc::new(client);
         let stop = Arc::new(AtomicBool::new(false));
         let (polled, stopped) = (client.clone(), stop.clone());
@@ -415,17 +434,23 @@ impl Drop for Producer {
     }
 }
 
-fn producer(name: &str, config: &KafkaSinkConfig) -> Result<Producer, SinkError> {
-    let mut client = ClientConfig::new();
+/// What every producer of a Kafka sink is set up with: idempotent, every replica
+/// acknowledging, no delivery deadline (a broker outage stalls the sink instead of
+/// dropping data).
+pub(super) fn producer_settings(client: &mut ClientConfig, brokers: &str) {
     client
-        .set("bootstrap.servers", &config.brokers)
+        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
-        // No delivery deadline: a broker outage stalls the sink instead of dropping data.
         .set("message.timeout.ms", "0")
         .set("queue.buffering.max.kbytes", "65536");
+}
+
+fn producer(name: &str, config: &KafkaSinkConfig) -> Result<Producer, SinkError> {
+    let mut client = ClientConfig::new();
+    producer_settings(&mut client, &config.brokers);
     for (key, value) in &config.options {
         client.set(key, value);
     }
@@ -909,7 +934,7 @@ mod tests {
             retry_max_backoff_ms: 100,
             options: BTreeMap::new(),
         };
-        let protocol = KafkaProtocol::new("fatal", &config).unwrap();
+        let protocol = KafkaProtocol::new("fatal", &config, None).unwrap();
         let client = protocol.producer.client.clone();
         let code = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
         // SAFETY: a live client handle and a NUL-terminated reason.

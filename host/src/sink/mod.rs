@@ -21,6 +21,7 @@ pub mod driver;
 pub mod elasticsearch;
 pub mod file;
 pub mod kafka;
+pub mod kafka_transaction;
 pub mod retry;
 pub mod s3;
 pub mod sns;
@@ -165,6 +166,9 @@ pub struct SinkContext {
     pub router: Arc<Router>,
     pub stats: Arc<SinkStats>,
     pub input: InputTraits,
+    /// The host's transactional Kafka producer, when the source reads exactly once: every
+    /// Kafka sink writes through it (see [`kafka_transaction`]).
+    pub transaction: Option<Arc<kafka_transaction::KafkaTransaction>>,
 }
 
 impl SinkContext {
@@ -174,6 +178,7 @@ impl SinkContext {
             router,
             stats: Arc::default(),
             input: InputTraits::default(),
+            transaction: None,
         }
     }
 }
@@ -199,10 +204,12 @@ pub async fn start(
     router: Arc<Router>,
     input: InputTraits,
     capacity: usize,
+    transaction: Option<Arc<kafka_transaction::KafkaTransaction>>,
 ) -> Result<SinkHandle, SinkError> {
     let (tx, rx) = mpsc::channel(capacity);
     let mut ctx = SinkContext::new(name, router);
     ctx.input = input;
+    ctx.transaction = transaction;
     let stats = ctx.stats.clone();
     let kind = config.kind();
     let task = kind.start(ctx, rx).await?;

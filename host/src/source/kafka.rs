@@ -20,6 +20,9 @@ use crate::sink::InputTraits;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::kafka_state::StateTopic;
+use crate::sink::kafka_transaction::TransactionSettings;
+
+mod exactly_once;
 use crate::ack::{AckIssuer, BatchOffsets, Completion, OffsetTracker};
 use crate::codec::InvalidJson;
 use crate::event::RawMessage;
@@ -84,6 +87,24 @@ pub struct KafkaSourceConfig {
     /// membership (see [`super::kafka_group`]).
     #[serde(default)]
     pub group_instance_id: Option<String>,
+    /// Exactly once into Kafka: the records every Kafka sink writes, the offsets they came
+    /// from and the plugins' state are committed together in one Kafka transaction (see
+    /// [`exactly_once`]). Readers of the sinks' topics with
+    /// `isolation.level=read_committed` see each record once, after any crash.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// How often the transaction is committed: what `read_committed` readers wait for at
+    /// most, and where the lake's segments are cut.
+    #[serde(default = "default_transaction_interval_ms")]
+    pub transaction_interval_ms: u64,
+    /// The broker aborts a transaction open longer than this (`transaction.timeout.ms`);
+    /// a sink that takes longer to accept a transaction's records stops the host.
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// The producer's `transactional.id`: stable for one host, unique in the group.
+    /// `<group_instance_id>` (`<hostname>-<group_id>` by default) when unset.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
 }
 
 pub(super) mod defaults {
@@ -115,6 +136,14 @@ fn default_plugin_state() -> bool {
 
 fn default_state_interval_ms() -> u64 {
     5_000
+}
+
+fn default_transaction_interval_ms() -> u64 {
+    1_000
+}
+
+fn default_transaction_timeout_ms() -> u64 {
+    60_000
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -149,9 +178,26 @@ impl SourceKind for KafkaSourceConfig {
         )
     }
 
+    /// Reading exactly once, every transaction snapshots what changed (see
+    /// [`exactly_once`]): no snapshot is taken between them.
     fn snapshot_interval(&self) -> Option<Duration> {
-        self.plugin_state
-            .then(|| Duration::from_millis(self.state_interval_ms))
+        let interval = match self.exactly_once {
+            true => Duration::MAX,
+            false => Duration::from_millis(self.state_interval_ms),
+        };
+        self.plugin_state.then_some(interval)
+    }
+
+    fn transaction_settings(
+        &self,
+        sink_options: &BTreeMap<String, String>,
+    ) -> Option<TransactionSettings> {
+        self.exactly_once.then(|| TransactionSettings {
+            brokers: self.brokers.clone(),
+            transactional_id: self.transactional_id(),
+            timeout: Duration::from_millis(self.transaction_timeout_ms),
+            options: sink_options.clone(),
+        })
     }
 
     fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
@@ -180,6 +226,9 @@ impl KafkaSourceConfig {
                 "must name a topic; leave it out for `<group_id>.sluice-state`".into(),
             ));
         }
+        if self.exactly_once {
+            exactly_once::check(self)?;
+        }
         if self.plugin_state && self.state_interval_ms < 100 {
             return Err((
                 "state_interval_ms".into(),
@@ -200,7 +249,8 @@ impl KafkaSourceConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("group.id", &self.group_id)
-            .set("enable.auto.commit", "true")
+            // Reading exactly once, offsets are committed in the transactions.
+            .set("enable.auto.commit", (!self.exactly_once).to_string())
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "1000")
             .set("partition.assignment.strategy", "cooperative-sticky")
@@ -251,6 +301,12 @@ struct SourceContext {
     stats: Arc<SourceStats>,
     /// Where the plugins' state is kept, when it is (see [`crate::state`]).
     state: Option<StateTopic>,
+    /// The open transaction, when reading exactly once (see [`exactly_once`]).
+    transactions: Option<exactly_once::Transactions>,
+    /// A failure met inside a rebalance callback, for the poll loop to stop with.
+    failure: Mutex<Option<SourceError>>,
+    /// Where a partition with no committed offset starts.
+    start_from: Offset,
 }
 
 impl ClientContext for SourceContext {
@@ -328,6 +384,11 @@ impl ConsumerContext for SourceContext {
                 // back — and written their records. Forget them first, so nothing of them
                 // completes here any more, then tell the sinks to drop what they hold.
                 tracing::warn!(partitions = ?parts, "partitions lost; their uncommitted batches will be replayed by the new owner");
+                if self.transactions.is_some() {
+                    self.fail(SourceError::Kafka(format!(
+                        "partitions {parts:?} were lost (the group's session timed out) while the open transaction holds records of them; the host stops so that it starts again from the last committed transaction. Raise `session.timeout.ms` in `source.options` if the host is often too slow to poll"
+                    )));
+                }
                 self.forget(&parts);
                 if let Some(state) = &self.state {
                     state.exchange.forget(&parts);
@@ -382,6 +443,16 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Remember the first failure met in a callback; the poll loop stops with it.
+    fn fail(&self, error: SourceError) {
+        tracing::error!(%error, "the source stops");
+        lock(&self.failure).get_or_insert(error);
+    }
+
+    fn has_failed(&self) -> bool {
+        lock(&self.failure).is_some()
+    }
+
     /// The group committed `offsets`: store the plugin-state snapshots they cover.
     fn committed(&self, offsets: &TopicPartitionList) {
         let Some(state) = &self.state else {
@@ -593,8 +664,22 @@ impl SourceContext {
         }
     }
 
-    /// Commit what is stored, synchronously.
+    /// Commit what is stored, synchronously. Reading exactly once, the whole transaction
+    /// is committed, whichever partitions are named.
     fn commit(&self, consumer: &BaseConsumer<Self>, parts: Option<&[(String, i32)]>) {
+        if let Some(transactions) = &self.transactions {
+            if self.has_failed() {
+                return;
+            }
+            let point = match self.shutting_down.load(Ordering::Relaxed) {
+                true => exactly_once::CommitPoint::Stop,
+                false => exactly_once::CommitPoint::Rebalance,
+            };
+            if let Err(e) = self.commit_transaction(consumer, transactions, point) {
+                self.fail(e.stop());
+            }
+            return;
+        }
         let stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in stored.iter() {
@@ -626,6 +711,7 @@ pub fn run(config: &KafkaSourceConfig, links: SourceLinks) -> Result<(), SourceE
         stats,
         shutdown,
         state,
+        transaction,
     } = links;
     let (issuer, completions) = AckIssuer::new();
     // A revoked partition commits once its own records are written (see `ack`).
@@ -638,7 +724,8 @@ pub fn run(config: &KafkaSourceConfig, links: SourceLinks) -> Result<(), SourceE
         )?),
         None => None,
     };
-    let consumer = subscribe(config, &tx, completions, stats, state)?;
+    let transactions = transaction.map(|t| exactly_once::Transactions::new(config, t));
+    let consumer = subscribe(config, &tx, completions, stats, state, transactions)?;
     let mut availability = Availability {
         subject: config.brokers.clone(),
         grace: Duration::from_millis(config.unavailable_after_ms),
@@ -652,8 +739,23 @@ pub fn run(config: &KafkaSourceConfig, links: SourceLinks) -> Result<(), SourceE
         if !ctx.pump(&consumer) {
             break Err(SourceError::BatchFailed);
         }
+        if let Some(failure) = lock(&ctx.failure).take() {
+            break Err(failure);
+        }
         if stop.load(Ordering::Relaxed) {
             break Ok(());
+        }
+        if let Some(transactions) = &ctx.transactions
+            && transactions.due()
+        {
+            let point = exactly_once::CommitPoint::Interval;
+            match ctx.commit_transaction(&consumer, transactions, point) {
+                Ok(true) => {}
+                // Every partition went back to the last commit: the pipeline forgot them,
+                // tell it again with the next batch.
+                Ok(false) => batching.progress = ProgressReport::default(),
+                Err(e) => break Err(e.stop()),
+            }
         }
         availability.check(&consumer);
         if let Err(e) = fatal.check(consumer.client()) {
@@ -687,6 +789,7 @@ fn subscribe(
     completions: UnboundedReceiver<Completion>,
     stats: Arc<SourceStats>,
     state: Option<StateTopic>,
+    transactions: Option<exactly_once::Transactions>,
 ) -> Result<BaseConsumer<SourceContext>, SourceError> {
     let context = SourceContext {
         tracker: Mutex::new(OffsetTracker::default()),
@@ -701,6 +804,12 @@ fn subscribe(
         brokers_down_since: Mutex::new(None),
         stats,
         state,
+        transactions,
+        failure: Mutex::new(None),
+        start_from: match config.start_from {
+            StartFrom::Earliest => Offset::Beginning,
+            StartFrom::Latest => Offset::End,
+        },
     };
     let consumer: BaseConsumer<SourceContext> = config
         .client_config()
@@ -766,17 +875,31 @@ fn leave(
     }
     ctx.shutting_down.store(true, Ordering::Relaxed);
     let failed = !ctx.pump(consumer);
-    if !failed {
+    // After a failure a transaction may hold records of batches that did not complete.
+    let transaction_failed = ctx.transactions.is_some() && (failed || result.is_err());
+    if !failed && !transaction_failed {
         ctx.commit(consumer, None);
+    }
+    if let Some(transactions) = &ctx.transactions
+        && (transaction_failed || ctx.has_failed())
+    {
+        transactions.abort();
     }
     if let Some(state) = &ctx.state {
         state.flush(deadline);
     }
     consumer.unsubscribe();
-    match result {
-        Ok(()) if failed => Err(SourceError::BatchFailed),
-        other => other,
+    let commit_failure = lock(&ctx.failure).take();
+    match (result, commit_failure) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(e)) => Err(e),
+        (Ok(()), None) if failed => Err(SourceError::BatchFailed),
+        (Ok(()), None) => Ok(()),
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What became of a batch the pipeline had no room for.

@@ -10,6 +10,7 @@
 
 use super::SourceError;
 use super::kafka::KafkaSourceConfig;
+use crate::sink::kafka_transaction::{KafkaTransaction, TransactionError};
 use crate::state::{Snapshot, SnapshotExchange};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -130,6 +131,21 @@ impl StateTopic {
                 tracing::warn!(error = %e, key, "a plugin state snapshot was not stored; the previous one stays");
             }
         }
+    }
+
+    /// Reading exactly once: put the snapshots `offsets` cover in the open transaction,
+    /// committed with those offsets.
+    pub fn store_in(
+        &self,
+        transaction: &KafkaTransaction,
+        offsets: &[((String, i32), i64)],
+    ) -> Result<(), TransactionError> {
+        for snapshot in self.exchange.take_committed(offsets) {
+            let key = Snapshot::key(&snapshot.topic, snapshot.partition);
+            let partition = self.state_partition(snapshot.partition);
+            transaction.send(&self.name, partition, key.as_bytes(), &snapshot.encode())?;
+        }
+        Ok(())
     }
 
     /// Wait for what was sent to be stored, until `deadline`.

@@ -12,10 +12,11 @@ use crate::ack::AckHandle;
 use crate::codec::InvalidJson;
 use crate::event::RawMessage;
 use crate::sink::InputTraits;
+use crate::sink::kafka_transaction::{KafkaTransaction, TransactionSettings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,16 @@ pub trait SourceKind: Send + Sync {
         None
     }
 
+    /// The transactional producer this source commits through, when it reads exactly once
+    /// (see [`crate::sink::kafka_transaction`]); `sink_options` are the options every Kafka
+    /// sink shares.
+    fn transaction_settings(
+        &self,
+        _sink_options: &BTreeMap<String, String>,
+    ) -> Option<TransactionSettings> {
+        None
+    }
+
     /// Read on the calling (source) thread until the input ends or `links.stop` is set,
     /// sending batches to the pipeline and committing what completes.
     fn run(&self, links: SourceLinks) -> Result<(), SourceError>;
@@ -73,6 +84,8 @@ pub struct SourceLinks {
     /// Where the pipeline leaves the plugins' state for the source to store, when the
     /// source stores it and a plugin keeps any.
     pub state: Option<StateLink>,
+    /// The host's transactional producer, when the source reads exactly once.
+    pub transaction: Option<Arc<KafkaTransaction>>,
 }
 
 /// The pipeline's snapshots, and the largest one (every stage's state of a partition).
@@ -112,6 +125,13 @@ impl SourceKind for SourceConfig {
 
     fn snapshot_interval(&self) -> Option<Duration> {
         self.kind().snapshot_interval()
+    }
+
+    fn transaction_settings(
+        &self,
+        sink_options: &BTreeMap<String, String>,
+    ) -> Option<TransactionSettings> {
+        self.kind().transaction_settings(sink_options)
     }
 
     fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
@@ -214,6 +234,8 @@ pub enum PipelineInput {
     /// unit of work is larger than a batch — the lake's objects — cuts the lake's objects
     /// where its own end). The last batch's handle is released first.
     Flush,
+    /// Stop between two batches so the source can commit a transaction (exactly once).
+    Barrier(Barrier),
     /// No more input. `complete` is true when the input ended in order — the end of a
     /// file, or a Kafka source stopping, which commits what it read — so the plugins are
     /// told input has ended and open windows are emitted; false when what was read may be
@@ -221,6 +243,28 @@ pub enum PipelineInput {
     End {
         complete: bool,
     },
+}
+
+/// A source reading exactly once commits its transaction at a point where every output
+/// routed so far is delivered and the plugins' state reflects exactly what was read: the
+/// pipeline releases its last batch, waits until every sink has accepted what it routed,
+/// snapshots the state of every partition that changed, says so on `reached`, and waits
+/// until `resume` says how to go on (or is dropped), so that no tick closes a window
+/// between the snapshot and the commit.
+#[derive(Debug)]
+pub struct Barrier {
+    pub reached: SyncSender<()>,
+    pub resume: Receiver<Resume>,
+}
+
+/// How the pipeline goes on after a [`Barrier`].
+#[derive(Debug)]
+pub enum Resume {
+    /// The transaction is committed.
+    Committed,
+    /// The transaction was aborted: drop these partitions as if lost (their state went past
+    /// the last commit); the source restores them as from a new assignment.
+    Rewind(Vec<(String, i32)>),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -344,18 +344,25 @@ pub fn kafka_config(source: &str, cleaned: &str, dlq: &str, plugins: &[(&str, Pa
 
 /// Offsets committed by `group` on `topic`, summed over its partitions (none counts 0).
 pub fn committed(group: &str, topic: &str) -> i64 {
+    try_committed(group, topic).expect("committed offsets")
+}
+
+/// [`committed`], or the error: while a transaction holding offsets of the group is open,
+/// the broker answers that its offsets are unstable until it ends.
+pub fn try_committed(group: &str, topic: &str) -> rdkafka::error::KafkaResult<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata.topics()[0].partitions().len() as i32;
-    committed_offsets(group, topic, partitions)
-        .into_iter()
-        .map(|o| o.max(0))
-        .sum()
+    let (consumer, tpl) = group_reader(group, topic, partitions);
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((committed.elements().iter())
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum())
 }
 
 /// Delete a topic and wait until the broker no longer lists it.
@@ -438,4 +445,52 @@ pub fn topic_setting(topic: &str, key: &str) -> Option<String> {
         .flat_map(|r| r.entries)
         .find(|e| e.name == key)
         .and_then(|e| e.value)
+}
+
+/// Per event id (`"e-<n>"` in the message), how many messages carry it, and how many
+/// messages are copies (`"kind":"copy"`): the duplicate checks of the state and
+/// exactly-once tests.
+pub fn count_event_ids(
+    messages: &[Consumed],
+) -> (std::collections::BTreeMap<String, usize>, usize) {
+    let mut ids = std::collections::BTreeMap::new();
+    let mut copies = 0;
+    for m in messages {
+        let text = String::from_utf8_lossy(&m.payload);
+        if text.contains(r#""kind":"copy""#) {
+            copies += 1;
+        }
+        let id = text
+            .split("\"e-")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_owned();
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    (ids, copies)
+}
+
+/// Wait until `group` has committed `n` offsets of `topic` while `host` runs.
+pub fn wait_committed_while_running(
+    group: &str,
+    topic: &str,
+    n: usize,
+    host: &mut Host,
+    within: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let now = try_committed(group, topic);
+        if now.as_ref().is_ok_and(|c| *c >= n as i64) {
+            return;
+        }
+        assert!(host.is_running(), "the host stopped:\n{}", host.log());
+        assert!(
+            started.elapsed() < within,
+            "{now:?} of {n} committed\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
