@@ -87,7 +87,7 @@ options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1500" }}
 # Several hosts of the group run on this one machine: under the default static member id
 # (<hostname>-<group_id>) each would fence the one before it.
 group_instance_id = ""
-
+{self.exactly_once_keys()}
 [pipeline]
 tick_interval_ms = 200
 idle_watermark_ms = 2000
@@ -131,12 +131,24 @@ athena_table = "sluice.logs"
 """
         return c
 
+    def exactly_once_keys(self) -> str:
+        """With --exactly-once: a transactional id per slot (hosts running at once here
+        need their own; a host restarted after a kill takes the free slot and its id, so it
+        aborts what the killed one left open at once)."""
+        if not self.h.args.exactly_once:
+            return ""
+        taken = {getattr(x, "slot", None) for x in self.live()}
+        self.slot = min(i for i in range(len(taken) + 1) if i not in taken)
+        return ("exactly_once = true\ntransaction_interval_ms = 1000\n"
+                f'transactional_id = "{self.group}-slot{self.slot}"\n')
+
     def start_host(self) -> Host:
         port = free_port()
         self.starts += 1
         cfg = self.dir / f"host-{self.starts}.toml"
         cfg.write_text(self.config(port))
         host = Host(self.h.binary, cfg, self.dir / f"host-{self.starts}.log", port, self.h.env)
+        host.slot = getattr(self, "slot", None)
         host.wait_ready()
         self.hosts.append(host)
         self.log(f"host {self.starts} up (pid {host.proc.pid}, admin :{port})")
