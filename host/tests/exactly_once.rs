@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::admin::{admin_address, get, sample};
 use common::group::{OffsetWatch, wait_for_log};
 use common::{Host, consume, create_topic, kafka_sink_toml, plugin, unique};
 use std::collections::BTreeMap;
@@ -116,6 +117,39 @@ fn assert_each_event_once(stream: &Stream, events: usize, logs: &str) {
     assert_eq!(ids.len(), events, "every event in cleaned\n{logs}");
 }
 
+/// Once everything is committed, `/metrics` reports no lag and the committed offsets, though
+/// the consumer never commits itself: the offsets are committed in the transactions.
+fn assert_no_lag_reported(host: &Host, stream: &Stream) {
+    let admin = admin_address(host);
+    let committed = common::committed_offsets(&stream.group, &stream.source, PARTITIONS);
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = get(&admin, "/metrics");
+        let series = |name: &str, p: i32| {
+            let source = &stream.source;
+            sample(
+                &metrics,
+                &format!(r#"{name}{{topic="{source}",partition="{p}"}}"#),
+            )
+        };
+        let lags: Vec<_> = (0..PARTITIONS)
+            .map(|p| series("sluice_source_lag", p))
+            .collect();
+        let offsets: Vec<_> = (0..PARTITIONS)
+            .map(|p| series("sluice_source_committed_offset", p))
+            .collect();
+        let expected: Vec<_> = committed.iter().map(|o| Some(*o as f64)).collect();
+        if lags.iter().all(|l| *l == Some(0.0)) && offsets == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "lag {lags:?}, committed {offsets:?} (the group: {committed:?}):\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 const EVENTS: usize = 12_000;
 const KILLS: usize = 5;
 
@@ -149,9 +183,10 @@ fn hosts_killed_again_and_again_leave_every_event_once_in_committed_reads() {
         host.kill();
         logs.push_str(&format!("--- host {kill} (killed)\n{}", host.log()));
     }
-    let mut host = Host::start(&config);
+    let mut host = Host::start(&config.replace("listen = \"\"", "listen = \"127.0.0.1:0\""));
     wait_for_log(&host, "partitions assigned", Duration::from_secs(60));
     stream.wait_committed(total, &mut host, Duration::from_secs(120));
+    assert_no_lag_reported(&host, &stream);
     assert!(host.terminate().success(), "{}", host.log());
     logs.push_str(&format!("--- last host\n{}", host.log()));
     let (_, backwards) = watch.stop();

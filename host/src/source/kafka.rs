@@ -322,7 +322,7 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
-        super::kafka_group::record(&self.stats, statistics);
+        super::kafka_group::record(&self.stats, statistics, self.transactions.is_some());
     }
 }
 
@@ -428,6 +428,9 @@ impl ConsumerContext for SourceContext {
                 );
             if self.paused.load(Ordering::Relaxed) {
                 let _ = consumer.pause(tpl);
+            }
+            if self.transactions.is_some() {
+                self.note_assignment(consumer, tpl);
             }
         }
     }
@@ -875,8 +878,12 @@ fn leave(
     }
     ctx.shutting_down.store(true, Ordering::Relaxed);
     let failed = !ctx.pump(consumer);
-    // After a failure a transaction may hold records of batches that did not complete.
-    let transaction_failed = ctx.transactions.is_some() && (failed || result.is_err());
+    // After a failure, or a drain cut short by its deadline (a sink down), the transaction
+    // holds records of batches that did not complete: it is aborted, not committed, and
+    // the next start replays from the last commit.
+    let undrained = lock(&ctx.tracker).total_in_flight() > 0;
+    let transaction_failed =
+        ctx.transactions.is_some() && (failed || result.is_err() || undrained);
     if !failed && !transaction_failed {
         ctx.commit(consumer, None);
     }

@@ -80,7 +80,9 @@ pub fn hostname() -> String {
 /// offset. A partition the group never committed counts from the start of its log (all of
 /// it is still to be committed), where librdkafka reports no lag at all. `None` for a
 /// partition not fetched here (not assigned, or given up) or whose end is not known yet.
-pub fn partition_lag(p: &Partition) -> Option<i64> {
+/// `committed`: the group's committed offset when the source knows it better than the
+/// consumer's statistics (see [`record`]).
+pub fn partition_lag(p: &Partition, committed: Option<i64>) -> Option<i64> {
     let fetched = !matches!(p.fetch_state.as_str(), "none" | "stopping" | "stopped");
     // The end librdkafka measures from: the last stable offset under read_committed.
     let end = if p.ls_offset >= 0 {
@@ -90,6 +92,9 @@ pub fn partition_lag(p: &Partition) -> Option<i64> {
     };
     if p.partition < 0 || !fetched || end < 0 {
         return None;
+    }
+    if let Some(committed) = committed {
+        return Some((end - committed).max(0));
     }
     if p.consumer_lag >= 0 {
         return Some(p.consumer_lag);
@@ -101,22 +106,31 @@ pub fn partition_lag(p: &Partition) -> Option<i64> {
 }
 
 /// Record each assigned partition's lag and committed offset from a statistics report.
-pub fn record(stats: &SourceStats, statistics: rdkafka::Statistics) {
+/// Reading exactly once, the offsets are committed in transactions, which the consumer's
+/// statistics never see: the source's own record of them (`stats.transactions`) is used.
+pub fn record(stats: &SourceStats, statistics: rdkafka::Statistics, transactional: bool) {
+    let known = transactional.then(|| lock(&stats.transaction_commits).clone());
     let mut lag = stats.lag.lock().unwrap_or_else(|e| e.into_inner());
     let mut committed = stats.committed.lock().unwrap_or_else(|e| e.into_inner());
     lag.clear();
     committed.clear();
     for (topic, t) in statistics.topics {
         for (partition, p) in t.partitions {
-            let Some(behind) = partition_lag(&p) else {
+            let known = (known.as_ref()).map(|k| k.get(&(topic.clone(), partition)).copied());
+            let Some(behind) = partition_lag(&p, known.flatten()) else {
                 continue;
             };
             lag.insert((topic.clone(), partition), behind);
-            if p.committed_offset >= 0 {
-                committed.insert((topic.clone(), partition), p.committed_offset);
+            let at = known.unwrap_or(Some(p.committed_offset)).unwrap_or(-1);
+            if at >= 0 {
+                committed.insert((topic.clone(), partition), at);
             }
         }
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -145,25 +159,39 @@ mod tests {
     #[test]
     fn a_committed_partition_reports_librdkafkas_lag() {
         let p = partition(r#"{"hi_offset": 120, "committed_offset": 100, "consumer_lag": 20}"#);
-        assert_eq!(partition_lag(&p), Some(20));
+        assert_eq!(partition_lag(&p, None), Some(20));
+    }
+
+    #[test]
+    fn reading_exactly_once_the_lag_counts_from_the_offset_the_last_transaction_committed() {
+        // The consumer never commits itself: its statistics keep the offset it was
+        // assigned at, and librdkafka's own lag counts from there.
+        let p = partition(
+            r#"{"hi_offset": 900, "ls_offset": 900, "committed_offset": 100, "consumer_lag": 800}"#,
+        );
+        assert_eq!(partition_lag(&p, Some(880)), Some(20));
+        assert_eq!(partition_lag(&p, None), Some(800));
     }
 
     #[test]
     fn a_partition_never_committed_counts_from_the_start_of_its_log() {
         let p = partition(r#"{"lo_offset": 10, "hi_offset": 510, "ls_offset": 510}"#);
-        assert_eq!(partition_lag(&p), Some(500));
+        assert_eq!(partition_lag(&p, None), Some(500));
         let empty = partition(r#"{"lo_offset": 0, "hi_offset": 0, "ls_offset": 0}"#);
-        assert_eq!(partition_lag(&empty), Some(0));
+        assert_eq!(partition_lag(&empty, None), Some(0));
     }
 
     #[test]
     fn unassigned_and_unknown_partitions_report_nothing() {
         let given_up = r#"{"fetch_state": "stopped", "hi_offset": 5, "ls_offset": 5}"#;
-        assert_eq!(partition_lag(&partition(given_up)), None);
+        assert_eq!(partition_lag(&partition(given_up), None), None);
         assert_eq!(
-            partition_lag(&partition(r#"{"partition": -1, "hi_offset": 5}"#)),
+            partition_lag(&partition(r#"{"partition": -1, "hi_offset": 5}"#), None),
             None
         );
-        assert_eq!(partition_lag(&partition(r#"{"hi_offset": -1}"#)), None);
+        assert_eq!(
+            partition_lag(&partition(r#"{"hi_offset": -1}"#), None),
+            None
+        );
     }
 }

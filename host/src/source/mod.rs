@@ -291,4 +291,7 @@ pub struct SourceStats {
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Per (topic, partition) assigned here, the group's committed offset.
     pub committed: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Reading exactly once: per partition, the offset the group had committed when it
+    /// was assigned, then each transaction's (the consumer's statistics see neither).
+    pub transaction_commits: Mutex<BTreeMap<(String, i32), i64>>,
 }

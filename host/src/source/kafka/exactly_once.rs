@@ -162,6 +162,7 @@ impl SourceContext {
             .commit(&offsets, &group)
             .map_err(CommitFailure::from)?;
         *lock(&transactions.last_commit) = Instant::now();
+        lock(&self.stats.transaction_commits).extend(next);
         tracing::debug!(partitions = offsets.count(), "transaction committed");
         Ok(())
     }
@@ -295,6 +296,27 @@ impl CommitFailure {
 }
 
 impl SourceContext {
+    /// Reading exactly once, note where the group stands on `assigned` for `/metrics`
+    /// (the transactions' commits are noted as they happen); forget what was given up.
+    pub(super) fn note_assignment(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &TopicPartitionList,
+    ) {
+        let mut known = lock(&self.stats.transaction_commits);
+        let owned = consumer.assignment().unwrap_or_default();
+        known.retain(|(t, p), _| owned.find_partition(t, *p).is_some());
+        let Ok(committed) = consumer.committed_offsets(assigned.clone(), Duration::from_secs(10))
+        else {
+            return;
+        };
+        for e in committed.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                known.insert((e.topic().to_owned(), e.partition()), o);
+            }
+        }
+    }
+
     /// After an aborted transaction: its records are invisible and its offsets were not
     /// committed, while the plugins' state of every partition went past the last commit.
     /// Treat every assigned partition as assigned afresh: the pipeline drops their state
