@@ -307,6 +307,10 @@ struct SourceContext {
     failure: Mutex<Option<SourceError>>,
     /// Where a partition with no committed offset starts.
     start_from: Offset,
+    /// Set when the host is asked to stop, and how long the stop may drain (see
+    /// [`SourceLinks::shutdown`]): a transaction waiting for a sink gives up by then.
+    stop: Arc<AtomicBool>,
+    shutdown: (Duration, Arc<std::sync::OnceLock<Instant>>),
 }
 
 impl ClientContext for SourceContext {
@@ -728,7 +732,8 @@ pub fn run(config: &KafkaSourceConfig, links: SourceLinks) -> Result<(), SourceE
         None => None,
     };
     let transactions = transaction.map(|t| exactly_once::Transactions::new(config, t));
-    let consumer = subscribe(config, &tx, completions, stats, state, transactions)?;
+    let stopping = (stop.clone(), shutdown.clone());
+    let consumer = subscribe(config, &tx, completions, stats, state, transactions, stopping)?;
     let mut availability = Availability {
         subject: config.brokers.clone(),
         grace: Duration::from_millis(config.unavailable_after_ms),
@@ -793,6 +798,7 @@ fn subscribe(
     stats: Arc<SourceStats>,
     state: Option<StateTopic>,
     transactions: Option<exactly_once::Transactions>,
+    (stop, shutdown): (Arc<AtomicBool>, (Duration, Arc<std::sync::OnceLock<Instant>>)),
 ) -> Result<BaseConsumer<SourceContext>, SourceError> {
     let context = SourceContext {
         tracker: Mutex::new(OffsetTracker::default()),
@@ -813,6 +819,8 @@ fn subscribe(
             StartFrom::Earliest => Offset::Beginning,
             StartFrom::Latest => Offset::End,
         },
+        stop,
+        shutdown,
     };
     let consumer: BaseConsumer<SourceContext> = config
         .client_config()

@@ -219,10 +219,19 @@ impl SourceContext {
         }
     }
 
-    /// Apply what completed meanwhile; an error once `deadline` has passed.
+    /// Apply what completed meanwhile; an error once `deadline` has passed, or once the
+    /// host's stop has drained as long as it may (the shutdown's bound starts here then).
     fn waited(&self, consumer: &BaseConsumer<Self>, deadline: Instant) -> Result<(), SourceError> {
         if !self.pump(consumer) {
             return Err(SourceError::BatchFailed);
+        }
+        if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (drain, bound) = &self.shutdown;
+            if Instant::now() >= *bound.get_or_init(|| Instant::now() + *drain) {
+                return Err(SourceError::Kafka(
+                    "asked to stop while a sink had not accepted the open transaction's records within `pipeline.drain_timeout_ms`; the transaction is aborted and the next start replays it".into(),
+                ));
+            }
         }
         if Instant::now() < deadline {
             return Ok(());
