@@ -40,10 +40,34 @@ impl From<RemapError> for PluginError {
     }
 }
 
-/// Compile `source` with every function this build has, the metadata typed as
-/// [`mapping`] fills it.
+/// Functions VRL's stdlib has but a plugin cannot run: they need the network, the host's
+/// name, files or tracing, which the sandbox does not give, or a C library not built for
+/// wasm (grok). In wasm VRL compiles them to an `abort`, which would drop every record
+/// silently; left out, a program calling one fails to load, naming it.
+pub const LEFT_OUT: [&str; 10] = [
+    "dns_lookup",
+    "reverse_dns",
+    "http_request",
+    "get_hostname",
+    "log",
+    "parse_grok",
+    "parse_groks",
+    "validate_json_schema",
+    "parse_proto",
+    "encode_proto",
+];
+
+/// VRL's functions in this plugin: the stdlib of this build less [`LEFT_OUT`], the same
+/// natively and in wasm.
+pub fn functions() -> Vec<Box<dyn vrl::compiler::Function>> {
+    let mut functions = vrl::stdlib::all();
+    functions.retain(|f| !LEFT_OUT.contains(&f.identifier()));
+    functions
+}
+
+/// Compile `source` with [`functions`], the metadata typed as [`mapping`] fills it.
 pub fn compile(source: &str) -> Result<Program, RemapError> {
-    let functions = vrl::stdlib::all();
+    let functions = functions();
     let external = ExternalEnv::new_with_kind(Kind::any_object(), mapping::metadata_kind());
     match vrl::compiler::compile_with_external(
         source,

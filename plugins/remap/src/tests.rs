@@ -252,3 +252,16 @@ fn records_off_the_cleaned_route_pass_untouched() {
     let out = p.process(vec![routed.clone()]).unwrap();
     assert_eq!(out, [routed]);
 }
+
+#[test]
+fn functions_the_sandbox_cannot_run_fail_the_load() {
+    for call in [
+        r#"log("x")"#,
+        "get_hostname!()",
+        r#"parse_grok!(.m, "%{WORD:w}")"#,
+    ] {
+        let message = init_error(serde_json::json!({ "source": call }));
+        assert!(message.contains("undefined function"), "{call}: {message}");
+    }
+    assert!(functions().len() > 150, "the stdlib is in");
+}
