@@ -32,6 +32,7 @@ pub mod spec;
 pub mod state;
 pub mod tap;
 pub mod time;
+pub mod top;
 pub mod topics;
 pub mod topology;
 

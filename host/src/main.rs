@@ -80,6 +80,10 @@ enum Command {
     /// Stream a sample of the records at a point of a running host's pipeline as NDJSON:
     /// route:<name>, dlq, plugin:<name>:in or plugin:<name>:out.
     Tap(TapArgs),
+    /// A live view of a running host: records a second in and out of each stage and sink,
+    /// failed calls, dead letters, p99 call time, plugin memory, fail states, and each
+    /// partition's lag and committed offset. `q` quits.
+    Top(TopArgs),
     /// Run raw lake objects through the chain and sinks again.
     Backfill {
         #[arg(long, short)]
@@ -169,6 +173,22 @@ struct TapArgs {
     /// Stop after this many records.
     #[arg(long, default_value_t = 1000)]
     limit: u64,
+    /// The admin endpoint's bearer token (`admin.token`).
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TopArgs {
+    /// The host's admin endpoint (`admin.listen`).
+    #[arg(long, default_value = "127.0.0.1:9898", env = "SLUICE_ADMIN")]
+    admin: String,
+    /// Milliseconds between looks; rates are over this interval.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    interval_ms: u64,
+    /// Print one frame as plain text (rates over one interval) and exit.
+    #[arg(long)]
+    once: bool,
     /// The admin endpoint's bearer token (`admin.token`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -285,6 +305,20 @@ fn tap(args: TapArgs) -> Result<()> {
     Ok(())
 }
 
+fn top(args: TopArgs) -> Result<()> {
+    let options = sluice::top::term::Options {
+        admin: args.admin,
+        token: args.token,
+        every: Duration::from_millis(args.interval_ms),
+    };
+    if args.once {
+        print!("{}", sluice::top::term::once(&options, 120)?);
+        return Ok(());
+    }
+    sluice::top::term::run(&options)?;
+    Ok(())
+}
+
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -313,6 +347,7 @@ fn run(command: Command) -> Result<()> {
         Command::Validate { config } => validate(config),
         Command::Gen(args) => generate(args),
         Command::Tap(args) => tap(args),
+        Command::Top(args) => top(args),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(plugin),
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let made = sluice::scaffold::generate(&dir, &name, lang)?;
