@@ -20,6 +20,7 @@ pub mod lake;
 pub mod memory;
 pub mod pipeline;
 pub mod plugin;
+pub mod progress;
 pub mod reload;
 pub mod role;
 pub mod route;
