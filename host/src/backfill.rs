@@ -31,7 +31,7 @@ use crate::topology::Overrides;
 use aws_sdk_s3::error::DisplayErrorContext;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ pub struct BackfillOptions {
     pub until: Option<String>,
     /// Keys of completed objects, one per line; appended to as objects complete.
     pub state: PathBuf,
-    /// Draw a progress bar on stderr (when it is a terminal).
+    /// Progress on stderr: a bar on a terminal, a line every 10 s otherwise.
     pub progress: bool,
 }
 
@@ -148,6 +148,7 @@ pub async fn run(
     let outcome = Arc::new(Mutex::new((summary, None)));
     let lake = LakeSource {
         bar: progress_bar(&objects, options.progress),
+        plain: options.progress && !std::io::stderr().is_terminal(),
         objects,
         bucket,
         client,
@@ -184,6 +185,8 @@ struct LakeSource {
     state: PathBuf,
     batch_size: usize,
     bar: ProgressBar,
+    /// Progress lines instead of the bar, which draws only on a terminal.
+    plain: bool,
     /// What it did, and the error it stopped on, for the command to report.
     outcome: Arc<Mutex<(BackfillSummary, Option<BackfillError>)>>,
 }
@@ -225,7 +228,21 @@ impl LakeSource {
     /// Read every object until one fails or `links.stop`; whether all were read.
     fn read_all(&self, links: &SourceLinks) -> (bool, Result<(), BackfillError>) {
         let started = Instant::now();
-        for object in &self.objects {
+        let mut plain = self
+            .plain
+            .then(|| crate::progress::Progress::new("backfill"));
+        let total = self.objects.len();
+        for (i, object) in self.objects.iter().enumerate() {
+            if let Some(plain) = &mut plain {
+                plain.tick(|| {
+                    let summary = &lock(&self.outcome).0;
+                    format!(
+                        "{i}/{total} objects read ({} missing), {} records",
+                        summary.missing.len(),
+                        summary.records
+                    )
+                });
+            }
             if links.stop.load(Ordering::Relaxed) {
                 lock(&self.outcome).0.interrupted = true;
                 return (false, Ok(()));

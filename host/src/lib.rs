@@ -20,6 +20,7 @@ pub mod lake;
 pub mod memory;
 pub mod pipeline;
 pub mod plugin;
+pub mod progress;
 pub mod reload;
 pub mod role;
 pub mod route;
@@ -32,6 +33,7 @@ pub mod spec;
 pub mod state;
 pub mod tap;
 pub mod time;
+pub mod top;
 pub mod topics;
 pub mod topology;
 

@@ -80,6 +80,10 @@ enum Command {
     /// Stream a sample of the records at a point of a running host's pipeline as NDJSON:
     /// route:<name>, dlq, plugin:<name>:in or plugin:<name>:out.
     Tap(TapArgs),
+    /// A live view of a running host: records a second in and out of each stage and sink,
+    /// failed calls, dead letters, p99 call time, plugin memory, fail states, and each
+    /// partition's lag and committed offset. `q` quits.
+    Top(TopArgs),
     /// Run raw lake objects through the chain and sinks again.
     Backfill {
         #[arg(long, short)]
@@ -169,6 +173,22 @@ struct TapArgs {
     /// Stop after this many records.
     #[arg(long, default_value_t = 1000)]
     limit: u64,
+    /// The admin endpoint's bearer token (`admin.token`).
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TopArgs {
+    /// The host's admin endpoint (`admin.listen`).
+    #[arg(long, default_value = "127.0.0.1:9898", env = "SLUICE_ADMIN")]
+    admin: String,
+    /// Milliseconds between looks; rates are over this interval.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    interval_ms: u64,
+    /// Print one frame as plain text (rates over one interval) and exit.
+    #[arg(long)]
+    once: bool,
     /// The admin endpoint's bearer token (`admin.token`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -280,8 +300,74 @@ fn tap(args: TapArgs) -> Result<()> {
         token: args.token.as_deref(),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let lines = rt.block_on(sluice::tap::stream(&request, &mut std::io::stdout().lock()))?;
-    eprintln!("tap: {lines} records from {}", args.point);
+    let started = std::time::Instant::now();
+    let mut out = CountLines::new(std::io::stdout().lock());
+    // Ctrl-C (or SIGTERM) ends a tap as its limit does: with the summary line.
+    let ended = rt.block_on(async {
+        tokio::select! {
+            streamed = sluice::tap::stream(&request, &mut out) => streamed.map(|_| ""),
+            _ = stop_signal() => Ok(" (stopped)"),
+        }
+    });
+    eprintln!(
+        "tap: {} records from {} in {:.1} s{}",
+        out.lines,
+        args.point,
+        started.elapsed().as_secs_f64(),
+        ended.as_ref().map_or("", |e| *e)
+    );
+    ended?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// A writer that counts the lines written through it.
+struct CountLines<W> {
+    inner: W,
+    lines: u64,
+}
+
+impl<W> CountLines<W> {
+    fn new(inner: W) -> Self {
+        CountLines { inner, lines: 0 }
+    }
+}
+
+impl<W: Write> Write for CountLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn top(args: TopArgs) -> Result<()> {
+    let options = sluice::top::term::Options {
+        admin: args.admin,
+        token: args.token,
+        every: Duration::from_millis(args.interval_ms),
+    };
+    if args.once {
+        print!("{}", sluice::top::term::once(&options, 120)?);
+        return Ok(());
+    }
+    sluice::top::term::run(&options)?;
     Ok(())
 }
 
@@ -313,6 +399,7 @@ fn run(command: Command) -> Result<()> {
         Command::Validate { config } => validate(config),
         Command::Gen(args) => generate(args),
         Command::Tap(args) => tap(args),
+        Command::Top(args) => top(args),
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(plugin),
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let made = sluice::scaffold::generate(&dir, &name, lang)?;
@@ -363,10 +450,18 @@ fn run(command: Command) -> Result<()> {
                 bail!("the config has no S3 sink: there is no table to create");
             }
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            for (statement, id) in rt.block_on(sluice::sink::s3::athena::apply(&lake))? {
+            let started = std::time::Instant::now();
+            let ran = rt.block_on(sluice::sink::s3::athena::apply(&lake))?;
+            for (statement, id) in &ran {
                 let first = statement.lines().next().unwrap_or_default();
                 println!("ok\t{id}\t{first}");
             }
+            eprintln!(
+                "athena: {} statements for {} table(s) succeeded in {:.1} s",
+                ran.len(),
+                lake.len(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Backfill {
@@ -377,6 +472,7 @@ fn run(command: Command) -> Result<()> {
         } => {
             let config = Config::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let started = std::time::Instant::now();
             let s = rt.block_on(sluice::backfill::run(
                 config,
                 sluice::backfill::BackfillOptions {
@@ -387,8 +483,14 @@ fn run(command: Command) -> Result<()> {
                 },
             ))?;
             eprintln!(
-                "backfill: {} objects ({} already done), {} records, {} bytes",
-                s.objects, s.already_done, s.records, s.bytes
+                "backfill: {} objects ({} already done, {} missing), {} records, {} bytes in {:.1} s{}",
+                s.objects,
+                s.already_done,
+                s.missing.len(),
+                s.records,
+                s.bytes,
+                started.elapsed().as_secs_f64(),
+                if s.interrupted { " (interrupted)" } else { "" }
             );
             if !s.missing.is_empty() {
                 bail!(
@@ -487,9 +589,13 @@ fn produce(
         .create()
         .with_context(|| format!("creating a Kafka producer for {brokers}"))?;
     let started = std::time::Instant::now();
+    let mut progress = sluice::progress::Progress::new("gen");
     for (i, line) in lines.enumerate() {
         if let Some(pace) = pace {
             sleep_until(started + pace * i as u32);
+        }
+        if i % 1000 == 0 {
+            progress.tick(|| format!("{i} of {count} lines sent to {topic}"));
         }
         let mut record = BaseRecord::to(topic).key(&line.key).payload(&line.text);
         loop {
@@ -511,6 +617,7 @@ fn produce(
     producer
         .flush(Duration::from_secs(60))
         .with_context(|| format!("Kafka at {brokers} did not acknowledge every line within 60 s; is it up (dev/stack status)?"))?;
+    progress.finish();
     eprintln!(
         "sent {count} lines to {topic} in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -591,6 +698,7 @@ fn plugin_spec(path: &std::path::Path, args: &TestArgs) -> Result<()> {
         );
     }
     let (_runtime, stages) = sluice::spec::load(&with_limits(plugins, args), max_state_mb)?;
+    let started = std::time::Instant::now();
     let report = spec.run(&stages);
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: {} tests", path.display(), spec.len())?;
@@ -601,7 +709,12 @@ fn plugin_spec(path: &std::path::Path, args: &TestArgs) -> Result<()> {
         }
     }
     let failed = report.failed();
-    writeln!(out, "{} passed, {failed} failed", spec.len() - failed)?;
+    writeln!(
+        out,
+        "{} passed, {failed} failed in {:.1} s",
+        spec.len() - failed,
+        started.elapsed().as_secs_f64()
+    )?;
     if failed > 0 {
         bail!(
             "{failed} of {} tests in {} failed",
@@ -639,10 +752,74 @@ fn plugin_test(args: &TestArgs) -> Result<()> {
     let now = time::now_ns();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut batch = Vec::new();
-    let emit = |output: ChainOutput, out: &mut dyn Write| -> Result<()> {
+    let mut tally = Tally::default();
+    let mut progress = sluice::progress::Progress::new("plugin test");
+    let mut lines = 0u64;
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        lines += 1;
+        let origin = Origin {
+            topic: "stdin".into(),
+            partition: 0,
+            offset: i as i64,
+        };
+        match codec::decode(line.as_bytes(), origin, now, now, &options) {
+            Ok(record) => batch.push(record),
+            Err(reason) => {
+                tally.dead += 1;
+                writeln!(
+                    out,
+                    "{{\"route\":\"dlq\",\"reason\":{},\"line\":{}}}",
+                    serde_json::to_string(&format!("cannot decode: {reason}"))?,
+                    serde_json::to_string(&line)?
+                )?
+            }
+        }
+        if batch.len() >= 1000 {
+            let mut output = ChainOutput::default();
+            chain.process(Batch::Records(std::mem::take(&mut batch)), &mut output);
+            tally.emit(output, &mut out)?;
+            progress.tick(|| format!("{lines} lines, {}", tally.describe()));
+        }
+    }
+    let mut output = ChainOutput::default();
+    chain.process(Batch::Records(batch), &mut output);
+    tally.emit(output, &mut out)?;
+    let mut output = ChainOutput::default();
+    chain.tick(true, &mut output);
+    tally.emit(output, &mut out)?;
+    out.flush()?;
+    progress.finish();
+    eprintln!(
+        "plugin test: {lines} lines, {} in {:.1} s",
+        tally.describe(),
+        progress.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What `plugin test` wrote: records by route, dead letters, plugin failures.
+#[derive(Default)]
+struct Tally {
+    records: u64,
+    dead: u64,
+    failures: u64,
+}
+
+impl Tally {
+    fn describe(&self) -> String {
+        format!(
+            "{} records out, {} dead letters, {} plugin failures",
+            self.records, self.dead, self.failures
+        )
+    }
+
+    /// Print a chain's output as NDJSON lines with their routes, and count it.
+    fn emit(&mut self, output: ChainOutput, out: &mut dyn Write) -> Result<()> {
         for failure in &output.failures {
             eprintln!("plugin failure: {failure}");
         }
+        self.failures += output.failures.len() as u64;
         for record in &output.records() {
             let mut line = Vec::new();
             codec::encode_record(record, &mut line);
@@ -652,6 +829,7 @@ fn plugin_test(args: &TestArgs) -> Result<()> {
                 record.route.name(),
                 String::from_utf8_lossy(&line)
             )?;
+            self.records += 1;
         }
         for (record, reason) in &output.dead {
             writeln!(
@@ -660,38 +838,10 @@ fn plugin_test(args: &TestArgs) -> Result<()> {
                 serde_json::to_string(reason)?,
                 String::from_utf8_lossy(&codec::record_to_json(record))
             )?;
+            self.dead += 1;
         }
         Ok(())
-    };
-    for (i, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.context("reading stdin")?;
-        let origin = Origin {
-            topic: "stdin".into(),
-            partition: 0,
-            offset: i as i64,
-        };
-        match codec::decode(line.as_bytes(), origin, now, now, &options) {
-            Ok(record) => batch.push(record),
-            Err(reason) => writeln!(
-                out,
-                "{{\"route\":\"dlq\",\"reason\":{},\"line\":{}}}",
-                serde_json::to_string(&format!("cannot decode: {reason}"))?,
-                serde_json::to_string(&line)?
-            )?,
-        }
-        if batch.len() >= 1000 {
-            let mut output = ChainOutput::default();
-            chain.process(Batch::Records(std::mem::take(&mut batch)), &mut output);
-            emit(output, &mut out)?;
-        }
     }
-    let mut output = ChainOutput::default();
-    chain.process(Batch::Records(batch), &mut output);
-    emit(output, &mut out)?;
-    let mut output = ChainOutput::default();
-    chain.tick(true, &mut output);
-    emit(output, &mut out)?;
-    Ok(())
 }
 
 /// `sluice topics ensure`: one line per topic; an error if any drifted or (with `--check`)
@@ -701,8 +851,9 @@ fn ensure_topics(config: &std::path::Path, check: bool, partitions: Option<i32>)
     let config = Config::load(config)?;
     let needs = sluice::topics::needs(&config);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let started = std::time::Instant::now();
     let results = rt.block_on(sluice::topics::ensure(&needs, check, partitions))?;
-    let mut wrong = 0;
+    let (mut wrong, mut created) = (0, 0);
     for (need, outcome) in &results {
         let role = match &need.purpose {
             Purpose::Source => "source".to_owned(),
@@ -712,9 +863,13 @@ fn ensure_topics(config: &std::path::Path, check: bool, partitions: Option<i32>)
         let state = match outcome {
             Outcome::Present { partitions } => format!("ok ({partitions} partitions)"),
             Outcome::Created { partitions } if *partitions < 0 => {
+                created += 1;
                 "created (the broker's default partitions)".to_owned()
             }
-            Outcome::Created { partitions } => format!("created ({partitions} partitions)"),
+            Outcome::Created { partitions } => {
+                created += 1;
+                format!("created ({partitions} partitions)")
+            }
             Outcome::Missing => {
                 wrong += 1;
                 "MISSING".to_owned()
@@ -726,6 +881,11 @@ fn ensure_topics(config: &std::path::Path, check: bool, partitions: Option<i32>)
         };
         println!("{}\t{role}\t{state}", need.topic);
     }
+    eprintln!(
+        "topics: {} checked, {created} created, {wrong} missing or drifted in {:.1} s",
+        results.len(),
+        started.elapsed().as_secs_f64()
+    );
     if wrong > 0 {
         bail!("{wrong} topic(s) do not fit the config (see above)");
     }

@@ -567,4 +567,9 @@ fn athena_apply_runs_the_ddl_of_every_table_through_athena() {
         );
     }
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("athena: 4 statements for 3 table(s) succeeded in "),
+        "{stderr}"
+    );
 }

@@ -130,7 +130,10 @@ fn tap_streams_filtered_records_from_a_route_the_dead_letters_and_a_plugins_inpu
         "{cleaned:?}"
     );
 
-    let dead = lines(&tap(&admin, &["dlq", "--limit", "2"]));
+    let dead = tap(&admin, &["dlq", "--limit", "2"]);
+    let summary = String::from_utf8_lossy(&dead.stderr);
+    assert!(summary.contains("tap: 2 records from dlq in "), "{summary}");
+    let dead = lines(&dead);
     assert_eq!(dead.len(), 2);
     assert!(dead.iter().all(|d| d["payload"] == "{not json"), "{dead:?}");
     assert!(
@@ -178,6 +181,43 @@ fn tap_streams_filtered_records_from_a_route_the_dead_letters_and_a_plugins_inpu
         String::from_utf8_lossy(&bad.stderr).contains("unknown tap point"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
+    );
+    drop(traffic);
+    assert!(host.terminate().success(), "{}", host.log());
+}
+
+#[test]
+fn a_tap_stopped_by_a_signal_ends_with_its_summary() {
+    let (mut host, admin, traffic) = start("");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "tap",
+            "--admin",
+            &admin,
+            "route:cleaned",
+            "--limit",
+            "1000000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice tap");
+    // Some records first, so the summary has something to count.
+    let mut first = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(
+        stderr.contains("records from route:cleaned in ") && stderr.contains("(stopped)"),
+        "{stderr}"
     );
     drop(traffic);
     assert!(host.terminate().success(), "{}", host.log());

@@ -103,6 +103,10 @@ fn missing_topics_are_created_and_the_state_topic_is_compacted_as_wide_as_the_so
         line(&stdout, &t.source).contains("ok (3 partitions)"),
         "{stdout}"
     );
+    assert!(
+        stderr.contains("topics: 4 checked, 2 created, 0 missing or drifted in "),
+        "{stderr}"
+    );
     assert!(line(&stdout, &t.cleaned).contains("created"), "{stdout}");
     assert!(line(&stdout, &t.dlq).contains("ok"), "{stdout}");
     assert!(
@@ -128,6 +132,10 @@ fn check_creates_nothing_and_drift_is_named() {
     let (ok, stdout, stderr) = ensure(&t.config(), &["--check"]);
     assert!(!ok, "{stdout}");
     assert!(stderr.contains("do not fit the config"), "{stderr}");
+    assert!(
+        stderr.contains("topics: 4 checked, 0 created, 3 missing or drifted in "),
+        "{stderr}"
+    );
     assert!(line(&stdout, &t.cleaned).contains("MISSING"), "{stdout}");
     let dlq = line(&stdout, &t.dlq);
     assert!(
