@@ -86,7 +86,12 @@ pub async fn run_plan(
         .source
         .unwrap_or_else(|| Box::new(config.source.clone()));
     let transaction = match source.transaction_settings(&config.kafka_sink_options()) {
-        Some(settings) => Some(KafkaTransaction::start(&settings)?),
+        Some(mut settings) => {
+            settings.max_state_bytes = source.snapshot_interval().map(|_| {
+                crate::source::kafka_state::message_max_bytes(max_snapshot_bytes(&config))
+            });
+            Some(KafkaTransaction::start(&settings)?)
+        }
         None => None,
     };
     let topology = Topology::build(
@@ -177,11 +182,16 @@ fn link_state(
     }
     let exchange = Arc::new(SnapshotExchange::default());
     pipeline.keep_state(exchange.clone(), interval);
-    let per_stage = usize::try_from(config.pipeline.max_state_mb).unwrap_or(usize::MAX >> 20) << 20;
     Some(StateLink {
         exchange,
-        max_snapshot_bytes: per_stage.saturating_mul(config.plugins.len().max(1)),
+        max_snapshot_bytes: max_snapshot_bytes(config),
     })
+}
+
+/// The largest snapshot of one partition: every stage's state at its limit.
+fn max_snapshot_bytes(config: &Config) -> usize {
+    let per_stage = usize::try_from(config.pipeline.max_state_mb).unwrap_or(usize::MAX >> 20) << 20;
+    per_stage.saturating_mul(config.plugins.len().max(1))
 }
 
 /// The admin endpoint over the topology's counters and the source's.

@@ -273,3 +273,35 @@ fn hosts_joining_and_leaving_while_transactions_commit_leave_every_event_once() 
     eprintln!("transactions aborted and gone back from: {rewinds}");
     assert_each_event_once(&stream, EVENTS, &logs);
 }
+
+#[test]
+fn plugin_state_larger_than_a_kafka_message_commits_with_the_transactions() {
+    // 60,000 events of one partition: dedup's snapshot of it (about 22 bytes a key) is
+    // larger than the producer's default message.max.bytes (1,000,000), and still goes in
+    // the transactions, while the sinks keep their own limit.
+    let stream = Stream::new();
+    let events = 60_000;
+    let messages: Vec<(Option<String>, Vec<u8>)> = (0..events)
+        .map(|i| {
+            let line = format!(r#"{{"event_id":"e-{i}","kind":"first","message":"event {i}"}}"#);
+            (Some("one partition".to_owned()), line.into_bytes())
+        })
+        .collect();
+    common::produce(&stream.source, &messages);
+    let mut host = Host::start(&stream.config("eos-large", "eos-large", ""));
+    stream.wait_committed(events, &mut host, Duration::from_secs(180));
+    assert!(host.terminate().success(), "{}", host.log());
+    let state = consume(
+        &format!("{}.sluice-state", stream.group),
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    );
+    let largest = state.iter().map(|m| m.payload.len()).max().unwrap_or(0);
+    assert!(
+        largest > 1_000_000,
+        "a snapshot of {largest} bytes does not show the case\n{}",
+        host.log()
+    );
+    assert_each_event_once(&stream, events, &host.log());
+}

@@ -480,6 +480,7 @@ async fn enqueue(
         producer,
         topic: &config.topic,
         answers,
+        max_bytes: shared.message_max_bytes,
     };
     let key_field = config.key_field.as_str();
     // Sending again is rare; the first send of a batch takes every event unchecked.
@@ -548,6 +549,9 @@ struct Sender<'a> {
     producer: &'a Producer,
     topic: &'a str,
     answers: Arc<Answers>,
+    /// The sink's own `message.max.bytes`: the host's transactional producer, shared with
+    /// the plugins' state snapshots, may take larger messages than the sink's topic.
+    max_bytes: usize,
 }
 
 impl Sender<'_> {
@@ -558,6 +562,18 @@ impl Sender<'_> {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) {
+        let bytes = key.map_or(0, <[u8]>::len) + payload.len();
+        if bytes > self.max_bytes {
+            // What librdkafka itself says of a message over its limit, without asking it.
+            let error = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+            let failure = Failed {
+                error,
+                bytes,
+                at_send: true,
+            };
+            self.answers.answer(index, Some(failure));
+            return;
+        }
         let message = Box::new(InFlight {
             answers: self.answers.clone(),
             index,

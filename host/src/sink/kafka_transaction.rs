@@ -28,8 +28,12 @@ pub struct TransactionSettings {
     pub transactional_id: String,
     /// The broker aborts a transaction open longer than this (`transaction.timeout.ms`).
     pub timeout: Duration,
-    /// librdkafka options: the source's (security), then those every Kafka sink shares.
+    /// librdkafka options: those every Kafka sink shares.
     pub options: BTreeMap<String, String>,
+    /// The largest plugin-state snapshot the transactions carry, when they carry any: the
+    /// producer's `message.max.bytes` is raised to fit it (each Kafka sink still holds its
+    /// own records to its own limit).
+    pub max_state_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,12 @@ impl KafkaTransaction {
             .set("message.timeout.ms", &timeout_ms);
         for (key, value) in &settings.options {
             config.set(key, value);
+        }
+        if let Some(state) = settings.max_state_bytes {
+            let sinks = (settings.options.get("message.max.bytes"))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1_000_000);
+            config.set("message.max.bytes", sinks.max(state).to_string());
         }
         let client = config
             .create_with_context(Delivery)

@@ -197,6 +197,7 @@ impl SourceKind for KafkaSourceConfig {
             transactional_id: self.transactional_id(),
             timeout: Duration::from_millis(self.transaction_timeout_ms),
             options: sink_options.clone(),
+            max_state_bytes: None,
         })
     }
 
@@ -733,7 +734,15 @@ pub fn run(config: &KafkaSourceConfig, links: SourceLinks) -> Result<(), SourceE
     };
     let transactions = transaction.map(|t| exactly_once::Transactions::new(config, t));
     let stopping = (stop.clone(), shutdown.clone());
-    let consumer = subscribe(config, &tx, completions, stats, state, transactions, stopping)?;
+    let consumer = subscribe(
+        config,
+        &tx,
+        completions,
+        stats,
+        state,
+        transactions,
+        stopping,
+    )?;
     let mut availability = Availability {
         subject: config.brokers.clone(),
         grace: Duration::from_millis(config.unavailable_after_ms),
@@ -798,7 +807,10 @@ fn subscribe(
     stats: Arc<SourceStats>,
     state: Option<StateTopic>,
     transactions: Option<exactly_once::Transactions>,
-    (stop, shutdown): (Arc<AtomicBool>, (Duration, Arc<std::sync::OnceLock<Instant>>)),
+    (stop, shutdown): (
+        Arc<AtomicBool>,
+        (Duration, Arc<std::sync::OnceLock<Instant>>),
+    ),
 ) -> Result<BaseConsumer<SourceContext>, SourceError> {
     let context = SourceContext {
         tracker: Mutex::new(OffsetTracker::default()),
@@ -890,8 +902,7 @@ fn leave(
     // holds records of batches that did not complete: it is aborted, not committed, and
     // the next start replays from the last commit.
     let undrained = lock(&ctx.tracker).total_in_flight() > 0;
-    let transaction_failed =
-        ctx.transactions.is_some() && (failed || result.is_err() || undrained);
+    let transaction_failed = ctx.transactions.is_some() && (failed || result.is_err() || undrained);
     if !failed && !transaction_failed {
         ctx.commit(consumer, None);
     }
