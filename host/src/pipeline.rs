@@ -366,7 +366,7 @@ impl Pipeline {
         let count = logs.len() as u64;
         let taps = crate::tap::global();
         if taps.active() {
-            taps.route(route.as_str(), logs.records());
+            taps.route(route.as_str(), &logs);
         }
         if self.router.send_blocking(route, Events::Logs(logs), ack) {
             self.stats

@@ -9,9 +9,10 @@
 //! counts) what a slow client does not take.
 
 use crate::Record;
-use crate::batch::Batch;
+use crate::batch::{Batch, PackedBatch};
 use crate::codec;
 use crate::event::DeadLetter;
+use crate::event::Logs;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -139,17 +140,22 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    /// Offer one encoded line; false once this subscriber is done (limit, client gone).
-    fn offer(&mut self, line: &[u8]) -> bool {
-        if !self.request.filter.matches(line) {
-            return true;
-        }
+    /// Refill the token bucket for the time passed; whether a line may go now.
+    fn has_tokens(&mut self) -> bool {
         let now = Instant::now();
         let rate = f64::from(self.request.rate.max(1));
         self.tokens =
             (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
         self.refilled = now;
-        if self.tokens < 1.0 {
+        self.tokens >= 1.0
+    }
+
+    /// Offer one encoded line; false once this subscriber is done (limit, client gone).
+    fn offer(&mut self, line: &[u8]) -> bool {
+        if !self.request.filter.matches(line) {
+            return true;
+        }
+        if !self.has_tokens() {
             return true;
         }
         self.tokens -= 1.0;
@@ -220,19 +226,32 @@ impl Taps {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Offer the lines `encode` writes to every subscriber at `point`.
-    fn offer(&self, point: impl Fn(&Point) -> bool, encode: impl Fn(&mut dyn FnMut(&[u8]))) {
+    /// Offer the lines `encode` writes to every subscriber at `point`. Nothing is encoded
+    /// while no subscriber there may take a line (its rate used up), and encoding stops
+    /// once none may take more: a rate-limited tap costs about its rate, not the traffic.
+    fn offer(
+        &self,
+        point: impl Fn(&Point) -> bool,
+        encode: impl Fn(&mut dyn FnMut(&[u8]) -> bool),
+    ) {
         let mut subscribers = self.lock();
-        if !subscribers.iter().any(|s| point(&s.request.point)) {
+        let mut wanted = false;
+        for s in subscribers.iter_mut().filter(|s| point(&s.request.point)) {
+            wanted |= s.has_tokens();
+        }
+        if !wanted {
             return;
         }
         let mut done = vec![false; subscribers.len()];
         encode(&mut |line| {
+            let mut more = false;
             for (s, done) in subscribers.iter_mut().zip(done.iter_mut()) {
                 if !*done && point(&s.request.point) {
                     *done = !s.offer(line);
+                    more |= !*done && s.tokens >= 1.0;
                 }
             }
+            more
         });
         let mut flags = done.into_iter();
         subscribers.retain(|_| !flags.next().unwrap_or(false));
@@ -242,10 +261,13 @@ impl Taps {
     }
 
     /// Records handed to `route`.
-    pub fn route(&self, route: &str, records: &[Record]) {
+    pub fn route(&self, route: &str, logs: &Logs) {
         self.offer(
             |p| matches!(p, Point::Route(r) if r == route),
-            |emit| each_record(records, emit),
+            |emit| match logs.packed() {
+                Some(packed) => each_packed(packed, emit),
+                None => each_record(logs.records(), emit),
+            },
         );
     }
 
@@ -262,7 +284,9 @@ impl Taps {
                         "origin.offset": d.origin.offset,
                         "payload": String::from_utf8_lossy(&d.payload),
                     });
-                    emit(line.to_string().as_bytes());
+                    if !emit(line.to_string().as_bytes()) {
+                        return;
+                    }
                 }
             },
         );
@@ -276,17 +300,35 @@ impl Taps {
                 Point::PluginOut(name) => output && name == stage,
                 _ => false,
             },
-            |emit| each_record(&batch.records(), emit),
+            |emit| match batch {
+                Batch::Packed(packed) => each_packed(packed, emit),
+                Batch::Records(records) => each_record(records, emit),
+            },
         );
     }
 }
 
-fn each_record(records: &[Record], emit: &mut dyn FnMut(&[u8])) {
+/// Encode records one by one until `emit` wants no more.
+fn each_record(records: &[Record], emit: &mut dyn FnMut(&[u8]) -> bool) {
     let mut buf = Vec::with_capacity(512);
     for record in records {
         buf.clear();
         codec::encode_record(record, &mut buf);
-        emit(&buf);
+        if !emit(&buf) {
+            return;
+        }
+    }
+}
+
+/// [`each_record`] reading a packed batch in place: nothing is decoded for the tap.
+fn each_packed(packed: &PackedBatch, emit: &mut dyn FnMut(&[u8]) -> bool) {
+    let mut buf = Vec::with_capacity(512);
+    for record in packed.view().iter() {
+        buf.clear();
+        codec::encode_view(&record, &mut buf);
+        if !emit(&buf) {
+            return;
+        }
     }
 }
 
@@ -423,12 +465,12 @@ mod tests {
         let records: Vec<Record> = (0..6000)
             .map(|i| record(if i % 3 == 0 { "api" } else { "web" }))
             .collect();
-        taps.route("other", &records);
+        taps.route("other", &Logs::from(records.clone()));
         assert!(
             attached.lines.try_recv().is_err(),
             "another route's records"
         );
-        taps.route("cleaned", &records);
+        taps.route("cleaned", &Logs::from(records.clone()));
         let mut got = 0;
         while attached.lines.try_recv().is_ok() {
             got += 1;
@@ -439,7 +481,7 @@ mod tests {
             2000 - CHANNEL_LINES as u64
         );
         drop(attached);
-        taps.route("cleaned", &records[..1]);
+        taps.route("cleaned", &Logs::from(records[..1].to_vec()));
         assert!(!taps.active());
     }
 
@@ -448,7 +490,7 @@ mod tests {
         let taps = Taps::default();
         let mut limited = taps.attach(request("route:cleaned", "", 1_000_000, 5));
         let mut slow = taps.attach(request("route:cleaned", "", 3, 1000));
-        taps.route("cleaned", &vec![record("api"); 100]);
+        taps.route("cleaned", &Logs::from(vec![record("api"); 100]));
         let mut n = 0;
         while limited.lines.try_recv().is_ok() {
             n += 1;
@@ -461,5 +503,37 @@ mod tests {
         }
         assert_eq!(n, 3, "a full bucket of 3, no more within the same instant");
         assert_eq!(taps.attached(), 1);
+    }
+
+    #[test]
+    fn a_rate_limited_tap_stops_encoding_once_its_rate_is_used_up() {
+        let taps = Taps::default();
+        let _slow = taps.attach(request("route:cleaned", "", 3, 1000));
+        let encoded = std::cell::Cell::new(0);
+        let batch = |taps: &Taps| {
+            taps.offer(
+                |p| matches!(p, Point::Route(r) if r == "cleaned"),
+                |emit| {
+                    for _ in 0..10_000 {
+                        encoded.set(encoded.get() + 1);
+                        if !emit(b"{}") {
+                            return;
+                        }
+                    }
+                },
+            )
+        };
+        batch(&taps);
+        assert_eq!(
+            encoded.get(),
+            3,
+            "three lines may go: three encoded, not 10,000"
+        );
+        batch(&taps);
+        assert!(
+            encoded.get() <= 4,
+            "{} encoded with the rate used up",
+            encoded.get()
+        );
     }
 }
