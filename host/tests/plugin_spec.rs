@@ -3,8 +3,9 @@
 
 mod common;
 
+use common::{output_text as text, plugin_test};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 fn spec(name: &str) -> PathBuf {
     // The bundled plugins the specs name must be built.
@@ -12,22 +13,6 @@ fn spec(name: &str) -> PathBuf {
     common::workspace_root()
         .join("host/tests/specs")
         .join(format!("{name}.toml"))
-}
-
-fn plugin_test(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["plugin", "test"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]

@@ -5,28 +5,13 @@
 
 mod common;
 
+use common::{output_text as text, plugin_test};
+
 use common::{
     Host, committed, consume, create_topic, kafka_sink_toml, kafka_source_toml, plugin, produce,
     unique,
 };
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn plugin_test(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["plugin", "test"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 #[test]
 fn the_remap_spec_passes() {

@@ -494,3 +494,21 @@ pub fn wait_committed_while_running(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `sluice plugin test ARGS`, run to its end.
+pub fn plugin_test(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["plugin", "test"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A finished command's standard output and error, as text.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
