@@ -124,11 +124,10 @@ impl KafkaTransaction {
     ) -> Result<(), TransactionError> {
         let (answers, _unwatched) = Answers::new(1);
         let opaque = Box::new(InFlight { answers, index: 0 });
-        let record = BaseRecord::with_opaque_to(topic, opaque)
+        let mut record = BaseRecord::with_opaque_to(topic, opaque)
             .partition(partition)
             .key(key)
             .payload(value);
-        let mut record = record;
         loop {
             match self.producer.client.send(record) {
                 Ok(()) => return Ok(()),
