@@ -284,7 +284,8 @@ fn main() -> std::process::ExitCode {
     match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = format!("error: {e:#}");
+            eprintln!("{}", sluice::secrets::redact(&message));
             std::process::ExitCode::FAILURE
         }
     }
@@ -379,7 +380,8 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_env_filter(filter)
         // Colours only for a person at a terminal, not in journald or files.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        // Every line passes the secrets' redaction on its way out.
+        .with_writer(|| sluice::secrets::RedactingWriter(std::io::stderr()));
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -519,20 +521,29 @@ fn validate(path: PathBuf) -> Result<()> {
     for (name, sink) in &config.sinks {
         rt.block_on(sink.kind().preflight(name))?;
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: OK", path.display())?;
-    writeln!(out, "  source: {}", config.source.kind().describe())?;
+    use std::fmt::Write as _;
+    let mut text = format!("{}: OK\n", path.display());
+    writeln!(text, "  source: {}", config.source.kind().describe())?;
     for stage in &stages {
         writeln!(
-            out,
+            text,
             "  plugin {}: {}",
             stage.plugin().name,
             stage.plugin().path.display()
         )?;
     }
     for (name, sink) in &config.sinks {
-        writeln!(out, "  sink {name}: routes {:?}", sink.routes())?;
+        writeln!(text, "  sink {name}: routes {:?}", sink.routes())?;
     }
+    for reference in config.secrets.references() {
+        writeln!(text, "  secret: ${{{reference}}} (read)")?;
+    }
+    for warning in config.warnings() {
+        writeln!(text, "  warning: {warning}")?;
+    }
+    std::io::stdout()
+        .lock()
+        .write_all(sluice::secrets::redact(&text).as_bytes())?;
     Ok(())
 }
 

@@ -499,7 +499,7 @@ impl Client {
     /// One look: both pages, read when they arrive.
     pub async fn fetch(&self) -> Result<Snapshot, FetchError> {
         let metrics = self.get("/metrics", true).await?;
-        let readyz = self.get("/readyz", false).await?;
+        let readyz = self.get("/readyz", true).await?;
         let conditions = serde_json::from_str::<serde_json::Value>(&readyz)
             .ok()
             .and_then(|v| serde_json::from_value(v["conditions"].clone()).ok())
