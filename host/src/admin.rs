@@ -99,7 +99,7 @@ pub async fn serve(
     } else {
         "http"
     };
-    tracing::info!(%address, scheme, token = config.token.is_some(), "admin endpoint listening");
+    tracing::info!(%address, %scheme, token = config.token.is_some(), "admin endpoint listening");
     Ok(address)
 }
 

@@ -798,6 +798,66 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_that_cannot_be_read_names_the_line_and_the_reference() {
+        let lookup = |name: &str| match crate::secrets::Reference::parse(name)? {
+            Some(_) => Err(SecretError::Denied {
+                service: "Secrets Manager",
+                id: name["secret:".len()..].to_owned(),
+                action: "secretsmanager:GetSecretValue",
+            }),
+            None => Ok(None),
+        };
+        let text = "a = 1\nb = \"${secret:prod/search#password}\"";
+        let msg = interpolate_with(text, Path::new("t.toml"), lookup)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 2")
+                && msg.contains("`prod/search#password`")
+                && msg.contains("secretsmanager:GetSecretValue"),
+            "{msg}"
+        );
+        let bad = interpolate_with("x = \"${secret:}\"", Path::new("t.toml"), lookup);
+        assert!(bad.unwrap_err().to_string().contains("names no secret"));
+    }
+
+    #[test]
+    fn an_admin_endpoint_is_exposed_unless_on_loopback() {
+        let admin = |listen: &str| AdminConfig {
+            listen: listen.into(),
+            ..AdminConfig::default()
+        };
+        for exposed in [
+            "0.0.0.0:9898",
+            "10.0.3.7:9898",
+            "[::]:9898",
+            "sluice.internal:9898",
+        ] {
+            assert!(admin(exposed).is_exposed(), "{exposed}");
+        }
+        for local in [
+            "127.0.0.1:9898",
+            "[::1]:9898",
+            "localhost:9898",
+            "127.0.0.2:1",
+            "",
+        ] {
+            assert!(!admin(local).is_exposed(), "{local}");
+        }
+        let debug = format!(
+            "{:?}",
+            AdminConfig {
+                token: Some("tok-3f9a".into()),
+                ..admin("")
+            }
+        );
+        assert!(
+            debug.contains("<redacted>") && !debug.contains("tok-3f9a"),
+            "{debug}"
+        );
+    }
+
+    #[test]
     fn missing_variable_names_it_and_the_line() {
         let err = interpolate("a=1\nb=\"${MISSING_VAR}\"", Path::new("t.toml"), env).unwrap_err();
         let msg = err.to_string();
