@@ -252,27 +252,37 @@ impl Clients {
         }
     }
 
-    /// A failed request as the operator needs it: what to fix, by the error code.
     fn error(&self, service: Service, id: &str, code: Option<&str>, detail: String) -> SecretError {
-        match code {
-            Some("ResourceNotFoundException" | "ParameterNotFound") => SecretError::NotFound {
-                service: service.name,
-                what: service.what,
-                id: id.to_owned(),
-                region: self.region.clone(),
-            },
-            Some("AccessDeniedException" | "AccessDenied") => SecretError::Denied {
-                service: service.name,
-                id: id.to_owned(),
-                action: service.action,
-            },
-            _ => SecretError::Failed {
-                service: service.name,
-                id: id.to_owned(),
-                region: self.region.clone(),
-                detail,
-            },
-        }
+        classify(service, id, &self.region, code, detail)
+    }
+}
+
+/// A failed request as the operator needs it: what to fix, by the error code.
+fn classify(
+    service: Service,
+    id: &str,
+    region: &str,
+    code: Option<&str>,
+    detail: String,
+) -> SecretError {
+    match code {
+        Some("ResourceNotFoundException" | "ParameterNotFound") => SecretError::NotFound {
+            service: service.name,
+            what: service.what,
+            id: id.to_owned(),
+            region: region.to_owned(),
+        },
+        Some("AccessDeniedException" | "AccessDenied") => SecretError::Denied {
+            service: service.name,
+            id: id.to_owned(),
+            action: service.action,
+        },
+        _ => SecretError::Failed {
+            service: service.name,
+            id: id.to_owned(),
+            region: region.to_owned(),
+            detail,
+        },
     }
 }
 
@@ -441,6 +451,35 @@ mod tests {
             let msg = Reference::parse(bad).unwrap_err().to_string();
             assert!(msg.contains(bad) && msg.contains("${secret:NAME}"), "{msg}");
         }
+    }
+
+    #[test]
+    fn each_failure_says_what_to_try() {
+        let text = |service, code| {
+            classify(
+                service,
+                "prod/x",
+                "eu-west-1",
+                code,
+                "dispatch failure".into(),
+            )
+            .to_string()
+        };
+        let missing = text(SSM, Some("ParameterNotFound"));
+        assert!(
+            missing.contains("SSM Parameter Store has no parameter `prod/x` in region eu-west-1"),
+            "{missing}"
+        );
+        let denied = text(SECRETS, Some("AccessDeniedException"));
+        assert!(
+            denied.contains("give the instance role `secretsmanager:GetSecretValue` on it"),
+            "{denied}"
+        );
+        let other = text(SECRETS, None);
+        assert!(
+            other.contains("dispatch failure") && other.contains("Check the network, the region"),
+            "{other}"
+        );
     }
 
     #[test]
