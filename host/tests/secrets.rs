@@ -190,6 +190,12 @@ impl Aws {
         self.rt.block_on(call.send()).unwrap();
     }
 
+    fn delete_secret(&self, name: &str) {
+        let call =
+            (self.secrets.delete_secret().secret_id(name)).force_delete_without_recovery(true);
+        self.rt.block_on(call.send()).unwrap();
+    }
+
     fn put_parameter(&self, name: &str, value: &str) {
         let call = (self.ssm.put_parameter().name(name).value(value))
             .r#type(aws_sdk_ssm::types::ParameterType::SecureString);
@@ -429,6 +435,32 @@ routes = ["dlq"]
     assert!(
         text.contains("keys=plugins[0].config.source"),
         "the key applied live is named:\n{text}"
+    );
+
+    // Gone: the reload is refused naming the line and the secret, and the host keeps running.
+    aws.delete_secret(&secret);
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    assert!(hup.unwrap().success());
+    wait_for(
+        "the reload of a deleted secret was not refused",
+        Duration::from_secs(30),
+        || read_log().contains("config reload rejected"),
+        read_log,
+    );
+    let text = read_log();
+    let refused = text
+        .lines()
+        .find(|l| l.contains("config reload rejected"))
+        .unwrap();
+    assert!(
+        refused.contains("line 16") && refused.contains(&format!("no secret `{secret}`")),
+        "{refused}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the host stopped:\n{text}"
     );
 
     drop(stdin);
