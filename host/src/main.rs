@@ -176,6 +176,10 @@ struct TapArgs {
     /// The admin endpoint's bearer token (`admin.token`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificate of the CA that signed `admin.tls_cert`, for an `https://` admin
+    /// endpoint whose certificate no public CA signed.
+    #[arg(long, env = "SLUICE_ADMIN_CA")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -192,6 +196,10 @@ struct TopArgs {
     /// The admin endpoint's bearer token (`admin.token`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificate of the CA that signed `admin.tls_cert`, for an `https://` admin
+    /// endpoint whose certificate no public CA signed.
+    #[arg(long, env = "SLUICE_ADMIN_CA")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -291,8 +299,24 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The CA certificate `--ca-file` names, if any.
+fn admin_ca(path: Option<&std::path::Path>) -> Result<Option<reqwest::Certificate>> {
+    let Some(path) = path else { return Ok(None) };
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
+    let ca = reqwest::Certificate::from_pem(&pem).with_context(|| {
+        format!(
+            "--ca-file {}: not a PEM certificate (give the CA that signed admin.tls_cert)",
+            path.display()
+        )
+    })?;
+    Ok(Some(ca))
+}
+
 fn tap(args: TapArgs) -> Result<()> {
+    let ca = admin_ca(args.ca_file.as_deref())?;
     let request = sluice::tap::ClientRequest {
+        ca: ca.as_ref(),
         admin: &args.admin,
         point: &args.point,
         filter: args.filter.as_deref(),
@@ -360,6 +384,7 @@ impl<W: Write> Write for CountLines<W> {
 
 fn top(args: TopArgs) -> Result<()> {
     let options = sluice::top::term::Options {
+        ca: admin_ca(args.ca_file.as_deref())?,
         admin: args.admin,
         token: args.token,
         every: Duration::from_millis(args.interval_ms),

@@ -142,6 +142,25 @@ fn over_tls_a_client_trusting_the_ca_gets_in_with_the_token() {
     let untrusting = reqwest::Client::new().get(format!("https://{admin}/healthz"));
     assert!(rt.block_on(untrusting.send()).is_err());
 
+    // `sluice top` reads it with --ca-file, and refuses the certificate without it.
+    let top = |extra: &[&str]| {
+        let url = format!("https://{admin}");
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["top", "--once", "--admin", &url, "--token", TOKEN])
+            .args(extra)
+            .env_remove("SLUICE_ADMIN_CA")
+            .output()
+            .unwrap()
+    };
+    let ca_path = certs.path().join("ca.pem");
+    let trusted = top(&["--ca-file", ca_path.to_str().unwrap()]);
+    assert!(
+        trusted.status.success(),
+        "{}",
+        common::output_text(&trusted)
+    );
+    assert!(!top(&[]).status.success());
+
     assert!(host.terminate().success(), "{}", host.log());
 }
 
