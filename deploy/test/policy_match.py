@@ -41,6 +41,8 @@ OMITTED = {
     "S3SourceDoneMarkers": "the AMI's config reads Kafka, not the S3 source",
     "S3SourceBuckets": "the AMI's config reads Kafka, not the S3 source",
     "S3SourceQueue": "the AMI's config reads Kafka, not the S3 source",
+    "ConfigSecrets": "the stack's config references no secret; a deployment that does grants its own ARNs",
+    "ConfigParameters": "the stack's config references no parameter; a deployment that does grants its own",
 }
 
 

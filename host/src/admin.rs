@@ -1,9 +1,16 @@
 //! The admin HTTP endpoint: `/healthz` (liveness), `/readyz` (readiness, reflecting the
 //! fail states in [`crate::health`]), `/metrics` (Prometheus text format) and `/tap` (a
 //! sample of the records at a point of the pipeline as NDJSON, see [`crate::tap`]).
-//! Loopback by default; it serves read-only state and no secrets. With `admin.token` set,
-//! `/metrics` and `/tap` ask for it as a bearer token.
+//!
+//! Loopback by default; it serves read-only state and no secrets. Listening beyond
+//! loopback, set `admin.token` and `admin.tls_cert`/`admin.tls_key`: with a token, every
+//! request asks for `Authorization: Bearer <token>` except `/healthz`, which says only `ok`
+//! and must answer probes that cannot send headers (systemd, a load balancer's liveness
+//! check), and `/readyz`, which without the token answers its status code and `ready` alone
+//! — enough for a load balancer — and its conditions (sink names, errors) only with it.
+//! With TLS set the endpoint speaks HTTPS only.
 
+use crate::config::AdminConfig;
 use crate::health::{self, FailState};
 use crate::pipeline::PipelineStats;
 use crate::plugin::{LATENCY_BUCKETS_SECONDS, PluginStats};
@@ -11,12 +18,14 @@ use crate::sink::SinkStats;
 use crate::source::SourceStats;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A counter family: name, help, and how to read it from a stats struct.
 type Counter<S> = (&'static str, &'static str, fn(&S) -> &AtomicU64);
@@ -30,52 +39,103 @@ pub struct AdminState {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "admin endpoint: cannot listen on `{listen}` (admin.listen): {source}. Choose a free address or set admin.listen = \"\" to disable it."
-)]
-pub struct AdminError {
-    listen: String,
-    source: std::io::Error,
+pub enum AdminError {
+    #[error(
+        "admin endpoint: cannot listen on `{listen}` (admin.listen): {source}. Choose a free address or set admin.listen = \"\" to disable it."
+    )]
+    Listen {
+        listen: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "admin endpoint: {key} {}: {detail}. Give PEM files: the certificate chain in admin.tls_cert, its private key (PKCS#8, PKCS#1 or SEC1) in admin.tls_key.",
+        path.display()
+    )]
+    Tls {
+        key: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
 }
 
-/// Start serving on `listen`; returns the bound address.
+/// Start serving as `config` says; returns the bound address.
 pub async fn serve(
-    listen: &str,
-    token: Option<String>,
+    config: &AdminConfig,
     state: Arc<AdminState>,
 ) -> Result<std::net::SocketAddr, AdminError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| AdminError {
-            listen: listen.to_owned(),
-            source,
-        })?;
-    let address = listener.local_addr().map_err(|source| AdminError {
+    let listen = config.listen.as_str();
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let listen_error = |source| AdminError::Listen {
         listen: listen.to_owned(),
         source,
-    })?;
-    let token: Option<Arc<str>> = token.map(Arc::from);
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(listen_error)?;
+    let address = listener.local_addr().map_err(listen_error)?;
+    let app = router(config.token.clone().map(Arc::from), state);
+    match tls {
+        Some(acceptor) => {
+            let listener = TlsListener::start(listener, acceptor, address);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "admin endpoint stopped");
+                }
+            });
+        }
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "admin endpoint stopped");
+                }
+            });
+        }
+    }
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%address, %scheme, token = config.token.is_some(), "admin endpoint listening");
+    Ok(address)
+}
+
+fn router(token: Option<Arc<str>>, state: Arc<AdminState>) -> Router {
+    let guard = token.clone();
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/tap", get(tap))
         .route_layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let token = token.clone();
+                let token = guard.clone();
                 async move { authorize(token.as_deref(), request, next).await }
             },
         ));
-    let app = Router::new()
+    Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route(
+            "/readyz",
+            get(move |headers: HeaderMap| {
+                let token = token.clone();
+                async move { readyz(authorized(token.as_deref(), &headers)) }
+            }),
+        )
         .merge(guarded)
-        .with_state(state);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "admin endpoint stopped");
-        }
-    });
-    tracing::info!(%address, "admin endpoint listening");
-    Ok(address)
+        .with_state(state)
+}
+
+/// Whether a request may see everything: no token is set, or it carries it.
+fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let given = (headers.get(header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
 }
 
 /// Let a request through when no token is set or it carries it.
@@ -84,20 +144,107 @@ async fn authorize(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let Some(token) = token else {
-        return next.run(request).await;
-    };
-    let given = (request.headers().get(header::AUTHORIZATION))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+    if authorized(token, request.headers()) {
         return next.run(request).await;
     }
     (
         StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
         "this endpoint asks for `Authorization: Bearer <admin.token>`\n",
     )
         .into_response()
+}
+
+/// The server side of TLS from PEM files.
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, AdminError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_error = |key: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |e: &dyn std::fmt::Display| AdminError::Tls {
+            key,
+            path,
+            detail: e.to_string(),
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| tls_error("admin.tls_cert", cert)(&e))?;
+    if chain.is_empty() {
+        return Err(tls_error("admin.tls_cert", cert)(&"holds no certificate"));
+    }
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error("admin.tls_key", key)(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, private))
+        .map_err(|e| tls_error("admin.tls_key", key)(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Connections after their TLS handshake. Handshakes run each in a task of its own, so a
+/// slow or silent client delays no other.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    address: std::net::SocketAddr,
+}
+
+impl TlsListener {
+    fn start(
+        listener: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        address: std::net::SocketAddr,
+    ) -> TlsListener {
+        let (tx, ready) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "admin endpoint: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, sender) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                        Ok(Ok(stream)) => drop(sender.send((stream, peer)).await),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "admin endpoint: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "admin endpoint: TLS handshake timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        TlsListener { ready, address }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task is gone only with the runtime.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.address)
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -161,12 +308,17 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz() -> impl IntoResponse {
+/// Readiness; its conditions only to a request that may see everything.
+fn readyz(full: bool) -> axum::response::Response {
     let health = health::global();
-    let body = serde_json::json!({
-        "ready": health.is_ready(),
-        "conditions": health.conditions(),
-    });
+    let body = if full {
+        serde_json::json!({
+            "ready": health.is_ready(),
+            "conditions": health.conditions(),
+        })
+    } else {
+        serde_json::json!({ "ready": health.is_ready() })
+    };
     let status = if health.is_ready() {
         StatusCode::OK
     } else {
@@ -177,12 +329,13 @@ async fn readyz() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
+        .into_response()
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&state),
+        crate::secrets::redact(&render(&state)).into_owned(),
     )
 }
 

@@ -2,9 +2,12 @@
 //! with the routes each takes.
 //!
 //! Values may reference the environment as `${VAR}` or `${VAR:-default}` (`$$` is a literal
-//! `$`), so one file serves every host and secrets stay out of it. Unknown keys are rejected.
+//! `$`), so one file serves every host and secrets stay out of it; `${secret:NAME}`,
+//! `${secret:NAME#json_key}` and `${ssm:/path}` read AWS Secrets Manager and SSM Parameter
+//! Store (see [`crate::secrets`]). Unknown keys are rejected.
 
 use crate::route::RouteName;
+use crate::secrets::{Resolved, Resolver, SecretError};
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 use serde::Deserialize;
@@ -25,6 +28,12 @@ pub enum ConfigError {
         path: PathBuf,
         line: usize,
         var: String,
+    },
+    #[error("config {path}, line {line}: {source}")]
+    Secret {
+        path: PathBuf,
+        line: usize,
+        source: SecretError,
     },
     #[error("config {path}, line {line}: unterminated `${{` (write `$$` for a literal `$`)")]
     BadInterpolation { path: PathBuf, line: usize },
@@ -67,6 +76,66 @@ pub struct Config {
     /// Where the file was read from; relative plugin paths resolve against its directory.
     #[serde(skip)]
     pub path: PathBuf,
+    /// The secrets the file referenced, with their values (`Debug` shows the names only).
+    #[serde(skip)]
+    pub secrets: Resolved,
+    /// The file as parsed after interpolation, to tell which keys a reload changes.
+    #[serde(skip)]
+    pub values: Values,
+}
+
+/// A config's keys and values after interpolation. Its `Debug` form shows neither, as
+/// values may be secrets.
+#[derive(Clone, Default, PartialEq)]
+pub struct Values(pub toml::Table);
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Values({} tables and keys)", self.0.len())
+    }
+}
+
+impl Values {
+    /// The dotted keys (`sinks.search.auth.password`, `plugins[0].config.x`) whose values
+    /// differ between `self` and `other`, or that only one of them has.
+    pub fn changed_keys(&self, other: &Values) -> Vec<String> {
+        let mut keys = Vec::new();
+        diff_tables("", &self.0, &other.0, &mut keys);
+        keys
+    }
+}
+
+fn diff_tables(prefix: &str, a: &toml::Table, b: &toml::Table, out: &mut Vec<String>) {
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for name in names {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        diff_values(key, a.get(name), b.get(name), out);
+    }
+}
+
+fn diff_values(
+    key: String,
+    a: Option<&toml::Value>,
+    b: Option<&toml::Value>,
+    out: &mut Vec<String>,
+) {
+    use toml::Value;
+    match (a, b) {
+        (Some(Value::Table(a)), Some(Value::Table(b))) => diff_tables(&key, a, b, out),
+        (Some(Value::Array(a)), Some(Value::Array(b)))
+            if a.len() == b.len() && a.iter().chain(b).all(Value::is_table) =>
+        {
+            for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                diff_values(format!("{key}[{i}]"), Some(a), Some(b), out);
+            }
+        }
+        (a, b) if a != b => out.push(key),
+        _ => {}
+    }
 }
 
 /// One plugin in the chain.
@@ -168,15 +237,19 @@ impl Default for PipelineConfig {
     }
 }
 
-/// The admin HTTP endpoint (health, metrics).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The admin HTTP endpoint (health, metrics, taps).
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `host:port`, loopback by default; empty disables it.
     pub listen: String,
-    /// When set, every route but `/healthz` and `/readyz` asks for
-    /// `Authorization: Bearer <token>`: set it when `listen` is not loopback.
+    /// When set, every route but `/healthz` (liveness) asks for
+    /// `Authorization: Bearer <token>`: set it when `listen` is not loopback. May be a
+    /// `${secret:…}`.
     pub token: Option<String>,
+    /// PEM certificate chain and private key: with both set the endpoint speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -184,6 +257,39 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:9898".into(),
             token: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field(
+                "token",
+                &self.token.as_ref().map(|_| crate::secrets::REDACTED),
+            )
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// Whether `listen` is reachable from other machines: not a loopback address.
+    pub fn is_exposed(&self) -> bool {
+        if self.listen.is_empty() {
+            return false;
+        }
+        let host = match self.listen.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => self.listen.as_str(),
+        };
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => host != "localhost",
         }
     }
 }
@@ -230,16 +336,40 @@ impl Config {
         Self::from_toml(&text, path)
     }
 
-    /// Parse config text as if read from `path`.
+    /// Parse config text as if read from `path`; references to secrets are fetched.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let text = interpolate(text, path, |name| std::env::var(name).ok())?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut resolver = Resolver::default();
+        let text = interpolate_with(text, path, |name| resolver.lookup(name))?;
+        let parse = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+            message: crate::secrets::redact(&e.to_string()).into_owned(),
+        };
+        let values = Values(toml::from_str(&text).map_err(parse)?);
+        let mut config: Config = toml::from_str(&text).map_err(parse)?;
         config.path = path.to_owned();
+        config.secrets = resolver.into_resolved();
+        config.values = values;
         config.check()?;
         Ok(config)
+    }
+
+    /// What is allowed but probably a mistake, one line each, for `sluice validate`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let admin = &self.admin;
+        if admin.is_exposed() && admin.token.is_none() && admin.tls_cert.is_none() {
+            warnings.push(format!(
+                "admin.listen = \"{}\" is reachable from other machines, and neither admin.token nor admin.tls_cert is set: anyone who can reach it can read /metrics and tap records. Set admin.token (it may be a ${{secret:…}}) and admin.tls_cert/tls_key, or listen on 127.0.0.1.",
+                admin.listen
+            ));
+        }
+        for reference in self.secrets.short() {
+            warnings.push(format!(
+                "${{{reference}}} is shorter than {} characters: it is hidden where the config is printed but not scrubbed from log lines and error messages, where it would scrub ordinary words. Use a longer secret.",
+                crate::secrets::MIN_REDACTED_LEN
+            ));
+        }
+        warnings
     }
 
     fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -274,6 +404,23 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if self.admin.tls_cert.is_some() != self.admin.tls_key.is_some() {
+            return Err(self.invalid(
+                "admin.tls_cert",
+                "set both admin.tls_cert and admin.tls_key (PEM files), or neither",
+            ));
+        }
+        if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(self.invalid(
+                "admin.token",
+                "is empty: leave it out, or give it a value (e.g. a ${secret:…})",
+            ));
+        }
         self.source
             .check()
             .map_err(|(key, msg)| self.invalid(format!("source.{key}"), msg))?;
@@ -448,11 +595,26 @@ enum Place {
 
 /// Replace `${VAR}` and `${VAR:-default}` with values from `lookup`; `$$` is a literal `$`.
 /// Comments are left alone. Inside a quoted string the value is escaped as that string
-/// needs.
+/// needs. An empty value counts as unset.
 pub fn interpolate(
     text: &str,
     path: &Path,
     lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    interpolate_with(
+        text,
+        path,
+        |name| Ok(lookup(name).filter(|v| !v.is_empty())),
+    )
+}
+
+/// [`interpolate`] with a lookup that may fail (a secret that cannot be read): its error
+/// is reported with the line. `Ok(None)` takes the default, if any; a value is used as
+/// given, even empty.
+pub fn interpolate_with(
+    text: &str,
+    path: &Path,
+    mut lookup: impl FnMut(&str) -> Result<Option<String>, SecretError>,
 ) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut place = Place::Bare;
@@ -476,7 +638,12 @@ pub fn interpolate(
                     Some((name, default)) => (name, Some(default)),
                     None => (&body[..end], None),
                 };
-                let value = match (lookup(name).filter(|v| !v.is_empty()), default) {
+                let found = lookup(name).map_err(|source| ConfigError::Secret {
+                    path: path.to_owned(),
+                    line,
+                    source,
+                })?;
+                let value = match (found, default) {
                     (Some(v), _) => v,
                     (None, Some(d)) => d.to_owned(),
                     (None, None) => {
@@ -627,6 +794,66 @@ mod tests {
         assert!(
             msg.contains("line 7") && msg.contains("`role = \"metric\"` is no role"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_read_names_the_line_and_the_reference() {
+        let lookup = |name: &str| match crate::secrets::Reference::parse(name)? {
+            Some(_) => Err(SecretError::Denied {
+                service: "Secrets Manager",
+                id: name["secret:".len()..].to_owned(),
+                action: "secretsmanager:GetSecretValue",
+            }),
+            None => Ok(None),
+        };
+        let text = "a = 1\nb = \"${secret:prod/search#password}\"";
+        let msg = interpolate_with(text, Path::new("t.toml"), lookup)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 2")
+                && msg.contains("`prod/search#password`")
+                && msg.contains("secretsmanager:GetSecretValue"),
+            "{msg}"
+        );
+        let bad = interpolate_with("x = \"${secret:}\"", Path::new("t.toml"), lookup);
+        assert!(bad.unwrap_err().to_string().contains("names no secret"));
+    }
+
+    #[test]
+    fn an_admin_endpoint_is_exposed_unless_on_loopback() {
+        let admin = |listen: &str| AdminConfig {
+            listen: listen.into(),
+            ..AdminConfig::default()
+        };
+        for exposed in [
+            "0.0.0.0:9898",
+            "10.0.3.7:9898",
+            "[::]:9898",
+            "sluice.internal:9898",
+        ] {
+            assert!(admin(exposed).is_exposed(), "{exposed}");
+        }
+        for local in [
+            "127.0.0.1:9898",
+            "[::1]:9898",
+            "localhost:9898",
+            "127.0.0.2:1",
+            "",
+        ] {
+            assert!(!admin(local).is_exposed(), "{local}");
+        }
+        let debug = format!(
+            "{:?}",
+            AdminConfig {
+                token: Some("tok-3f9a".into()),
+                ..admin("")
+            }
+        );
+        assert!(
+            debug.contains("<redacted>") && !debug.contains("tok-3f9a"),
+            "{debug}"
         );
     }
 

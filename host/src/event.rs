@@ -30,6 +30,17 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// Replace any secret value a reason quotes (an error echoing a config value) with
+    /// `<redacted>`, before the letters leave for a sink or a tap. One atomic load per
+    /// letter when no secret was resolved.
+    pub fn redact_reasons(letters: &mut [DeadLetter]) {
+        for letter in letters {
+            if let std::borrow::Cow::Owned(clean) = crate::secrets::redact(&letter.reason) {
+                letter.reason = clean;
+            }
+        }
+    }
+
     /// The SHA-256 of the whole payload, in lowercase hex. A sink that writes only a
     /// prefix of the payload writes this with it, so the original can be told apart and
     /// checked (`sha256sum`) once it is fetched from its origin.

@@ -26,6 +26,7 @@ pub mod role;
 pub mod route;
 pub mod runner;
 pub mod scaffold;
+pub mod secrets;
 pub mod sink;
 pub mod snapshots;
 pub mod source;

@@ -176,6 +176,10 @@ struct TapArgs {
     /// The admin endpoint's bearer token (`admin.token`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificate of the CA that signed `admin.tls_cert`, for an `https://` admin
+    /// endpoint whose certificate no public CA signed.
+    #[arg(long, env = "SLUICE_ADMIN_CA")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -192,6 +196,10 @@ struct TopArgs {
     /// The admin endpoint's bearer token (`admin.token`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificate of the CA that signed `admin.tls_cert`, for an `https://` admin
+    /// endpoint whose certificate no public CA signed.
+    #[arg(long, env = "SLUICE_ADMIN_CA")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -284,14 +292,31 @@ fn main() -> std::process::ExitCode {
     match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = format!("error: {e:#}");
+            eprintln!("{}", sluice::secrets::redact(&message));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
+/// The CA certificate `--ca-file` names, if any.
+fn admin_ca(path: Option<&std::path::Path>) -> Result<Option<reqwest::Certificate>> {
+    let Some(path) = path else { return Ok(None) };
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
+    let ca = reqwest::Certificate::from_pem(&pem).with_context(|| {
+        format!(
+            "--ca-file {}: not a PEM certificate (give the CA that signed admin.tls_cert)",
+            path.display()
+        )
+    })?;
+    Ok(Some(ca))
+}
+
 fn tap(args: TapArgs) -> Result<()> {
+    let ca = admin_ca(args.ca_file.as_deref())?;
     let request = sluice::tap::ClientRequest {
+        ca: ca.as_ref(),
         admin: &args.admin,
         point: &args.point,
         filter: args.filter.as_deref(),
@@ -359,6 +384,7 @@ impl<W: Write> Write for CountLines<W> {
 
 fn top(args: TopArgs) -> Result<()> {
     let options = sluice::top::term::Options {
+        ca: admin_ca(args.ca_file.as_deref())?,
         admin: args.admin,
         token: args.token,
         every: Duration::from_millis(args.interval_ms),
@@ -379,7 +405,8 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_env_filter(filter)
         // Colours only for a person at a terminal, not in journald or files.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        // Every line passes the secrets' redaction on its way out.
+        .with_writer(|| sluice::secrets::RedactingWriter(std::io::stderr()));
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -519,20 +546,29 @@ fn validate(path: PathBuf) -> Result<()> {
     for (name, sink) in &config.sinks {
         rt.block_on(sink.kind().preflight(name))?;
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: OK", path.display())?;
-    writeln!(out, "  source: {}", config.source.kind().describe())?;
+    use std::fmt::Write as _;
+    let mut text = format!("{}: OK\n", path.display());
+    writeln!(text, "  source: {}", config.source.kind().describe())?;
     for stage in &stages {
         writeln!(
-            out,
+            text,
             "  plugin {}: {}",
             stage.plugin().name,
             stage.plugin().path.display()
         )?;
     }
     for (name, sink) in &config.sinks {
-        writeln!(out, "  sink {name}: routes {:?}", sink.routes())?;
+        writeln!(text, "  sink {name}: routes {:?}", sink.routes())?;
     }
+    for reference in config.secrets.references() {
+        writeln!(text, "  secret: ${{{reference}}} (read)")?;
+    }
+    for warning in config.warnings() {
+        writeln!(text, "  warning: {warning}")?;
+    }
+    std::io::stdout()
+        .lock()
+        .write_all(sluice::secrets::redact(&text).as_bytes())?;
     Ok(())
 }
 

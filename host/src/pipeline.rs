@@ -352,6 +352,7 @@ impl Pipeline {
             self.route(&RouteName::Cleaned, logs, ack);
         }
         if !dead.is_empty() {
+            DeadLetter::redact_reasons(&mut dead);
             let taps = crate::tap::global();
             if taps.active() {
                 taps.dead_letters(&dead);

@@ -7,10 +7,12 @@
 //! handled as `reload.on_removed` says: keep running the loaded version (default), or
 //! bypass the stage.
 //!
-//! On SIGHUP the config file is read again: each plugin's `config`, `timeout_ms`,
-//! `memory_limit_mb`, `max_output_factor`, `on_failure` and `role` apply live. Adding, removing or
+//! On SIGHUP the config file is read again, its `${secret:…}` and `${ssm:…}` fetched anew:
+//! each plugin's `config`, `timeout_ms`, `memory_limit_mb`, `max_output_factor`,
+//! `on_failure` and `role`, and `reload.on_removed`, apply live. Adding, removing or
 //! reordering plugins, and any change to the source, sinks, pipeline or admin sections,
-//! need a restart; the host says so in its log and keeps the running setup.
+//! need a restart; the host logs which keys changed (never their values), which secrets
+//! changed, and that those keys wait for a restart, and keeps the running setup.
 
 use crate::config::{Config, OnRemoved, PluginConfig};
 use crate::plugin::{LoadedPlugin, PluginRuntime, PluginStats};
@@ -160,9 +162,21 @@ impl Watcher {
             );
             return;
         }
-        if needs_restart(&fresh, &self.config) {
+        let secrets = self.config.secrets.changed_in(&fresh.secrets);
+        if !secrets.is_empty() {
+            tracing::info!(secrets = %secrets.join(", "), "secret values changed since they were last read");
+        }
+        let (live, restart): (Vec<String>, Vec<String>) = (self.config.values)
+            .changed_keys(&fresh.values)
+            .into_iter()
+            .partition(|key| applies_live(key));
+        if !live.is_empty() {
+            tracing::info!(keys = %live.join(", "), "config keys changed; applying them live");
+        }
+        if !restart.is_empty() || needs_restart(&fresh, &self.config) {
             tracing::warn!(
-                "source, sinks, pipeline or admin settings changed: restart to apply them"
+                keys = %restart.join(", "),
+                "config keys changed that apply only after a restart (source, sinks, pipeline, admin, reload.watch): the running values stay until then"
             );
         }
         let changed: Vec<usize> = (0..fresh.plugins.len())
@@ -170,7 +184,11 @@ impl Watcher {
             .collect();
         let mut config = self.config.clone();
         config.plugins = fresh.plugins;
-        config.reload = fresh.reload;
+        config.reload.on_removed = fresh.reload.on_removed;
+        // What is now in force: the running values but for the keys applied live.
+        for (section, key) in [("plugins", None), ("reload", Some("on_removed"))] {
+            take_live(&mut config.values.0, &fresh.values.0, section, key);
+        }
         let previous = std::mem::replace(&mut self.config, config);
         for index in changed {
             if !self.load(index) {
@@ -251,6 +269,50 @@ impl Watcher {
     }
 }
 
+/// Whether a changed key takes effect without a restart.
+fn applies_live(key: &str) -> bool {
+    const PLUGIN_KEYS: [&str; 6] = [
+        "config",
+        "timeout_ms",
+        "memory_limit_mb",
+        "max_output_factor",
+        "on_failure",
+        "role",
+    ];
+    if key == "reload.on_removed" {
+        return true;
+    }
+    let Some(rest) = key.strip_prefix("plugins[") else {
+        return false;
+    };
+    let Some((_, field)) = rest.split_once("].") else {
+        return false;
+    };
+    let field = field.split(['.', '[']).next().unwrap_or(field);
+    PLUGIN_KEYS.contains(&field)
+}
+
+/// Copy `section` (or its one `key`) from `fresh` into `running`.
+fn take_live(running: &mut toml::Table, fresh: &toml::Table, section: &str, key: Option<&str>) {
+    match key {
+        None => match fresh.get(section) {
+            Some(v) => drop(running.insert(section.to_owned(), v.clone())),
+            None => drop(running.remove(section)),
+        },
+        Some(key) => {
+            let value = fresh.get(section).and_then(|t| t.get(key)).cloned();
+            let table =
+                (running.entry(section)).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let Some(table) = table.as_table_mut() {
+                match value {
+                    Some(v) => drop(table.insert(key.to_owned(), v)),
+                    None => drop(table.remove(key)),
+                }
+            }
+        }
+    }
+}
+
 fn same_settings(a: &PluginConfig, b: &PluginConfig) -> bool {
     a.config == b.config
         && a.timeout_ms == b.timeout_ms
@@ -288,6 +350,22 @@ auth = {{ type = "basic", user = "sluice", password = "{password}" }}
 "#
         );
         Config::from_toml(&text, Path::new("sluice.toml")).unwrap()
+    }
+
+    #[test]
+    fn changed_keys_are_named_and_sorted_into_live_and_restart() {
+        let keys = config("b", 20).values.changed_keys(&config("a", 10).values);
+        assert_eq!(
+            keys,
+            vec!["sinks.search.auth.password", "source.batch_max_records"]
+        );
+        assert!(!keys.iter().any(|k| applies_live(k)));
+        assert!(applies_live("plugins[0].config.rules[2]"));
+        assert!(applies_live("plugins[3].timeout_ms"));
+        assert!(applies_live("reload.on_removed"));
+        assert!(!applies_live("plugins[0].path"));
+        assert!(!applies_live("reload.watch"));
+        assert!(!applies_live("admin.token"));
     }
 
     #[test]

@@ -208,7 +208,7 @@ async fn serve_admin(
             .map(|s| (s.name.clone(), s.stats.clone()))
             .collect(),
     });
-    admin::serve(&config.admin.listen, config.admin.token.clone(), state).await?;
+    admin::serve(&config.admin, state).await?;
     Ok(())
 }
 

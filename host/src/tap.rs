@@ -362,6 +362,8 @@ pub struct ClientRequest<'a> {
     pub rate: u32,
     pub limit: u64,
     pub token: Option<&'a str>,
+    /// A CA to trust besides the public ones (`--ca-file`).
+    pub ca: Option<&'a reqwest::Certificate>,
 }
 
 /// Stream a running host's tap to `out`, line by line; returns the lines written.
@@ -381,7 +383,15 @@ pub async fn stream(
     }
     query.append_pair("rate", &request.rate.to_string());
     query.append_pair("limit", &request.limit.to_string());
-    let mut call = reqwest::Client::new().get(format!("{base}/tap?{}", query.finish()));
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = request.ca {
+        http = http.add_root_certificate(ca.clone());
+    }
+    let http = http.build().map_err(|source| ClientError::Connect {
+        admin: request.admin.to_owned(),
+        source,
+    })?;
+    let mut call = http.get(format!("{base}/tap?{}", query.finish()));
     if let Some(token) = request.token {
         call = call.bearer_auth(token);
     }

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ["s3", "sns", "athena", "sqs", "sts"]
+SERVICES = ["s3", "sns", "athena", "sqs", "sts", "secretsmanager", "ssm"]
 
 # Sample resources, in the policy's placeholders (docs/ami.md says what each stands for).
 LAKE_OBJECT = "arn:aws:s3:::LAKE_BUCKET/LAKE_PREFIX/cleaned/dt=2026-01-01/hour=00/o.parquet"
@@ -52,6 +52,9 @@ SOURCE_OBJECT = "arn:aws:s3:::SOURCE_BUCKET/app/2026/01/01/x.log.gz"
 SOURCE_BUCKET = "arn:aws:s3:::SOURCE_BUCKET"
 STATE_OBJECT = "arn:aws:s3:::STATE_BUCKET/STATE_PREFIX/SOURCE_BUCKET/app/x.log.gz"
 STATE_BUCKET = "arn:aws:s3:::STATE_BUCKET"
+# `${secret:…}` and `${ssm:…}` in the config: the one secret and parameter each names.
+CONFIG_SECRET = "arn:aws:secretsmanager:REGION:ACCOUNT_ID:secret:CONFIG_SECRET-AbCdEf"
+CONFIG_PARAMETER = "arn:aws:ssm:REGION:ACCOUNT_ID:parameter/CONFIG_PARAMETER"
 
 # Which S3 bucket a file's calls touch: (object sample, bucket sample).
 SCOPES = {
@@ -123,6 +126,11 @@ OPERATIONS = {
     ("sqs", "receive_message"): fixed(("sqs:ReceiveMessage", QUEUE, set())),
     ("sqs", "delete_message"): fixed(("sqs:DeleteMessage", QUEUE, set())),
     ("sqs", "change_message_visibility_batch"): fixed(("sqs:ChangeMessageVisibility", QUEUE, set())),
+    # A secret or SecureString under a customer key is decrypted through the service.
+    ("secretsmanager", "get_secret_value"): fixed(("secretsmanager:GetSecretValue", CONFIG_SECRET, set()),
+                                                  ("kms:Decrypt", KMS_KEY, VIA_S3)),
+    ("ssm", "get_parameter"): fixed(("ssm:GetParameter", CONFIG_PARAMETER, set()),
+                                    ("kms:Decrypt", KMS_KEY, VIA_S3)),
 }
 
 # The search sink's requests (not `sluice kibana import`, a command an operator runs).

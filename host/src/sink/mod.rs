@@ -343,12 +343,13 @@ impl Router {
     pub async fn dead_letter(
         &self,
         from: &str,
-        letters: Vec<DeadLetter>,
+        mut letters: Vec<DeadLetter>,
         ack: &AckHandle,
     ) -> DeadLettered {
         if letters.is_empty() {
             return DeadLettered::Sent;
         }
+        DeadLetter::redact_reasons(&mut letters);
         let targets = self.targets(&RouteName::Dlq);
         let own = targets.iter().any(|(name, _)| name == from);
         let others = targets.iter().filter(|(name, _)| name != from).count();

@@ -474,16 +474,22 @@ pub struct Client {
 
 impl Client {
     /// A client of `admin` (`host:port` or a URL); each look gives up after `timeout`.
-    pub fn new(admin: &str, token: Option<String>, timeout: Duration) -> Client {
+    pub fn new(
+        admin: &str,
+        token: Option<String>,
+        timeout: Duration,
+        ca: Option<reqwest::Certificate>,
+    ) -> Client {
         let base = if admin.contains("://") {
             admin.trim_end_matches('/').to_owned()
         } else {
             format!("http://{admin}")
         };
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
+        let mut http = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = ca {
+            http = http.add_root_certificate(ca);
+        }
+        let http = http.build().unwrap_or_default();
         Client {
             admin: admin.to_owned(),
             base,
@@ -499,7 +505,7 @@ impl Client {
     /// One look: both pages, read when they arrive.
     pub async fn fetch(&self) -> Result<Snapshot, FetchError> {
         let metrics = self.get("/metrics", true).await?;
-        let readyz = self.get("/readyz", false).await?;
+        let readyz = self.get("/readyz", true).await?;
         let conditions = serde_json::from_str::<serde_json::Value>(&readyz)
             .ok()
             .and_then(|v| serde_json::from_value(v["conditions"].clone()).ok())

@@ -14,6 +14,8 @@ pub struct Options {
     pub admin: String,
     pub token: Option<String>,
     pub every: Duration,
+    /// A CA to trust besides the public ones (`--ca-file`).
+    pub ca: Option<reqwest::Certificate>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +35,12 @@ fn client(options: &Options) -> Client {
     let timeout = options
         .every
         .clamp(Duration::from_millis(500), Duration::from_secs(5));
-    Client::new(&options.admin, options.token.clone(), timeout)
+    Client::new(
+        &options.admin,
+        options.token.clone(),
+        timeout,
+        options.ca.clone(),
+    )
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
