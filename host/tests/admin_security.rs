@@ -21,7 +21,11 @@ fn config(admin: &str) -> String {
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:0\"\n{admin}"),
     );
-    text + "\n[sinks.out]\ntype = \"file\"\npath = \"out.ndjson\"\nroutes = [\"cleaned\", \"dlq\"]\n"
+    let out = std::env::temp_dir().join(format!("{}.ndjson", unique("admin-out")));
+    text + &format!(
+        "\n[sinks.out]\ntype = \"file\"\npath = {:?}\nroutes = [\"cleaned\", \"dlq\"]\n",
+        out.display().to_string()
+    )
 }
 
 /// A plain HTTP GET with an `Authorization` header: (status, body).
