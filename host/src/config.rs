@@ -385,6 +385,14 @@ impl Config {
                 ));
             }
             match first {
+                Some((other, o)) if o.security != sink.security => {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.security"),
+                        format!(
+                            "with `source.exactly_once` every Kafka sink shares one producer: give it the same `security` as sink `{other}`"
+                        ),
+                    ));
+                }
                 Some((other, o)) if o.options != sink.options => {
                     return Err(self.invalid(
                         format!("sinks.{name}.options"),
@@ -409,6 +417,20 @@ impl Config {
                 _ => None,
             })
             .unwrap_or_default()
+    }
+
+    /// The TLS and SASL settings every Kafka sink shares (exactly once); the source's
+    /// without a Kafka sink, the transactional producer being on the source's cluster.
+    pub fn kafka_sink_security(&self) -> crate::kafka_security::KafkaSecurity {
+        let sinks = self.sinks.values().find_map(|s| match s {
+            SinkConfig::Kafka(k) => Some(k.security.clone()),
+            _ => None,
+        });
+        match (&self.source, sinks) {
+            (_, Some(security)) => *security,
+            (SourceConfig::Kafka(source), None) => (*source.security).clone(),
+            _ => Default::default(),
+        }
     }
 
     /// The routes some sink takes.
