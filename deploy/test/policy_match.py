@@ -41,6 +41,12 @@ OMITTED = {
     "S3SourceDoneMarkers": "the AMI's config reads Kafka, not the S3 source",
     "S3SourceBuckets": "the AMI's config reads Kafka, not the S3 source",
     "S3SourceQueue": "the AMI's config reads Kafka, not the S3 source",
+    "MskConnect": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskReadSource": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskConsumerGroup": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskWriteSinks": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskPluginStateTopic": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskExactlyOnce": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
 }
 
 
