@@ -678,6 +678,38 @@ mod tests {
     }
 
     #[test]
+    fn exactly_once_sinks_share_one_security_table_which_the_producer_uses() {
+        let load = |text: String| Config::from_toml(&text, Path::new("t.toml"));
+        let scram =
+            "security = { sasl_mechanism = \"scram-sha-512\", username = \"u\", password = \"p\" }";
+        let config = load(exactly_once_config(
+            "",
+            ("k1:9092", scram),
+            ("k1:9092", scram),
+        ))
+        .unwrap();
+        assert_eq!(config.kafka_sink_security().username.as_deref(), Some("u"));
+
+        let other = load(exactly_once_config("", ("k1:9092", scram), ("k1:9092", "")));
+        let msg = other.unwrap_err().to_string();
+        assert!(
+            msg.contains("sinks.dlq.security") && msg.contains("same `security`"),
+            "{msg}"
+        );
+
+        let wrong = load(exactly_once_config(
+            "",
+            (
+                "k1:9092",
+                "security = { sasl_mechanism = \"scram-sha-512\", username = \"u\" }",
+            ),
+            ("k1:9092", ""),
+        ));
+        let msg = wrong.unwrap_err().to_string();
+        assert!(msg.contains("sinks.cleaned.security.password"), "{msg}");
+    }
+
+    #[test]
     fn exactly_once_needs_every_kafka_sink_on_the_sources_cluster_with_one_producer() {
         let load = |text: String| Config::from_toml(&text, Path::new("t.toml"));
         let same = ("k1:9092", "options = { \"linger.ms\" = \"10\" }");
