@@ -43,6 +43,12 @@ OMITTED = {
     "S3SourceQueue": "the AMI's config reads Kafka, not the S3 source",
     "ConfigSecrets": "the stack's config references no secret; a deployment that does grants its own ARNs",
     "ConfigParameters": "the stack's config references no parameter; a deployment that does grants its own",
+    "MskConnect": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskReadSource": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskConsumerGroup": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskWriteSinks": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskPluginStateTopic": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
+    "MskExactlyOnce": "the stack takes brokers, not an MSK cluster, and sets no Kafka security",
 }
 
 

@@ -2,7 +2,9 @@
 // topics idempotently. Run with the broker's own jars on the class path:
 //
 //   java -cp '.stack/kafka/libs/*' dev/stack.d/KafkaReady.java \
-//        127.0.0.1:9092 90 raw-logs:3 cleaned-logs:3 metrics:1
+//        [--scram USER:PASSWORD] 127.0.0.1:9092 90 raw-logs:3 cleaned-logs:3 metrics:1
+//
+// --scram creates (or resets) the SCRAM-SHA-256 and SCRAM-SHA-512 credentials of USER.
 //
 // Exit status: 0 ready (and topics present), 1 not ready before the timeout,
 // 2 topic creation failed.
@@ -19,14 +21,23 @@ import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialAlteration;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.errors.TopicExistsException;
 
 public class KafkaReady {
     public static void main(String[] args) throws Exception {
+        String scram = null;
+        if (args.length >= 2 && args[0].equals("--scram")) {
+            scram = args[1];
+            args = java.util.Arrays.copyOfRange(args, 2, args.length);
+        }
         if (args.length < 2) {
-            System.err.println("usage: KafkaReady BOOTSTRAP TIMEOUT_SECONDS [TOPIC:PARTITIONS ...]");
+            System.err.println("usage: KafkaReady [--scram USER:PASSWORD] BOOTSTRAP TIMEOUT_SECONDS [TOPIC:PARTITIONS ...]");
             System.exit(64);
         }
         String bootstrap = args[0];
@@ -73,6 +84,16 @@ public class KafkaReady {
                 Thread.sleep(500);
             }
 
+            if (scram != null) {
+                String[] up = scram.split(":", 2);
+                // One request per mechanism: the broker refuses two changes to one user at once.
+                for (ScramMechanism m : new ScramMechanism[] {ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512}) {
+                    List<UserScramCredentialAlteration> alter = new ArrayList<>();
+                    alter.add(new UserScramCredentialUpsertion(up[0], new ScramCredentialInfo(m, 4096), up[1]));
+                    admin.alterUserScramCredentials(alter).all().get(30, TimeUnit.SECONDS);
+                }
+                System.out.println("kafka: SCRAM user " + up[0] + " ready");
+            }
             if (order.isEmpty()) {
                 return;
             }

@@ -532,6 +532,14 @@ impl Config {
                 ));
             }
             match first {
+                Some((other, o)) if o.security != sink.security => {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.security"),
+                        format!(
+                            "with `source.exactly_once` every Kafka sink shares one producer: give it the same `security` as sink `{other}`"
+                        ),
+                    ));
+                }
                 Some((other, o)) if o.options != sink.options => {
                     return Err(self.invalid(
                         format!("sinks.{name}.options"),
@@ -556,6 +564,20 @@ impl Config {
                 _ => None,
             })
             .unwrap_or_default()
+    }
+
+    /// The TLS and SASL settings every Kafka sink shares (exactly once); the source's
+    /// without a Kafka sink, the transactional producer being on the source's cluster.
+    pub fn kafka_sink_security(&self) -> crate::kafka_security::KafkaSecurity {
+        let sinks = self.sinks.values().find_map(|s| match s {
+            SinkConfig::Kafka(k) => Some(k.security.clone()),
+            _ => None,
+        });
+        match (&self.source, sinks) {
+            (_, Some(security)) => *security,
+            (SourceConfig::Kafka(source), None) => (*source.security).clone(),
+            _ => Default::default(),
+        }
     }
 
     /// The routes some sink takes.
@@ -880,6 +902,38 @@ mod tests {
             sink("cleaned", "cleaned", cleaned),
             sink("dlq", "dlq", dlq)
         )
+    }
+
+    #[test]
+    fn exactly_once_sinks_share_one_security_table_which_the_producer_uses() {
+        let load = |text: String| Config::from_toml(&text, Path::new("t.toml"));
+        let scram =
+            "security = { sasl_mechanism = \"scram-sha-512\", username = \"u\", password = \"p\" }";
+        let config = load(exactly_once_config(
+            "",
+            ("k1:9092", scram),
+            ("k1:9092", scram),
+        ))
+        .unwrap();
+        assert_eq!(config.kafka_sink_security().username.as_deref(), Some("u"));
+
+        let other = load(exactly_once_config("", ("k1:9092", scram), ("k1:9092", "")));
+        let msg = other.unwrap_err().to_string();
+        assert!(
+            msg.contains("sinks.dlq.security") && msg.contains("same `security`"),
+            "{msg}"
+        );
+
+        let wrong = load(exactly_once_config(
+            "",
+            (
+                "k1:9092",
+                "security = { sasl_mechanism = \"scram-sha-512\", username = \"u\" }",
+            ),
+            ("k1:9092", ""),
+        ));
+        let msg = wrong.unwrap_err().to_string();
+        assert!(msg.contains("sinks.cleaned.security.password"), "{msg}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod event;
 pub mod generator;
 pub mod health;
+pub mod kafka_security;
 pub mod lake;
 pub mod memory;
 pub mod pipeline;

@@ -87,6 +87,7 @@ pub async fn run_plan(
         .unwrap_or_else(|| Box::new(config.source.clone()));
     let transaction = match source.transaction_settings(&config.kafka_sink_options()) {
         Some(mut settings) => {
+            settings.security = config.kafka_sink_security();
             settings.max_state_bytes = source.snapshot_interval().map(|_| {
                 crate::source::kafka_state::message_max_bytes(max_snapshot_bytes(&config))
             });

@@ -6,6 +6,7 @@
 //! refuse its largest records).
 
 use crate::config::Config;
+use crate::kafka_security::{KafkaSecurity, TokenContext};
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 pub use crate::source::kafka_state::{partitions_of, state_topic_settings};
@@ -14,7 +15,6 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
     TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -40,7 +40,9 @@ pub struct Need {
     pub topic: String,
     pub purpose: Purpose,
     pub brokers: String,
-    /// The client settings of the part using it (security).
+    /// The TLS and SASL settings of the part using it.
+    pub security: KafkaSecurity,
+    /// The client settings of the part using it.
     pub options: BTreeMap<String, String>,
 }
 
@@ -76,6 +78,7 @@ pub fn needs(config: &Config) -> Vec<Need> {
                 topic: topic.clone(),
                 purpose: Purpose::Source,
                 brokers: source.brokers.clone(),
+                security: (*source.security).clone(),
                 options: source.options.clone(),
             });
         }
@@ -89,6 +92,7 @@ pub fn needs(config: &Config) -> Vec<Need> {
                     ),
                 },
                 brokers: source.brokers.clone(),
+                security: (*source.security).clone(),
                 options: source.options.clone(),
             });
         }
@@ -102,6 +106,7 @@ pub fn needs(config: &Config) -> Vec<Need> {
                     max_message_bytes: sink.message_max_bytes(),
                 },
                 brokers: sink.brokers.clone(),
+                security: (*sink.security).clone(),
                 options: sink.options.clone(),
             });
         }
@@ -156,13 +161,34 @@ pub fn settings(purpose: &Purpose) -> Vec<(&'static str, String)> {
     }
 }
 
-fn admin(need: &Need) -> Result<AdminClient<DefaultClientContext>, TopicsError> {
+fn client_config(need: &Need) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &need.brokers);
+    need.security.apply(&mut c);
     for (key, value) in &need.options {
         c.set(key, value);
     }
-    c.create().map_err(|e| kafka_error(need, e))
+    c
+}
+
+fn admin(need: &Need) -> Result<AdminClient<TokenContext>, TopicsError> {
+    let c = client_config(need);
+    let oauth = (need.security.oauth(&part(need))).map_err(|e| kafka_error(need, e))?;
+    let admin: AdminClient<TokenContext> = c
+        .create_with_context(TokenContext::new(oauth.clone()))
+        .map_err(|e| kafka_error(need, e))?;
+    oauth
+        .seed(admin.inner())
+        .map_err(|e| kafka_error(need, e))?;
+    Ok(admin)
+}
+
+/// The part of the config `need` comes from: `source` or `sinks.<name>`.
+fn part(need: &Need) -> String {
+    match &need.purpose {
+        Purpose::Sink { sink, .. } => format!("sinks.{sink}"),
+        _ => "source".to_owned(),
+    }
 }
 
 fn kafka_error(need: &Need, e: impl std::fmt::Display) -> TopicsError {
@@ -173,14 +199,26 @@ fn kafka_error(need: &Need, e: impl std::fmt::Display) -> TopicsError {
 }
 
 fn partition_count(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<TokenContext>,
     need: &Need,
 ) -> Result<Option<usize>, TopicsError> {
-    partitions_of(admin, &need.topic).map_err(|e| kafka_error(need, e))
+    partitions_of(admin, &need.topic).map_err(|e| {
+        let oauth = admin.inner().context().oauth();
+        match crate::kafka_security::refusal(&client_config(need), oauth) {
+            Some(reason) => kafka_error(
+                need,
+                format!(
+                    "the brokers refused to authenticate ({reason}); {}",
+                    crate::kafka_security::authentication_hint(&part(need), &need.security)
+                ),
+            ),
+            None => kafka_error(need, e),
+        }
+    })
 }
 
 async fn create(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<TokenContext>,
     need: &Need,
     partitions: i32,
 ) -> Result<(), TopicsError> {
@@ -207,7 +245,7 @@ async fn create(
 
 /// Why a present topic does not fit `need`, if it does not.
 async fn drift(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<TokenContext>,
     need: &Need,
 ) -> Result<Option<String>, TopicsError> {
     let resources = admin

@@ -69,7 +69,8 @@ if [[ $apt_upgrade == yes ]]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get -q -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade
-  # ca-certificates: TLS to brokers and AWS; curl: IMDSv2 fallback of sluice-settings.
+  # ca-certificates: TLS to brokers and AWS (it brings libssl3, which librdkafka links);
+  # curl: IMDSv2 fallback of sluice-settings.
   apt-get -q -y install --no-install-recommends ca-certificates curl
   apt-get -q -y autoremove --purge
   apt-get clean

@@ -5,8 +5,9 @@
 
 1. Reads the operations each AWS SDK crate offers (its `src/operation/` directory, at
    the version Cargo.lock pins) and finds every call of one of them in host/src, in the
-   files that use that crate; and the HTTP methods the search sink sends (SigV4-signed to
-   Amazon OpenSearch Service, `es:ESHttp*`).
+   files that use that crate; the HTTP methods the search sink sends (SigV4-signed to
+   Amazon OpenSearch Service, `es:ESHttp*`); and, as the host signs MSK IAM tokens, what
+   its Kafka clients do on an MSK cluster (`kafka-cluster:*`).
 2. Maps each call to the IAM actions AWS authorizes it with, on a sample of the
    resource it touches (OPERATIONS and SCOPES below), including what an operation
    implies: Athena running a statement needs Glue and the results location; an object
@@ -133,6 +134,33 @@ OPERATIONS = {
                                     ("kms:Decrypt", KMS_KEY, VIA_S3)),
 }
 
+# With `security.auth = "aws_msk_iam"` the Kafka clients authorize with IAM: what each
+# does on the cluster (docs/kafka-security.md). The producers are idempotent.
+MSK_IAM_SIGNER = "host/src/kafka_security/msk_iam.rs"
+MSK = "arn:aws:kafka:REGION:ACCOUNT_ID:{}/MSK_CLUSTER/MSK_CLUSTER_UUID"
+MSK_CLUSTER = MSK.format("cluster")
+MSK_SOURCE = MSK.format("topic") + "/SOURCE_TOPIC"
+MSK_SINK = MSK.format("topic") + "/SINK_TOPIC"
+MSK_STATE = MSK.format("topic") + "/GROUP_ID.sluice-state"
+MSK_GROUP = MSK.format("group") + "/GROUP_ID"
+MSK_TXN = MSK.format("transactional-id") + "/TRANSACTIONAL_ID"
+MSK_NEEDS = [
+    ("kafka-cluster:Connect", MSK_CLUSTER, "every client connects"),
+    ("kafka-cluster:WriteDataIdempotently", MSK_CLUSTER, "idempotent producers"),
+    ("kafka-cluster:DescribeTopic", MSK_SOURCE, "the consumer"),
+    ("kafka-cluster:ReadData", MSK_SOURCE, "the consumer"),
+    ("kafka-cluster:DescribeGroup", MSK_GROUP, "the consumer group"),
+    ("kafka-cluster:AlterGroup", MSK_GROUP, "joining the group, committing offsets"),
+    ("kafka-cluster:DescribeTopic", MSK_SINK, "a Kafka sink"),
+    ("kafka-cluster:WriteData", MSK_SINK, "a Kafka sink"),
+    ("kafka-cluster:DescribeTopic", MSK_STATE, "the plugin state topic"),
+    ("kafka-cluster:CreateTopic", MSK_STATE, "the plugin state topic, created if missing"),
+    ("kafka-cluster:ReadData", MSK_STATE, "restoring plugin state"),
+    ("kafka-cluster:WriteData", MSK_STATE, "storing plugin state"),
+    ("kafka-cluster:DescribeTransactionalId", MSK_TXN, "exactly once"),
+    ("kafka-cluster:AlterTransactionalId", MSK_TXN, "exactly once"),
+]
+
 # The search sink's requests (not `sluice kibana import`, a command an operator runs).
 SEARCH_DIR = "host/src/sink/elasticsearch/"
 SEARCH_EXCLUDED = {"host/src/sink/elasticsearch/kibana.rs"}
@@ -174,6 +202,9 @@ def calls():
                 if m.group(1) in names:
                     line = text.count("\n", 0, m.start()) + 1
                     found.append((rel, line, service, m.group(1)))
+        if rel == MSK_IAM_SIGNER and "kafka-cluster:Connect" in text:
+            line = text.count("\n", 0, text.index("kafka-cluster:Connect")) + 1
+            found.append((rel, line, "kafka-cluster", "msk-iam"))
         if rel.startswith(SEARCH_DIR) and rel not in SEARCH_EXCLUDED:
             for m in re.finditer(r"Method::([A-Z]+)\b", text):
                 line = text.count("\n", 0, m.start()) + 1
@@ -186,6 +217,10 @@ def needs_of(found):
     needs, problems = {}, []
     for rel, line, service, op in found:
         where = f"{rel}:{line} {service} {op}"
+        if service == "kafka-cluster":
+            for action, resource, why in MSK_NEEDS:
+                needs.setdefault((action, resource, frozenset()), []).append(f"{where} ({why})")
+            continue
         if service == "es":
             action = "es:ESHttp" + op.capitalize()
             needs.setdefault((action, DOMAIN_PATH, frozenset()), []).append(where)

@@ -31,6 +31,7 @@ use super::retry::Backoff;
 use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, Starting};
 use crate::codec;
 use crate::event::{DeadLetter, Events, SinkBatch};
+use crate::kafka_security::{self, KafkaSecurity, OAuth};
 use crate::route::RouteName;
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -67,7 +68,11 @@ pub struct KafkaSinkConfig {
     pub retry_initial_backoff_ms: u64,
     #[serde(default = "default_retry_max_backoff_ms")]
     pub retry_max_backoff_ms: u64,
-    /// Extra librdkafka producer properties (e.g. security settings).
+    /// TLS and SASL to the brokers (see [`crate::kafka_security`]).
+    /// Boxed: most configs leave it out, and the sink config stays small.
+    #[serde(default)]
+    pub security: Box<KafkaSecurity>,
+    /// Extra librdkafka producer properties (linger, batch sizes…).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }
@@ -107,6 +112,7 @@ impl KafkaSinkConfig {
             return Err(("max_in_flight_batches".into(), "must be at least 1".into()));
         }
         Backoff::check_keys(self.retry_initial_backoff_ms, self.retry_max_backoff_ms)?;
+        self.security.check(&self.options)?;
         if let Some(value) = self.options.get("message.max.bytes")
             && value.parse::<usize>().is_err()
         {
@@ -334,10 +340,46 @@ pub(super) struct InFlight {
     pub(super) index: usize,
 }
 
-/// Hands each delivery report to the batch its message belongs to.
-pub(super) struct Delivery;
+/// Hands each delivery report to the batch its message belongs to; answers the
+/// producer's OAUTHBEARER refresh events.
+pub(super) struct Delivery {
+    pub(super) oauth: OAuth,
+    /// What to check when the brokers refuse the producer's credentials.
+    pub(super) auth_hint: String,
+}
 
-impl ClientContext for Delivery {}
+impl Delivery {
+    pub(super) fn new(part: &str, security: &KafkaSecurity) -> Result<Delivery, String> {
+        Ok(Delivery {
+            oauth: security
+                .oauth(part)
+                .map_err(|e| format!("{part}.security: {e}"))?,
+            auth_hint: kafka_security::authentication_hint(part, security),
+        })
+    }
+}
+
+impl ClientContext for Delivery {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.oauth.generate()
+    }
+
+    /// Refused credentials stall the sink (its messages wait, `SinkUnavailable` is
+    /// raised); the log says what to check.
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::Global(RDKafkaErrorCode::Authentication) => {
+                tracing::error!(%error, reason, "the brokers refused to authenticate the producer; {}", self.auth_hint)
+            }
+            _ => tracing::error!(%error, reason, "Kafka producer error"),
+        }
+    }
+}
 
 impl ProducerContext for Delivery {
     type DeliveryOpaque = Box<InFlight>;
@@ -451,17 +493,20 @@ pub(super) fn producer_settings(client: &mut ClientConfig, brokers: &str) {
 fn producer(name: &str, config: &KafkaSinkConfig) -> Result<Producer, SinkError> {
     let mut client = ClientConfig::new();
     producer_settings(&mut client, &config.brokers);
+    config.security.apply(&mut client);
     for (key, value) in &config.options {
         client.set(key, value);
     }
-    let client = client
-        .create_with_context(Delivery)
-        .map_err(|e| SinkError::Start {
-            sink: name.to_owned(),
-            message: format!(
-                "cannot create the Kafka producer: {e}. Check `brokers` and `options`."
-            ),
-        })?;
+    let start_error = |message: String| SinkError::Start {
+        sink: name.to_owned(),
+        message,
+    };
+    let context = Delivery::new(&format!("sinks.{name}"), &config.security).map_err(start_error)?;
+    let client = client.create_with_context(context).map_err(|e| {
+        start_error(format!(
+            "cannot create the Kafka producer: {e}. Check `brokers`, `security` and `options`."
+        ))
+    })?;
     Producer::start(name, client)
 }
 
@@ -948,6 +993,7 @@ mod tests {
             dead_letter_max_payload_bytes: default_dead_letter_max_payload_bytes(),
             retry_initial_backoff_ms: 10,
             retry_max_backoff_ms: 100,
+            security: Box::default(),
             options: BTreeMap::new(),
         };
         let protocol = KafkaProtocol::new("fatal", &config, None).unwrap();

@@ -11,6 +11,7 @@
 //! readers never see the records of an aborted one.
 
 use super::kafka::{Answers, Delivery, InFlight, Producer, producer_settings};
+use crate::kafka_security::KafkaSecurity;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer as _};
@@ -23,6 +24,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransactionSettings {
     pub brokers: String,
+    /// TLS and SASL: those every Kafka sink shares.
+    pub security: KafkaSecurity,
     /// Stable across restarts of one host, so a restarted host aborts what its predecessor
     /// left open at once, instead of readers waiting for the transaction timeout.
     pub transactional_id: String,
@@ -74,6 +77,7 @@ impl KafkaTransaction {
         let timeout_ms = settings.timeout.as_millis().to_string();
         let mut config = ClientConfig::new();
         producer_settings(&mut config, &settings.brokers);
+        settings.security.apply(&mut config);
         config
             .set("transactional.id", &settings.transactional_id)
             .set("transaction.timeout.ms", &timeout_ms)
@@ -88,8 +92,9 @@ impl KafkaTransaction {
                 .unwrap_or(1_000_000);
             config.set("message.max.bytes", sinks.max(state).to_string());
         }
+        let context = Delivery::new("sinks.<name>", &settings.security).map_err(|e| failed(&e))?;
         let client = config
-            .create_with_context(Delivery)
+            .create_with_context(context)
             .map_err(|e| failed(&e))?;
         let producer = Producer::start("exactly-once", client).map_err(|e| failed(&e))?;
         let transaction = KafkaTransaction {

@@ -26,6 +26,7 @@ mod exactly_once;
 use crate::ack::{AckIssuer, BatchOffsets, Completion, OffsetTracker};
 use crate::codec::InvalidJson;
 use crate::event::RawMessage;
+use crate::kafka_security::{self, KafkaSecurity, OAuth};
 use crate::{Origin, time};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
@@ -59,7 +60,12 @@ pub struct KafkaSourceConfig {
     /// How long the brokers may be unreachable before `KafkaUnavailable` is raised.
     #[serde(default = "default_unavailable_ms")]
     pub unavailable_after_ms: u64,
-    /// Extra librdkafka consumer properties (security, fetch sizes…).
+    /// TLS and SASL to the brokers, for every client of the source: the consumer and the
+    /// plugin state topic's (the transactional producer's come from the Kafka sinks).
+    /// Boxed: most configs leave it out, and the source config stays small.
+    #[serde(default)]
+    pub security: Box<KafkaSecurity>,
+    /// Extra librdkafka consumer properties (fetch sizes…).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     #[serde(default = "defaults::batch_max_records")]
@@ -193,6 +199,7 @@ impl SourceKind for KafkaSourceConfig {
         sink_options: &BTreeMap<String, String>,
     ) -> Option<TransactionSettings> {
         self.exactly_once.then(|| TransactionSettings {
+            security: KafkaSecurity::default(),
             brokers: self.brokers.clone(),
             transactional_id: self.transactional_id(),
             timeout: Duration::from_millis(self.transaction_timeout_ms),
@@ -227,6 +234,7 @@ impl KafkaSourceConfig {
                 "must name a topic; leave it out for `<group_id>.sluice-state`".into(),
             ));
         }
+        self.security.check(&self.options)?;
         if self.exactly_once {
             exactly_once::check(self)?;
         }
@@ -271,6 +279,7 @@ impl KafkaSourceConfig {
         if let Some(id) = self.instance_id() {
             c.set("group.instance.id", id);
         }
+        self.security.apply(&mut c);
         for (key, value) in &self.options {
             c.set(key, value);
         }
@@ -312,10 +321,39 @@ struct SourceContext {
     /// [`SourceLinks::shutdown`]): a transaction waiting for a sink gives up by then.
     stop: Arc<AtomicBool>,
     shutdown: (Duration, Arc<std::sync::OnceLock<Instant>>),
+    /// OAUTHBEARER tokens, when the host makes them (`source.security.auth`).
+    oauth: OAuth,
+    /// What to check when the brokers refuse the source's credentials.
+    auth_hint: String,
+    /// Set once the group assigned partitions: the credentials were good.
+    joined: AtomicBool,
 }
 
 impl ClientContext for SourceContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.oauth.generate()
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // Credentials refused before the group was joined are wrong, and do not mend
+        // themselves: stop, saying what to check. Later (a token that could not be made
+        // in time, a password rotated on the brokers) librdkafka retries; it is logged.
+        if let rdkafka::error::KafkaError::Global(RDKafkaErrorCode::Authentication) = error {
+            let message = format!(
+                "the brokers refused to authenticate the consumer ({reason}); {}",
+                self.auth_hint
+            );
+            match self.joined.load(Ordering::Relaxed) {
+                false => self.fail(SourceError::Kafka(message)),
+                true => tracing::error!("{message}"),
+            }
+            return;
+        }
         if let rdkafka::error::KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) = error {
             let mut since = self
                 .brokers_down_since
@@ -423,6 +461,7 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             tracing::info!(count = tpl.count(), "partitions assigned");
+            self.joined.store(true, Ordering::Relaxed);
             self.tracker
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -833,13 +872,19 @@ fn subscribe(
         },
         stop,
         shutdown,
+        oauth: config
+            .security
+            .oauth("source")
+            .map_err(|e| SourceError::Kafka(format!("source.security: {e}")))?,
+        auth_hint: kafka_security::authentication_hint("source", &config.security),
+        joined: AtomicBool::new(false),
     };
     let consumer: BaseConsumer<SourceContext> = config
         .client_config()
         .create_with_context(context)
         .map_err(|e| {
             SourceError::Kafka(format!(
-                "cannot create the consumer: {e}. Check `source.brokers` and `source.options`."
+                "cannot create the consumer: {e}. Check `source.brokers`, `source.security` and `source.options`."
             ))
         })?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();

@@ -10,10 +10,10 @@
 
 use super::SourceError;
 use super::kafka::KafkaSourceConfig;
+use crate::kafka_security::{OAuth, TokenContext};
 use crate::sink::kafka_transaction::{KafkaTransaction, TransactionError};
 use crate::state::{Snapshot, SnapshotExchange};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -37,14 +37,25 @@ pub struct StateTopic {
     partitions: i32,
     producer: ThreadedProducer<StateDelivery>,
     reader: ClientConfig,
+    /// The source's OAUTHBEARER tokens, for the readers made on each assignment.
+    oauth: OAuth,
     pub exchange: Arc<SnapshotExchange>,
 }
 
 /// Logs a snapshot that could not be stored: the previous one stays, and a restore from it
 /// replays further.
-struct StateDelivery;
+struct StateDelivery(OAuth);
 
-impl ClientContext for StateDelivery {}
+impl ClientContext for StateDelivery {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.0.generate()
+    }
+}
 
 impl ProducerContext for StateDelivery {
     type DeliveryOpaque = ();
@@ -71,6 +82,7 @@ impl StateTopic {
         let client = |extra: &[(&str, &str)]| {
             let mut c = ClientConfig::new();
             c.set("bootstrap.servers", &config.brokers);
+            config.security.apply(&mut c);
             for (key, value) in &config.options {
                 c.set(key, value);
             }
@@ -84,17 +96,30 @@ impl StateTopic {
                 "plugin state topic `{name}`: {what}: {e}. Let the host create it (it needs the right to create topics), create it yourself compacted, name another with `source.state_topic`, or set `source.plugin_state = false`."
             ))
         };
-        let admin: AdminClient<DefaultClientContext> = client(&[])
-            .create()
+        let oauth = config
+            .security
+            .oauth("source.state_topic")
+            .map_err(|e| fail("source.security", &e))?;
+        let admin: AdminClient<TokenContext> = client(&[])
+            .create_with_context(TokenContext::new(oauth.clone()))
             .map_err(|e| fail("cannot create a client", &e))?;
+        oauth
+            .seed(admin.inner())
+            .map_err(|e| fail("cannot give the client its OAUTHBEARER token", &e))?;
         let partitions = ensure_topic(&admin, config, &name, message_max_bytes(max_bytes))
-            .map_err(|e| fail("setting it up", &e))?;
+            .map_err(|e| match crate::kafka_security::refusal(&client(&[]), &oauth) {
+                Some(reason) => SourceError::Kafka(format!(
+                    "the brokers refused to authenticate the plugin state topic's client ({reason}); {}",
+                    crate::kafka_security::authentication_hint("source", &config.security)
+                )),
+                None => fail("setting it up", &e),
+            })?;
         let producer = client(&[
             ("message.max.bytes", &limit),
             ("enable.idempotence", "true"),
             ("linger.ms", "50"),
         ])
-        .create_with_context(StateDelivery)
+        .create_with_context(StateDelivery(oauth.clone()))
         .map_err(|e| fail("cannot create its producer", &e))?;
         let reader = client(&[
             ("group.id", &format!("{}.state-reader", config.group_id)),
@@ -110,6 +135,7 @@ impl StateTopic {
             partitions,
             producer,
             reader,
+            oauth,
             exchange,
         })
     }
@@ -171,7 +197,14 @@ impl StateTopic {
         &self,
         wanted: &[(String, i32)],
     ) -> Result<HashMap<(String, i32), Snapshot>, rdkafka::error::KafkaError> {
-        let reader: BaseConsumer = self.reader.create()?;
+        let reader: BaseConsumer<TokenContext> = self
+            .reader
+            .create_with_context(TokenContext::new(self.oauth.clone()))?;
+        // Read inside the source's rebalance callback, before any poll: its first token
+        // cannot wait for one.
+        self.oauth
+            .seed(reader.client())
+            .map_err(rdkafka::error::KafkaError::ClientCreation)?;
         let deadline = Instant::now() + LOAD_TIMEOUT;
         let state_partitions: HashSet<i32> = wanted
             .iter()
@@ -243,8 +276,8 @@ impl StateTopic {
 }
 
 /// Create `name` compacted unless it exists; its partition count.
-fn ensure_topic(
-    admin: &AdminClient<DefaultClientContext>,
+fn ensure_topic<C: ClientContext>(
+    admin: &AdminClient<C>,
     config: &KafkaSourceConfig,
     name: &str,
     max_message_bytes: usize,
@@ -299,8 +332,8 @@ pub fn state_topic_settings(max_message_bytes: usize) -> Vec<(&'static str, Stri
 /// How many partitions `topic` has, `None` if it does not exist. Reads the whole cluster's
 /// metadata: asking for one topic by name makes a broker with `auto.create.topics.enable`
 /// create it, with the broker's defaults (a state topic not compacted).
-pub fn partitions_of(
-    admin: &AdminClient<DefaultClientContext>,
+pub fn partitions_of<C: ClientContext>(
+    admin: &AdminClient<C>,
     topic: &str,
 ) -> Result<Option<usize>, rdkafka::error::KafkaError> {
     let metadata = admin.inner().fetch_metadata(None, LOAD_TIMEOUT)?;
