@@ -9,10 +9,11 @@ use crate::codec::InvalidJson;
 use crate::event::RawMessage;
 use crate::{Origin, time};
 use serde::Deserialize;
-use std::io::BufRead;
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +51,7 @@ impl SourceKind for StdinSourceConfig {
     fn run(&self, links: SourceLinks) -> Result<(), SourceError> {
         run(
             self,
-            std::io::stdin().lock(),
+            std::io::stdin(),
             links.pipeline,
             links.stop,
             links.stats,
@@ -58,16 +59,31 @@ impl SourceKind for StdinSourceConfig {
     }
 }
 
-/// Read `input` to the end (or until `stop`), sending batches; then wait for delivery.
+/// Lines read ahead of the batch being filled.
+const LINES_AHEAD: usize = 1024;
+
+/// How often an idle source looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Read `input` to the end (or until `stop`), sending a batch when it is full or its first
+/// line has waited `batch_max_wait_ms`; then wait for delivery. Lines are read on a thread
+/// of their own, so a quiet input (`tail -f | sluice run`) neither holds a partial batch
+/// back nor keeps the host from stopping.
 pub fn run(
     config: &StdinSourceConfig,
-    input: impl BufRead,
+    input: impl Read + Send + 'static,
     tx: SyncSender<PipelineInput>,
     stop: Arc<AtomicBool>,
     stats: Arc<super::SourceStats>,
 ) -> Result<(), SourceError> {
+    let (lines_tx, lines) = std::sync::mpsc::sync_channel(LINES_AHEAD);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || read_lines(input, lines_tx))
+        .map_err(|e| SourceError::Stdin(e.to_string()))?;
     let (mut issuer, mut completions) = AckIssuer::new();
     let batch_size = config.batch_max_records;
+    let max_wait = Duration::from_millis(config.batch_max_wait_ms);
     let mut messages = Vec::with_capacity(batch_size);
     let mut offsets = BatchOffsets::default();
     let mut issued = 0usize;
@@ -82,29 +98,47 @@ pub fn run(
         tx.send(PipelineInput::Batch(batch)).is_ok()
     };
     let mut complete = true;
-    for (line_no, line) in input.split(b'\n').enumerate() {
+    let mut line_no = 0i64;
+    let mut started = Instant::now();
+    loop {
         if stop.load(Ordering::Relaxed) {
             complete = false;
             break;
         }
-        let mut payload = line.map_err(|e| SourceError::Stdin(e.to_string()))?;
-        if payload.last() == Some(&b'\r') {
-            payload.pop();
-        }
-        let origin = Origin {
-            topic: config.topic.clone(),
-            partition: 0,
-            offset: line_no as i64,
+        let wait = if messages.is_empty() {
+            STOP_POLL
+        } else {
+            max_wait.saturating_sub(started.elapsed()).min(STOP_POLL)
         };
-        offsets.record(&origin.topic, 0, origin.offset);
-        stats.consumed.fetch_add(1, Ordering::Relaxed);
-        messages.push(RawMessage {
-            origin,
-            key: None,
-            payload,
-            timestamp: time::now_ns(),
-        });
-        if messages.len() >= batch_size && !send(&mut messages, &mut offsets) {
+        let due = match lines.recv_timeout(wait) {
+            Ok(line) => {
+                let mut payload = line.map_err(|e| SourceError::Stdin(e.to_string()))?;
+                if payload.last() == Some(&b'\r') {
+                    payload.pop();
+                }
+                let origin = Origin {
+                    topic: config.topic.clone(),
+                    partition: 0,
+                    offset: line_no,
+                };
+                line_no += 1;
+                offsets.record(&origin.topic, 0, origin.offset);
+                stats.consumed.fetch_add(1, Ordering::Relaxed);
+                if messages.is_empty() {
+                    started = Instant::now();
+                }
+                messages.push(RawMessage {
+                    origin,
+                    key: None,
+                    payload,
+                    timestamp: time::now_ns(),
+                });
+                messages.len() >= batch_size
+            }
+            Err(RecvTimeoutError::Timeout) => !messages.is_empty() && started.elapsed() >= max_wait,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if due && !send(&mut messages, &mut offsets) {
             break;
         }
     }
@@ -124,4 +158,28 @@ pub fn run(
         return Err(SourceError::BatchFailed);
     }
     Ok(())
+}
+
+/// Send each line of `input` (without its `\n`) until its end, a read error, or the
+/// source no longer listening.
+fn read_lines(input: impl Read, lines: SyncSender<std::io::Result<Vec<u8>>>) {
+    let mut input = BufReader::new(input);
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                if lines.send(Ok(line)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = lines.send(Err(e));
+                return;
+            }
+        }
+    }
 }
