@@ -21,8 +21,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The `security` table of a Kafka source or sink.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// The `security` table of a Kafka source or sink. Its `Debug` hides the password.
+#[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSecurity {
     /// How the connection is made; when unset, `sasl_tls` if SASL is configured, `tls` if a
@@ -57,6 +57,26 @@ pub struct KafkaSecurity {
     /// old token, which the broker then refuses.
     #[serde(default)]
     pub token_lifetime_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSecurity")
+            .field("protocol", &self.protocol)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &self.password.as_ref().map(|_| crate::secrets::REDACTED),
+            )
+            .field("auth", &self.auth)
+            .field("region", &self.region)
+            .field("token_lifetime_ms", &self.token_lifetime_ms)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

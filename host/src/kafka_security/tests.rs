@@ -132,3 +132,20 @@ fn unknown_keys_are_refused() {
     assert!(toml::from_str::<KafkaSecurity>(r#"pasword = "p""#).is_err());
     assert!(toml::from_str::<KafkaSecurity>(r#"protocol = "ssl""#).is_err());
 }
+
+#[test]
+fn debug_hides_the_password() {
+    let s = parse(
+        r#"
+        sasl_mechanism = "scram-sha-512"
+        username = "sluice-user"
+        password = "hunter2-from-the-environment"
+    "#,
+    );
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("sluice-user") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+}
