@@ -19,7 +19,8 @@ use crate::codec::{self, write_str, write_value};
 use crate::event::{DeadLetter, RawMessage};
 use crate::route::RouteName;
 use crate::{Record, Value, time};
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 /// The ECS version the documents follow.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -387,11 +388,10 @@ pub fn encode_log(r: &Record, dataset: &str, keep_attributes: bool, doc: &mut Ve
     start_doc(doc, event_time(r), dataset);
     // Fields written once; later attributes with the same name are dropped rather than
     // producing a duplicate key, which the engine would reject.
-    let mut written: Vec<String> = vec![
-        "@timestamp".into(),
-        "ecs.version".into(),
-        "event.dataset".into(),
-    ];
+    let mut written = WrittenKeys::new(r.attributes.len());
+    for key in ["@timestamp", "ecs.version", "event.dataset"] {
+        written.insert(Cow::Borrowed(key));
+    }
     let level = match codec::level_text(r) {
         "" => r.get_str("log.level").unwrap_or(""),
         level => level,
@@ -399,7 +399,7 @@ pub fn encode_log(r: &Record, dataset: &str, keep_attributes: bool, doc: &mut Ve
     if !level.is_empty() {
         doc.extend_from_slice(b",\"log.level\":");
         write_str(doc, level);
-        written.push("log.level".into());
+        written.insert(Cow::Borrowed("log.level"));
     }
     let message = match r.body.as_str() {
         "" => r.get_str("message").unwrap_or(""),
@@ -408,16 +408,16 @@ pub fn encode_log(r: &Record, dataset: &str, keep_attributes: bool, doc: &mut Ve
     if !message.is_empty() {
         doc.extend_from_slice(b",\"message\":");
         write_str(doc, message);
-        written.push("message".into());
+        written.insert(Cow::Borrowed("message"));
     }
     for attr in &r.attributes {
         if matches!(attr.value, Value::Null) {
             continue;
         }
         let (key, as_label) = if keep_attributes || is_ecs(&attr.key) {
-            (attr.key.clone(), false)
+            (Cow::Borrowed(attr.key.as_str()), false)
         } else {
-            (label_key(&attr.key), true)
+            (Cow::Owned(label_key(&attr.key)), true)
         };
         if written.contains(&key) {
             continue;
@@ -430,9 +430,46 @@ pub fn encode_log(r: &Record, dataset: &str, keep_attributes: bool, doc: &mut Ve
         } else {
             write_value(doc, &attr.value);
         }
-        written.push(key);
+        written.insert(key);
     }
     doc.push(b'}');
+}
+
+/// The keys of one document so far: a short list scanned in place (most records have a
+/// dozen fields), a hash set once there are many, so no record costs quadratic time.
+struct WrittenKeys<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: Option<HashSet<Cow<'a, str>>>,
+}
+
+impl<'a> WrittenKeys<'a> {
+    const SCAN_UP_TO: usize = 32;
+
+    fn new(attributes: usize) -> Self {
+        WrittenKeys {
+            few: Vec::with_capacity((attributes + 5).min(Self::SCAN_UP_TO)),
+            many: None,
+        }
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        match &self.many {
+            Some(set) => set.contains(key),
+            None => self.few.iter().any(|k| k == key),
+        }
+    }
+
+    fn insert(&mut self, key: Cow<'a, str>) {
+        if let Some(set) = &mut self.many {
+            set.insert(key);
+        } else if self.few.len() < Self::SCAN_UP_TO {
+            self.few.push(key);
+        } else {
+            let mut set: HashSet<Cow<'a, str>> = self.few.drain(..).collect();
+            set.insert(key);
+            self.many = Some(set);
+        }
+    }
 }
 
 /// `labels.<key with dots replaced by _>`; a key already under `labels.` keeps its name.
@@ -534,6 +571,30 @@ mod tests {
         assert_eq!(action["create"]["_index"], "logs-sluice-prod");
         assert_eq!(action["create"]["_id"], "raw-logs:1:7:0");
         assert!(items[0].lines.ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn thousands_of_attributes_each_key_once() {
+        let mut r = record(1);
+        for i in 0..5_000 {
+            // `k.i` and `k_i` both become `labels.k_i`: the second is dropped.
+            r.set(format!("k.{i}"), i as i64);
+            r.set(format!("k_{i}"), -1i64);
+        }
+        r.set("service.name", "checkout");
+        let items = Encoder {
+            naming: &naming(),
+            route: &RouteName::Cleaned,
+        }
+        .logs(&[r]);
+        let doc = json(&items[0]);
+        let fields = doc.as_object().unwrap();
+        assert_eq!(fields.len(), 5_000 + 4, "{} fields", fields.len());
+        assert_eq!(doc["labels.k_4999"], "4999");
+        assert_eq!(doc["service.name"], "checkout");
+        // serde_json keeps the last of duplicate keys; count them in the text instead.
+        let text = String::from_utf8_lossy(items[0].source()).into_owned();
+        assert_eq!(text.matches("\"labels.k_17\":").count(), 1);
     }
 
     #[test]
