@@ -140,6 +140,7 @@ fn main() {
             max_output_factor: 16,
             on_failure: Default::default(),
             role: None,
+            instances: None,
             config: toml::from_str(&c.config).unwrap(),
         };
         let loaded = runtime.load(&config, &path).expect("the plugin loads");

@@ -82,6 +82,7 @@ fn main() {
             max_output_factor: 16,
             on_failure: Default::default(),
             role: None,
+            instances: None,
             config: toml::Table::new(),
         };
         let loaded = runtime

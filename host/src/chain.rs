@@ -55,6 +55,35 @@ pub trait Stage: Send {
         let _ = (topic, partition);
         Ok(())
     }
+
+    /// At a tick, event time cannot be given to this stage: `held` when a partition that is
+    /// behind has not been read yet (event time must wait for it), else the stage has seen
+    /// no event time. Only a stage several pipeline workers share needs to know (see
+    /// `workers::SharedStage`): one worker's silence must not hold the others back.
+    fn no_watermark(&mut self, held: bool) {
+        let _ = held;
+    }
+
+    /// Another instance of the same plugin, with no state yet, for another pipeline worker;
+    /// `None` when the caller must build it as it built this one.
+    fn another_instance(&self) -> Option<Box<dyn Stage>> {
+        None
+    }
+
+    /// Whether several pipeline workers share this stage: one of them replaces it at a
+    /// reload, for all.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Put `replacement` in service for every worker sharing this stage and hand back the
+    /// stage it replaces; a stage nobody shares gives `replacement` back.
+    fn replace_shared(
+        &mut self,
+        replacement: Box<dyn Stage>,
+    ) -> Result<Box<dyn Stage>, Box<dyn Stage>> {
+        Err(replacement)
+    }
 }
 
 /// Why a stage failed a call. Its input is dead-lettered with this as the reason (or passed
@@ -219,14 +248,13 @@ impl Clock {
         }
     }
 
-    /// The watermark to tick with, or `None` while event time cannot be known (before any
-    /// input, or while an owned partition that is behind has not been read yet).
+    /// The watermark to tick with, when event time can be known (see [`Watermark`]).
     fn watermark(
         &self,
         source: &SourcePartitions,
         idle_after: Duration,
         starved: Duration,
-    ) -> Option<i64> {
+    ) -> Watermark {
         let mut least: Option<i64> = None;
         for c in &self.partitions {
             let quiet = starved.saturating_sub(c.last_input) >= idle_after;
@@ -237,26 +265,40 @@ impl Clock {
                 }
                 // Assigned with messages waiting, none read yet: they may be the oldest.
                 // Waiting is bounded by `idle_after` of starved time, as for a quiet one.
-                None if behind && !quiet && !c.had_input => return None,
+                None if behind && !quiet && !c.had_input => return Watermark::Held,
                 _ => {}
             }
         }
-        if least.is_some() {
-            return least;
+        if let Some(least) = least {
+            return Watermark::At(least);
         }
         // Every partition is caught up and quiet: event time follows the time the pipeline
         // has waited since the newest record, so windows close on a quiet stream.
-        let newest = self
+        let Some(newest) = self
             .partitions
             .iter()
             .filter_map(|c| c.highest.map(|h| (h, c.last_input)))
-            .max_by_key(|&(h, _)| h)?;
+            .max_by_key(|&(h, _)| h)
+        else {
+            return Watermark::Unseen;
+        };
         let idle = starved
             .saturating_sub(newest.1)
             .as_nanos()
             .min(i64::MAX as u128) as i64;
-        Some(newest.0.saturating_add(idle))
+        Watermark::At(newest.0.saturating_add(idle))
     }
+}
+
+/// How far event time has come for one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watermark {
+    At(i64),
+    /// An owned partition that is behind has not been read yet: its records may be the
+    /// oldest, so event time waits for it.
+    Held,
+    /// No event time seen (no input, or none of it reached the stage).
+    Unseen,
 }
 
 /// What the source has said about its partitions.
@@ -355,7 +397,10 @@ impl Chain {
         let Some(slot) = self.stages.get_mut(index) else {
             return;
         };
-        let mut retired = std::mem::replace(slot, stage);
+        let mut retired = match slot.replace_shared(stage) {
+            Ok(retired) => retired,
+            Err(stage) => std::mem::replace(slot, stage),
+        };
         match retired.tick(i64::MAX) {
             Ok(emitted) => {
                 out.succeeded.push(retired.name().to_owned());
@@ -368,6 +413,11 @@ impl Chain {
 
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
+    }
+
+    /// Whether the stage at `index` is shared by several pipeline workers.
+    pub fn is_shared(&self, index: usize) -> bool {
+        self.stages.get(index).is_some_and(|s| s.is_shared())
     }
 
     pub fn stage_names(&self) -> Vec<&str> {
@@ -457,8 +507,15 @@ impl Chain {
                 i64::MAX
             } else {
                 match self.clocks[index].watermark(&self.source, self.idle_after, self.starved) {
-                    Some(watermark) => watermark,
-                    None => continue,
+                    Watermark::At(watermark) => watermark,
+                    Watermark::Held => {
+                        self.stages[index].no_watermark(true);
+                        continue;
+                    }
+                    Watermark::Unseen => {
+                        self.stages[index].no_watermark(false);
+                        continue;
+                    }
                 }
             };
             match self.stages[index].tick(watermark) {
@@ -589,21 +646,30 @@ mod tests {
         let idle = secs(10);
         let untracked = SourcePartitions::default();
         let mut clock = Clock::default();
-        assert_eq!(clock.watermark(&untracked, idle, secs(0)), None);
+        assert_eq!(
+            clock.watermark(&untracked, idle, secs(0)),
+            Watermark::Unseen
+        );
         clock.observe(
             &Batch::Records(vec![at(0, 5_000), at(1, 100), at(0, 7_000)]),
             secs(0),
             NOW,
         );
-        assert_eq!(clock.watermark(&untracked, idle, secs(0)), Some(100));
+        assert_eq!(
+            clock.watermark(&untracked, idle, secs(0)),
+            Watermark::At(100)
+        );
         // Partition 1 goes quiet while the pipeline waits for input; partition 0 keeps
         // going and no longer waits for it.
         clock.observe(&Batch::Records(vec![at(0, 9_000)]), secs(11), NOW);
-        assert_eq!(clock.watermark(&untracked, idle, secs(12)), Some(9_000));
+        assert_eq!(
+            clock.watermark(&untracked, idle, secs(12)),
+            Watermark::At(9_000)
+        );
         // Everything quiet: event time follows the time spent waiting for input.
         assert_eq!(
             clock.watermark(&untracked, idle, secs(30)),
-            Some(9_000 + 19_000_000_000)
+            Watermark::At(9_000 + 19_000_000_000)
         );
     }
 
@@ -619,10 +685,16 @@ mod tests {
         // Partition 1 still has messages in the log (its consumer is paused by a slow
         // sink): however long it is quiet, event time waits for it.
         let source = owned(&[(0, true), (1, false)]);
-        assert_eq!(clock.watermark(&source, idle, secs(100)), Some(100));
+        assert_eq!(
+            clock.watermark(&source, idle, secs(100)),
+            Watermark::At(100)
+        );
         // Caught up and quiet: it no longer holds partition 0 back.
         let source = owned(&[(0, false), (1, true)]);
-        assert_eq!(clock.watermark(&source, idle, secs(100)), Some(9_000));
+        assert_eq!(
+            clock.watermark(&source, idle, secs(100)),
+            Watermark::At(9_000)
+        );
     }
 
     #[test]
@@ -634,16 +706,22 @@ mod tests {
         clock.observe(&Batch::Records(vec![at(0, 9_000)]), secs(0), NOW);
         assert_eq!(
             clock.watermark(&source, idle, secs(1)),
-            None,
+            Watermark::Held,
             "partition 2's first fetch has not been answered"
         );
         // An empty (caught-up) partition does not hold it.
         let source = owned(&[(0, false), (2, true)]);
-        assert_eq!(clock.watermark(&source, idle, secs(1)), Some(9_000));
+        assert_eq!(
+            clock.watermark(&source, idle, secs(1)),
+            Watermark::At(9_000)
+        );
         // Nor one whose records never reach this stage (all dropped before it).
         let source = owned(&[(0, false), (2, false)]);
         clock.had_input(&[("t".into(), 2)], secs(1));
-        assert_eq!(clock.watermark(&source, idle, secs(1)), Some(9_000));
+        assert_eq!(
+            clock.watermark(&source, idle, secs(1)),
+            Watermark::At(9_000)
+        );
     }
 
     #[test]
@@ -652,8 +730,11 @@ mod tests {
         let source = owned(&[(0, false), (2, false)]);
         clock.follow(&source, secs(0));
         clock.observe(&Batch::Records(vec![at(0, 9_000)]), secs(0), NOW);
-        assert_eq!(clock.watermark(&source, secs(10), secs(9)), None);
-        assert_eq!(clock.watermark(&source, secs(10), secs(10)), Some(9_000));
+        assert_eq!(clock.watermark(&source, secs(10), secs(9)), Watermark::Held);
+        assert_eq!(
+            clock.watermark(&source, secs(10), secs(10)),
+            Watermark::At(9_000)
+        );
     }
 
     #[test]
@@ -667,7 +748,7 @@ mod tests {
             NOW,
         );
         // However long the pipeline was blocked on sinks, starved time did not move.
-        assert_eq!(clock.watermark(&source, idle, secs(5)), Some(100));
+        assert_eq!(clock.watermark(&source, idle, secs(5)), Watermark::At(100));
     }
 
     #[test]
@@ -681,7 +762,7 @@ mod tests {
         );
         assert_eq!(
             clock.watermark(&untracked, secs(10), secs(0)),
-            Some(NOW - 1_000)
+            Watermark::At(NOW - 1_000)
         );
     }
 
@@ -753,7 +834,10 @@ mod tests {
         );
         let source = owned(&[(0, false)]);
         clock.follow(&source, secs(0));
-        assert_eq!(clock.watermark(&source, secs(10), secs(0)), Some(9_000));
+        assert_eq!(
+            clock.watermark(&source, secs(10), secs(0)),
+            Watermark::At(9_000)
+        );
     }
 
     /// A stage whose state of a partition is bytes it accepts unless they are `bad`.

@@ -164,6 +164,12 @@ pub struct PluginConfig {
     /// by default.
     #[serde(default, deserialize_with = "role_named")]
     pub role: Option<Role>,
+    /// With several pipeline workers (`pipeline.workers`): `per_worker` instances, each
+    /// seeing its worker's partitions, or `one` instance every worker calls, for a plugin
+    /// whose state merges partitions. By default `one` for `role = "metrics"` (a service's
+    /// windows and alerts cover every partition the host reads), else `per_worker`.
+    #[serde(default)]
+    pub instances: Option<Instances>,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -175,6 +181,24 @@ pub enum OnFailure {
     #[default]
     DeadLetter,
     PassThrough,
+}
+
+/// How many instances of a plugin the pipeline workers run (see `PluginConfig::instances`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Instances {
+    PerWorker,
+    One,
+}
+
+impl PluginConfig {
+    /// Whether every pipeline worker calls one instance of this plugin.
+    pub fn shared_by_workers(&self) -> bool {
+        match self.instances {
+            Some(instances) => instances == Instances::One,
+            None => self.role == Some(Role::Metrics),
+        }
+    }
 }
 
 /// A plugin's part in the pipeline beyond transforming records, declared as `role`.
@@ -211,6 +235,9 @@ fn default_max_output_factor() -> usize {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
+    /// Pipeline threads, each with its own plugin instances and a share of the source's
+    /// partitions (`partition mod workers`); 0 = one per available core.
+    pub workers: usize,
     /// Batches buffered between stages; when full, the source pauses (backpressure).
     pub channel_capacity: usize,
     /// How often plugins get `tick(watermark)`.
@@ -228,6 +255,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
+            workers: 0,
             channel_capacity: 4,
             tick_interval_ms: 1_000,
             idle_watermark_ms: 10_000,

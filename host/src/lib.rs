@@ -38,5 +38,6 @@ pub mod time;
 pub mod top;
 pub mod topics;
 pub mod topology;
+pub mod workers;
 
 pub use sluice_plugin_sdk::{Attribute, Origin, Record, Route, Value};

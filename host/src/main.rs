@@ -702,6 +702,7 @@ fn one_plugin(path: &std::path::Path, config_json: &str) -> Result<PluginConfig>
         max_output_factor: 16,
         on_failure: Default::default(),
         role: None,
+        instances: None,
         config,
     })
 }

@@ -59,6 +59,8 @@ pub struct Pipeline {
     healthy_calls: HashMap<String, u32>,
     /// Snapshots of the plugins' state for the source to store, when it does.
     state: Option<Snapshotter>,
+    /// Which pipeline worker this is (see [`crate::workers`]); 0 when it is the only one.
+    worker: usize,
     pub stats: Arc<PipelineStats>,
 }
 
@@ -88,8 +90,16 @@ impl Pipeline {
             warned_unrouted: HashSet::new(),
             healthy_calls: HashMap::new(),
             state: None,
+            worker: 0,
             stats: Arc::new(PipelineStats::default()),
         }
+    }
+
+    /// The same pipeline as worker `worker` of several, counting into `stats`.
+    pub fn worker(mut self, worker: usize, stats: Arc<PipelineStats>) -> Pipeline {
+        self.worker = worker;
+        self.stats = stats;
+        self
     }
 
     /// Whether a stage keeps durable state (contract 0.2.0).
@@ -155,6 +165,13 @@ impl Pipeline {
     }
 
     fn apply(&mut self, reload: Reload) {
+        let index = match &reload {
+            Reload::Replace { index, .. } | Reload::Bypass { index } => *index,
+        };
+        // Every worker is told; the first replaces a stage they share, for all.
+        if self.worker != 0 && self.chain.is_shared(index) {
+            return;
+        }
         let (index, stage): (usize, Box<dyn Stage>) = match reload {
             Reload::Replace { index, plugin } => {
                 tracing::info!(plugin = %plugin.name, "new plugin version in service");

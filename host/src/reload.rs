@@ -22,6 +22,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, SystemTime};
 
 /// A change for the pipeline to apply between batches.
+#[derive(Clone)]
 pub enum Reload {
     /// Replace the plugin at this chain position.
     Replace {

@@ -14,9 +14,11 @@ use crate::sink::{SinkError, SinkHandle};
 use crate::source::{PipelineInput, SourceError, SourceKind, SourceLinks, SourceStats, StateLink};
 use crate::state::SnapshotExchange;
 use crate::topology::{BuildError, Overrides, Topology};
+use crate::workers::Dispatcher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,11 +112,10 @@ pub async fn run_plan(
         runtime,
         plugin_stats,
         sinks,
-        mut pipeline,
+        mut pipelines,
         ..
     } = topology;
-    let state = link_state(&config, &*source, &mut pipeline);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<PipelineInput>(config.pipeline.channel_capacity);
+    let state = link_state(&config, &*source, &mut pipelines);
     let reloads = plan.daemon.then(|| {
         let stats = plugin_stats.iter().map(|(_, s)| s.clone()).collect();
         start_reloads(&config, runtime, stats)
@@ -123,12 +124,8 @@ pub async fn run_plan(
         Some((rx, hup)) => (Some(rx), Some(hup)),
         None => (None, None),
     };
-    let pipeline_thread = std::thread::Builder::new()
-        .name("pipeline".into())
-        // Plugins run on this thread: leave room far beyond the wasm stack limit.
-        .stack_size(16 << 20)
-        .spawn(move || pipeline.run(rx, reload_rx))
-        .map_err(|e| RunError::Internal(e.to_string()))?;
+    let (tx, pipeline_thread) =
+        start_pipelines(pipelines, config.pipeline.channel_capacity, reload_rx)?;
 
     let drain_timeout = Duration::from_millis(config.pipeline.drain_timeout_ms);
     // When the source began to stop, plus the drain timeout: the whole shutdown's bound.
@@ -175,14 +172,16 @@ pub async fn run_plan(
 fn link_state(
     config: &Config,
     source: &dyn SourceKind,
-    pipeline: &mut Pipeline,
+    pipelines: &mut [Pipeline],
 ) -> Option<StateLink> {
     let interval = source.snapshot_interval()?;
-    if !pipeline.keeps_state() {
+    if !pipelines.first().is_some_and(|p| p.keeps_state()) {
         return None;
     }
     let exchange = Arc::new(SnapshotExchange::default());
-    pipeline.keep_state(exchange.clone(), interval);
+    for pipeline in pipelines {
+        pipeline.keep_state(exchange.clone(), interval);
+    }
     Some(StateLink {
         exchange,
         max_snapshot_bytes: max_snapshot_bytes(config),
@@ -204,13 +203,96 @@ async fn serve_admin(
     let state = Arc::new(AdminState {
         source,
         plugins: topology.plugin_stats.clone(),
-        pipeline: topology.pipeline.stats.clone(),
+        pipeline: topology.pipelines[0].stats.clone(),
         sinks: (topology.sinks.iter())
             .map(|s| (s.name.clone(), s.stats.clone()))
             .collect(),
     });
     admin::serve(&config.admin, state).await?;
     Ok(())
+}
+
+/// The pipeline workers on threads of their own (see [`crate::workers`]), the channel the
+/// source feeds them by, and a thread that ends once they all have.
+fn start_pipelines(
+    pipelines: Vec<Pipeline>,
+    capacity: usize,
+    reloads: Option<Receiver<Reload>>,
+) -> Result<(SyncSender<PipelineInput>, JoinHandle<()>), RunError> {
+    if pipelines.len() == 1 {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let pipeline = pipelines.into_iter().next().expect("one pipeline");
+        return Ok((
+            tx,
+            spawn_pipeline("pipeline".into(), pipeline, rx, reloads)?,
+        ));
+    }
+    let mut reloads: Vec<Option<Receiver<Reload>>> = match reloads {
+        Some(reloads) => broadcast(reloads, pipelines.len())?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..pipelines.len()).map(|_| None).collect(),
+    };
+    let mut inputs = Vec::with_capacity(pipelines.len());
+    let mut workers = Vec::with_capacity(pipelines.len());
+    for (worker, pipeline) in pipelines.into_iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let reloads = reloads[worker].take();
+        workers.push(spawn_pipeline(
+            format!("pipeline-{worker}"),
+            pipeline,
+            rx,
+            reloads,
+        )?);
+        inputs.push(tx);
+    }
+    // The workers' channels buffer; this one only hands over.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let dispatcher = Dispatcher::new(inputs);
+    let thread = std::thread::Builder::new()
+        .name("dispatch".into())
+        .spawn(move || {
+            dispatcher.run(rx);
+            for worker in workers {
+                if let Err(panic) = worker.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        })
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+    Ok((tx, thread))
+}
+
+fn spawn_pipeline(
+    name: String,
+    pipeline: Pipeline,
+    input: Receiver<PipelineInput>,
+    reloads: Option<Receiver<Reload>>,
+) -> Result<JoinHandle<()>, RunError> {
+    std::thread::Builder::new()
+        .name(name)
+        // Plugins run on this thread: leave room far beyond the wasm stack limit.
+        .stack_size(16 << 20)
+        .spawn(move || pipeline.run(input, reloads))
+        .map_err(|e| RunError::Internal(e.to_string()))
+}
+
+/// Every reload, to each of `workers` receivers.
+fn broadcast(reloads: Receiver<Reload>, workers: usize) -> Result<Vec<Receiver<Reload>>, RunError> {
+    let (senders, receivers): (Vec<Sender<Reload>>, Vec<Receiver<Reload>>) =
+        (0..workers).map(|_| std::sync::mpsc::channel()).unzip();
+    std::thread::Builder::new()
+        .name("reload-fanout".into())
+        .spawn(move || {
+            while let Ok(reload) = reloads.recv() {
+                if senders.iter().any(|s| s.send(reload.clone()).is_err()) {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| RunError::Internal(e.to_string()))?;
+    Ok(receivers)
 }
 
 /// The plugin watcher on a thread of its own: the pipeline's reloads, and the channel

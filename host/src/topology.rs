@@ -5,11 +5,12 @@
 
 use crate::chain::Stage;
 use crate::config::Config;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineStats};
 use crate::plugin::{LoadError, PluginRuntime, PluginStats, WasmStage};
 use crate::route::RouteName;
 use crate::sink::kafka_transaction::KafkaTransaction;
 use crate::sink::{self, InputTraits, Router, SinkError, SinkHandle};
+use crate::workers::SharedStage;
 use std::sync::Arc;
 
 /// Why a topology cannot be built: a plugin or a sink cannot start.
@@ -29,14 +30,15 @@ pub struct Overrides {
     pub skip_routes: Vec<RouteName>,
 }
 
-/// The plugins, sinks and pipeline of one run.
+/// The plugins, sinks and pipeline workers of one run.
 pub struct Topology {
     pub runtime: Arc<PluginRuntime>,
     /// Each plugin's counters by name (for `/metrics` and reloads).
     pub plugin_stats: Vec<(String, Arc<PluginStats>)>,
     pub router: Arc<Router>,
     pub sinks: Vec<SinkHandle>,
-    pub pipeline: Pipeline,
+    /// One pipeline per worker (`pipeline.workers`), sharing the router and the counters.
+    pub pipelines: Vec<Pipeline>,
 }
 
 impl Topology {
@@ -51,7 +53,8 @@ impl Topology {
         overrides: &Overrides,
         transaction: Option<Arc<KafkaTransaction>>,
     ) -> Result<Topology, BuildError> {
-        let (runtime, stages, plugin_stats) = Topology::chain(config)?;
+        let workers = crate::workers::count(config.pipeline.workers);
+        let (runtime, chains, plugin_stats) = Topology::chains(config, workers)?;
         let names: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
         tracing::info!(plugins = ?names, "plugins loaded");
         let router = Router::new();
@@ -83,25 +86,66 @@ impl Topology {
             );
         }
         router.install(&sinks);
-        let pipeline = Pipeline::new(stages, router.clone(), config);
+        let stats = Arc::new(PipelineStats::default());
+        let pipelines = (chains.into_iter().enumerate())
+            .map(|(worker, stages)| {
+                Pipeline::new(stages, router.clone(), config).worker(worker, stats.clone())
+            })
+            .collect();
+        if workers > 1 {
+            tracing::info!(workers, "pipeline workers");
+        }
         Ok(Topology {
             runtime,
             plugin_stats,
             router,
             sinks,
-            pipeline,
+            pipelines,
         })
+    }
+
+    /// One chain per pipeline worker: each its own instances of the plugins, but one
+    /// instance all of them call for a plugin shared by the workers (see
+    /// [`crate::config::PluginConfig::shared_by_workers`]).
+    pub fn chains(config: &Config, workers: usize) -> Result<Chains, LoadError> {
+        let workers = workers.max(1);
+        let (runtime, first, stats) = Topology::chain_for(config, workers)?;
+        if workers == 1 {
+            return Ok((runtime, vec![first], stats));
+        }
+        let mut chains: Vec<Vec<Box<dyn Stage>>> = (0..workers).map(|_| Vec::new()).collect();
+        for (stage, plugin) in first.into_iter().zip(&config.plugins) {
+            if plugin.shared_by_workers() {
+                for (chain, handle) in chains.iter_mut().zip(SharedStage::handles(stage, workers)) {
+                    chain.push(Box::new(handle));
+                }
+                continue;
+            }
+            for chain in chains.iter_mut().skip(1) {
+                chain.push(match stage.another_instance() {
+                    Some(fresh) => fresh,
+                    None => native_stage(plugin)?,
+                });
+            }
+            chains[0].push(stage);
+        }
+        Ok((runtime, chains, stats))
     }
 
     /// The chain's stages: wasm plugins, or natively compiled ones for `native:` paths.
     pub fn chain(config: &Config) -> Result<Stages, LoadError> {
+        Topology::chain_for(config, 1)
+    }
+
+    /// [`Topology::chain`], with room in the runtime for `workers` instances of each plugin.
+    fn chain_for(config: &Config, workers: usize) -> Result<Stages, LoadError> {
         let natives: Vec<&crate::config::PluginConfig> = config
             .plugins
             .iter()
             .filter(|p| p.native_name().is_some())
             .collect();
         if natives.is_empty() {
-            let (runtime, stages) = load_plugins(config)?;
+            let (runtime, stages) = load_plugins_for(config, workers)?;
             let stats = stages
                 .iter()
                 .map(|s| (s.plugin().name.clone(), s.plugin().stats.clone()))
@@ -125,6 +169,13 @@ impl Topology {
         Ok((runtime, stages, Vec::new()))
     }
 }
+
+/// The runtime, each worker's chain, and each plugin's counters by name.
+pub type Chains = (
+    Arc<PluginRuntime>,
+    Vec<Vec<Box<dyn Stage>>>,
+    Vec<(String, Arc<PluginStats>)>,
+);
 
 /// The runtime, the chain's stages, and each plugin's counters by name.
 pub type Stages = (
@@ -177,15 +228,23 @@ fn native_stage(p: &crate::config::PluginConfig) -> Result<Box<dyn Stage>, LoadE
 /// Compile and initialise every plugin of the chain, in order (wasm only: `sluice
 /// validate` and `plugin test --chain` show each plugin's path).
 pub fn load_plugins(config: &Config) -> Result<(Arc<PluginRuntime>, Vec<WasmStage>), LoadError> {
+    load_plugins_for(config, 1)
+}
+
+/// [`load_plugins`], with room for `workers` live instances of each plugin.
+fn load_plugins_for(
+    config: &Config,
+    workers: usize,
+) -> Result<(Arc<PluginRuntime>, Vec<WasmStage>), LoadError> {
     let max_memory = config
         .plugins
         .iter()
         .map(|p| p.memory_limit_mb)
         .max()
         .unwrap_or(64);
-    // Two slots per plugin: the live instance and its replacement after a failure, plus
-    // the instances `load` makes to check each plugin's config.
-    let slots = (config.plugins.len() as u32) * 3 + 2;
+    // Per worker, two slots per plugin: the live instance and its replacement after a
+    // failure; plus the instances `load` makes to check each plugin's config.
+    let slots = (config.plugins.len() as u32) * (2 * workers.max(1) as u32 + 1) + 2;
     let runtime =
         PluginRuntime::new(slots, max_memory)?.with_max_state_mb(config.pipeline.max_state_mb);
     let runtime = Arc::new(runtime);

@@ -158,6 +158,7 @@ fn failing_init_is_a_load_error_naming_the_plugin() {
         max_output_factor: 16,
         on_failure: Default::default(),
         role: None,
+        instances: None,
         config: table,
     };
     let err = runtime
@@ -199,6 +200,7 @@ fn a_pass_through_stage_lets_its_input_continue_when_it_fails() {
         max_output_factor: 16,
         on_failure: sluice::config::OnFailure::PassThrough,
         role: None,
+        instances: None,
         config: toml::Table::new(),
     };
     let observer = runtime.load(&config, &config.path.clone()).unwrap();

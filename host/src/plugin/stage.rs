@@ -51,6 +51,9 @@ impl Stage for WasmStage {
     fn release(&mut self, topic: &str, partition: i32) -> Result<(), StageError> {
         Ok(WasmStage::release(self, topic, partition)?)
     }
+    fn another_instance(&self) -> Option<Box<dyn Stage>> {
+        Some(Box::new(self.fresh()))
+    }
 }
 
 /// A plugin's logic compiled into the host: the same calls on the same packed batches as

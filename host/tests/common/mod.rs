@@ -56,6 +56,7 @@ pub fn plugin_config(name: &str) -> sluice::config::PluginConfig {
         max_output_factor: 16,
         on_failure: Default::default(),
         role: None,
+        instances: None,
         config: toml::Table::new(),
     }
 }
