@@ -70,6 +70,12 @@ pub trait Stage: Send {
         None
     }
 
+    /// Whether a call by another worker sharing this stage emitted records (windows closed,
+    /// so the state of this worker's partitions moved too) since this worker last asked.
+    fn moved_by_others(&mut self) -> bool {
+        false
+    }
+
     /// Whether several pipeline workers share this stage: one of them replaces it at a
     /// reload, for all.
     fn is_shared(&self) -> bool {
@@ -413,6 +419,21 @@ impl Chain {
 
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
+    }
+
+    /// Whether another worker's call into a stage they share moved its state (see
+    /// [`Stage::moved_by_others`]).
+    pub fn moved_by_others(&mut self) -> bool {
+        // Every stage is asked, so each forgets what it reported.
+        (self.stages.iter_mut()).fold(false, |moved, s| s.moved_by_others() | moved)
+    }
+
+    /// Hold event time back for the stages this worker shares with others until its next
+    /// tick: no other worker closes windows while this one snapshots its partitions.
+    pub fn hold_event_time(&mut self) {
+        for stage in &mut self.stages {
+            stage.no_watermark(true);
+        }
     }
 
     /// Whether the stage at `index` is shared by several pipeline workers.

@@ -269,11 +269,17 @@ impl Pipeline {
 
     /// Stop between two batches for the source's transaction (see [`Barrier`]).
     fn barrier(&mut self, barrier: Barrier) {
+        // Other workers may still be on their way to the barrier: a window they closed now
+        // would be in this transaction while this worker's snapshot still holds it open.
+        self.chain.hold_event_time();
         if let Some(held) = self.last_batch.take() {
             held.ack();
         }
         self.router.flush_all_blocking();
         if let Some(state) = &mut self.state {
+            if self.chain.moved_by_others() {
+                state.ticked();
+            }
             state.snapshot_changed(&mut self.chain);
         }
         if barrier.reached.send(()).is_err() {
@@ -311,7 +317,7 @@ impl Pipeline {
         let mut out = ChainOutput::default();
         self.chain.tick(end_of_input, &mut out);
         if let Some(state) = &mut self.state {
-            if !out.has_no_records() {
+            if !out.has_no_records() || self.chain.moved_by_others() {
                 state.ticked();
             }
             state.snapshot_due(&mut self.chain);

@@ -19,6 +19,8 @@ pub struct SharedStage {
     on_failure: OnFailure,
     role: Option<Role>,
     keeps_state: bool,
+    /// The shared `emissions` this worker has accounted for.
+    seen_emissions: u64,
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -28,6 +30,8 @@ struct Shared {
     marks: Vec<Mark>,
     /// The watermark the stage was last ticked with.
     ticked: Option<i64>,
+    /// Ticks that emitted records: each closed windows of every worker's partitions.
+    emissions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,7 @@ impl SharedStage {
             // records.
             marks: vec![Mark::Held; workers],
             ticked: None,
+            emissions: 0,
         }));
         (0..workers)
             .map(|worker| SharedStage {
@@ -74,16 +79,17 @@ impl SharedStage {
                 on_failure,
                 role,
                 keeps_state,
+                seen_emissions: 0,
                 shared: shared.clone(),
             })
             .collect()
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        // A worker that panicked holding it left no call half done that matters more than
-        // the host going on: the stage's own state is whole between calls.
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A worker that panicked holding it left no call half done that matters more than the
+    // host going on: the stage's own state is whole between calls.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Stage for SharedStage {
@@ -97,10 +103,10 @@ impl Stage for SharedStage {
         self.role
     }
     fn process(&mut self, batch: &Batch) -> Result<Batch, StageError> {
-        self.lock().stage.process(batch)
+        lock(&self.shared).stage.process(batch)
     }
     fn tick(&mut self, watermark: i64) -> Result<Batch, StageError> {
-        let mut shared = self.lock();
+        let mut shared = lock(&self.shared);
         shared.marks[self.worker] = Mark::At(watermark);
         let Some(least) = shared.watermark() else {
             return Ok(Batch::Records(Vec::new()));
@@ -109,16 +115,28 @@ impl Stage for SharedStage {
             return Ok(Batch::Records(Vec::new()));
         }
         shared.ticked = Some(least);
-        shared.stage.tick(least)
+        let emitted = shared.stage.tick(least)?;
+        if !emitted.is_empty() {
+            shared.emissions += 1;
+            // This worker delivers them and sees its own partitions' state move.
+            self.seen_emissions = shared.emissions;
+        }
+        Ok(emitted)
+    }
+    fn moved_by_others(&mut self) -> bool {
+        let emissions = lock(&self.shared).emissions;
+        let moved = emissions != self.seen_emissions;
+        self.seen_emissions = emissions;
+        moved
     }
     fn no_watermark(&mut self, held: bool) {
-        self.lock().marks[self.worker] = if held { Mark::Held } else { Mark::Unseen };
+        lock(&self.shared).marks[self.worker] = if held { Mark::Held } else { Mark::Unseen };
     }
     fn keeps_state(&self) -> bool {
         self.keeps_state
     }
     fn snapshot(&mut self, topic: &str, partition: i32) -> Result<Option<Vec<u8>>, StageError> {
-        self.lock().stage.snapshot(topic, partition)
+        lock(&self.shared).stage.snapshot(topic, partition)
     }
     fn restore(
         &mut self,
@@ -127,10 +145,10 @@ impl Stage for SharedStage {
         resume_at: i64,
         state: &[u8],
     ) -> Result<(), StageError> {
-        (self.lock().stage).restore(topic, partition, resume_at, state)
+        (lock(&self.shared).stage).restore(topic, partition, resume_at, state)
     }
     fn release(&mut self, topic: &str, partition: i32) -> Result<(), StageError> {
-        self.lock().stage.release(topic, partition)
+        lock(&self.shared).stage.release(topic, partition)
     }
     fn is_shared(&self) -> bool {
         true
@@ -139,6 +157,9 @@ impl Stage for SharedStage {
         &mut self,
         replacement: Box<dyn Stage>,
     ) -> Result<Box<dyn Stage>, Box<dyn Stage>> {
-        Ok(std::mem::replace(&mut self.lock().stage, replacement))
+        Ok(std::mem::replace(
+            &mut lock(&self.shared).stage,
+            replacement,
+        ))
     }
 }

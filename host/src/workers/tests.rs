@@ -142,8 +142,28 @@ impl Stage for Ticks {
     }
     fn tick(&mut self, watermark: i64) -> Result<Batch, StageError> {
         self.0.lock().unwrap().push(watermark);
-        Ok(Batch::Records(Vec::new()))
+        // From 1,000 on, a window closes at every tick.
+        let closed = (watermark >= 1_000).then(|| crate::Record::new(Origin::default()));
+        Ok(Batch::Records(closed.into_iter().collect()))
     }
+}
+
+#[test]
+fn a_window_another_worker_closed_moves_this_workers_state_too() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = SharedStage::handles(Box::new(Ticks(seen.clone())), 2);
+    let mut second = handles.pop().unwrap();
+    let mut first = handles.pop().unwrap();
+    second.tick(2_000).unwrap();
+    assert!(!first.tick(1_500).unwrap().is_empty());
+    // The first delivered what closed: it knows. The second learns it once.
+    assert!(!first.moved_by_others());
+    assert!(second.moved_by_others());
+    assert!(!second.moved_by_others());
+    // A worker at a barrier holds event time: nobody closes windows meanwhile.
+    first.no_watermark(true);
+    assert!(second.tick(3_000).unwrap().is_empty());
+    assert_eq!(*seen.lock().unwrap(), vec![1_500]);
 }
 
 #[test]
