@@ -202,7 +202,8 @@ impl Pipeline {
         if let Some(previous) = self.last_batch.take() {
             previous.ack();
         }
-        self.chain.had_input(&partitions_of(&messages));
+        let partitions = partitions_of(&messages);
+        self.chain.had_input(&partitions);
         let observed = time::now_ns();
         let stats = &self.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +254,8 @@ impl Pipeline {
         let mut out = ChainOutput::default();
         self.chain.process(Batch::Packed(records), &mut out);
         if let Some(state) = &mut self.state {
-            state.processed(ack.offsets());
+            // The handle covers the whole source batch; a worker holds only its partitions.
+            state.processed(ack.offsets(), &partitions);
         }
         self.deliver(out, dead, &messages, &ack);
         if let Some(progress) = progress {

@@ -33,9 +33,12 @@ impl Snapshotter {
         }
     }
 
-    /// The chain processed a batch covering `offsets`.
-    pub fn processed(&mut self, offsets: &BatchOffsets) {
+    /// The chain processed the records of `partitions` in a batch covering `offsets`.
+    pub fn processed(&mut self, offsets: &BatchOffsets, partitions: &[(String, i32)]) {
         for (key, highest) in &offsets.highest {
+            if !partitions.contains(key) {
+                continue;
+            }
             let next = self.next_offsets.entry(key.clone()).or_insert(highest + 1);
             *next = (*next).max(highest + 1);
             if !self.changed.contains(key) {
