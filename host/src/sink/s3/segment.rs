@@ -323,3 +323,139 @@ mod tests {
         ack.ack();
     }
 }
+
+/// What the segment costs per record: `cargo test -p sluice --lib segment_cost -- --ignored
+/// --nocapture` pushes 100k cleaned-like records (batches of 1,000, three source
+/// partitions) through segments and writes each object, printing the time per record and
+/// the bytes the open segments hold per record once the batches are dropped.
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod cost {
+    use super::*;
+    use crate::Origin;
+    use crate::ack::{AckIssuer, BatchOffsets};
+    use crate::lake::Table;
+    use sha2::{Digest, Sha256};
+
+    /// Bytes allocated, small blocks and large (mapped) ones.
+    fn heap_in_use() -> usize {
+        // SAFETY: reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        info.uordblks + info.hblkhd
+    }
+
+    fn record(partition: i32, offset: i64, i: usize) -> Record {
+        let mut r = Record::new(Origin {
+            topic: "raw-logs".into(),
+            partition,
+            offset,
+        });
+        r.timestamp = 1_764_064_800_000_000_000 + i as i64 * 1_000_000;
+        r.observed_timestamp = r.timestamp + 5_000_000;
+        let error = i.is_multiple_of(17);
+        r.severity_number = if error { 17 } else { 9 };
+        r.severity_text = if error { "error" } else { "info" }.into();
+        r.body = format!(
+            "GET /api/v1/orders/{} completed in {} ms for user u{}",
+            i % 9973,
+            i % 250,
+            i % 4099
+        );
+        let services = ["checkout", "payments", "search", "auth", "inventory"];
+        r.set("service.name", services[i % services.len()]);
+        r.set(
+            "host.name",
+            format!("ip-10-0-{}-{}", i % 7, i % 200).as_str(),
+        );
+        r.set(
+            "trace.id",
+            format!("{:032x}", i as u128 * 0x9e37_79b9_7f4a_7c15).as_str(),
+        );
+        r.set(
+            "span.id",
+            format!("{:016x}", i as u64 * 0x2545_f491).as_str(),
+        );
+        r.set("http.request.method", "GET");
+        r.set(
+            "http.response.status_code",
+            if error { 502i64 } else { 200 },
+        );
+        r.set("url.path", format!("/api/v1/orders/{}", i % 9973).as_str());
+        r.set("event.duration", (i % 250) as i64 * 1_000_000);
+        r.set("event.dataset", "app");
+        r.set("event.id", format!("e-{i:012}").as_str());
+        r.set("user.id", format!("u{}", i % 4099).as_str());
+        r.set("log.level", if error { "error" } else { "info" });
+        r
+    }
+
+    #[test]
+    #[ignore = "a measurement, not a check: run it by name with --nocapture"]
+    fn segment_cost() {
+        const RECORDS: usize = 100_000;
+        const BATCH: usize = 1_000;
+        let limits = Limits {
+            max_records: RECORDS,
+            max_bytes: usize::MAX,
+            max_span_ns: i64::MAX,
+        };
+        let (mut issuer, _rx) = AckIssuer::new();
+        let base = heap_in_use();
+        let batches: Vec<Arc<Events>> = (0..RECORDS / BATCH)
+            .map(|b| {
+                let records: Vec<Record> = (0..BATCH)
+                    .map(|j| {
+                        let i = b * BATCH + j;
+                        record((i % 3) as i32, (i / 3) as i64, i)
+                    })
+                    .collect();
+                Arc::new(Events::Logs(records.into()))
+            })
+            .collect();
+        let generated = heap_in_use().saturating_sub(base);
+        let mut segments: Vec<Segment> = (0..3).map(|p| Segment::new("raw-logs", p)).collect();
+        let start = Instant::now();
+        for events in batches {
+            let ack = issuer.issue(BatchOffsets::default());
+            for index in 0..events.len() {
+                let item = Item {
+                    events: events.clone(),
+                    index,
+                };
+                let (offset, time, size) = item.facts().unwrap();
+                let p = item.record().unwrap().origin().partition as usize;
+                assert!(!segments[p].must_cut_before(offset, time, size, &limits));
+                segments[p].push(item, offset, time, size, &ack);
+            }
+            ack.ack();
+        }
+        let appended = start.elapsed();
+        let held = heap_in_use().saturating_sub(base);
+        let reported: usize = segments.iter().map(|s| s.bytes).sum();
+        let start = Instant::now();
+        let mut digest = Sha256::new();
+        let mut written = 0;
+        for segment in &segments {
+            for (_, items) in segment.objects.values() {
+                let records: Vec<&Record> = items.iter().filter_map(Item::record).collect();
+                let body = columns::to_parquet(Table::Cleaned, &records).unwrap();
+                written += body.len();
+                digest.update(&body);
+            }
+        }
+        let encoded = start.elapsed();
+        let ns = |d: std::time::Duration| d.as_nanos() as f64 / RECORDS as f64;
+        println!(
+            "segment_cost: append {:.0} ns/record, encode {:.0} ns/record, total {:.0} ns/record; \
+             records {} B each; held {} B/record once the batches are dropped \
+             ({} B/record reported in flight); {} B of Parquet, sha256 {:x}",
+            ns(appended),
+            ns(encoded),
+            ns(appended + encoded),
+            generated / RECORDS,
+            held / RECORDS,
+            reported / RECORDS,
+            written,
+            digest.finalize()
+        );
+    }
+}
