@@ -166,6 +166,9 @@ impl Writer {
     async fn accept(&mut self, batch: SinkBatch) {
         let SinkBatch { events, ack, .. } = batch;
         let mut complete = Vec::new();
+        // The source partition of the record before: a batch's records come in runs of one
+        // partition, so its name is copied once per run, not per record.
+        let mut key: (String, i32) = (String::new(), -1);
         for index in 0..events.len() {
             let item = Item {
                 events: &events,
@@ -179,7 +182,9 @@ impl Writer {
                 (None, Some(m)) => &m.origin,
                 (None, None) => continue,
             };
-            let key = (origin.topic.clone(), origin.partition);
+            if origin.partition != key.1 || origin.topic != key.0 {
+                key = (origin.topic.clone(), origin.partition);
+            }
             if self.markers {
                 // The marker never moves back: at or below the last one read, the lake has it.
                 if offset <= self.written.get(&key).copied().unwrap_or(-1) {
@@ -195,10 +200,13 @@ impl Writer {
                 }
             }
             let table = self.table;
-            let segment = self
-                .open
-                .entry(key.clone())
-                .or_insert_with(|| Segment::new(&key.0, key.1, table));
+            let segment = match self.open.get_mut(&key) {
+                Some(segment) => segment,
+                None => self
+                    .open
+                    .entry(key.clone())
+                    .or_insert_with(|| Segment::new(&key.0, key.1, table)),
+            };
             if segment.must_cut_before(offset, time, size, &self.limits) {
                 complete.push(std::mem::replace(
                     segment,
