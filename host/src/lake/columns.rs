@@ -231,11 +231,6 @@ fn as_text<'a>(value: &'a Value, scratch: &'a mut Vec<u8>) -> Option<&'a str> {
     }
 }
 
-/// The attribute a column is filled from, when it is one.
-fn attr(from: From, r: &Record) -> Option<&Value> {
-    from.attribute().and_then(|k| r.get(k))
-}
-
 /// One column being filled.
 enum Builder {
     Timestamp(TimestampMicrosecondBuilder),
@@ -295,12 +290,17 @@ impl Builder {
 pub struct ColumnsBuilder {
     table: Table,
     columns: Vec<(From, Builder)>,
-    /// Attributes that have columns of their own (left out of the attributes map).
-    used: Vec<&'static str>,
+    /// Attributes that have columns of their own, with the column's index (left out of
+    /// the attributes map).
+    used: Vec<(&'static str, usize)>,
     /// For values written as JSON text, reused so a record costs no allocation for them.
     scratch: Vec<u8>,
     rows: usize,
 }
+
+/// More columns than any table has: a record's column values fit on the stack.
+const MAX_COLUMNS: usize = 24;
+const _: () = assert!(CLEANED.len() <= MAX_COLUMNS && METRICS.len() <= MAX_COLUMNS);
 
 impl ColumnsBuilder {
     pub fn new(table: Table) -> ColumnsBuilder {
@@ -310,9 +310,8 @@ impl ColumnsBuilder {
                 .iter()
                 .map(|(_, from)| (*from, Builder::new(from.kind())))
                 .collect(),
-            used: columns(table)
-                .iter()
-                .filter_map(|(_, from)| from.attribute())
+            used: (columns(table).iter().enumerate())
+                .filter_map(|(i, (_, from))| Some((from.attribute()?, i)))
                 .collect(),
             scratch: Vec::new(),
             rows: 0,
@@ -325,11 +324,12 @@ impl ColumnsBuilder {
 
     /// Add `r` as the next row.
     pub fn append(&mut self, r: &Record) {
+        let values = self.sort_attributes(r);
         let scratch = &mut self.scratch;
-        for (from, builder) in &mut self.columns {
-            let from = *from;
+        for (column, (from, builder)) in self.columns.iter_mut().enumerate() {
+            let (from, value) = (*from, values[column]);
             match builder {
-                Builder::Timestamp(b) => b.append_option(timestamp_value(from, r)),
+                Builder::Timestamp(b) => b.append_option(timestamp_value(from, r, value)),
                 Builder::Text(b) => match from {
                     From::Level => {
                         let level = codec::level_text(r);
@@ -337,26 +337,52 @@ impl ColumnsBuilder {
                     }
                     From::Body => b.append_option((!r.body.is_empty()).then_some(&r.body)),
                     From::SourceTopic => b.append_value(&r.origin().topic),
-                    _ => b.append_option(attr(from, r).and_then(|v| as_text(v, scratch))),
+                    _ => b.append_option(value.and_then(|v| as_text(v, scratch))),
                 },
                 Builder::Int32(b) => match from {
                     From::SeverityNumber => b.append_value(i32::from(r.severity_number)),
                     From::SourcePartition => b.append_value(r.origin().partition),
-                    _ => b.append_option(
-                        attr(from, r)
-                            .and_then(as_i64)
-                            .and_then(|v| i32::try_from(v).ok()),
-                    ),
+                    _ => {
+                        b.append_option(value.and_then(as_i64).and_then(|v| i32::try_from(v).ok()))
+                    }
                 },
                 Builder::Int64(b) => match from {
                     From::SourceOffset => b.append_value(r.origin().offset),
-                    _ => b.append_option(attr(from, r).and_then(as_i64)),
+                    _ => b.append_option(value.and_then(as_i64)),
                 },
-                Builder::Float(b) => b.append_option(attr(from, r).and_then(as_f64)),
-                Builder::Map(b) => append_attributes(b, r, &self.used, scratch),
+                Builder::Float(b) => b.append_option(value.and_then(as_f64)),
+                // Its entries went in while the attributes were sorted.
+                // Keys and values always grow together, so appending cannot fail.
+                Builder::Map(b) => {
+                    let _ = b.append(true);
+                }
             }
         }
         self.rows += 1;
+    }
+
+    /// One pass over `r`'s attributes: each value of a column's attribute (the first of
+    /// its key, as [`Record::get`] finds it) by column, and every other attribute into the
+    /// map's entries for this row.
+    fn sort_attributes<'r>(&mut self, r: &'r Record) -> [Option<&'r Value>; MAX_COLUMNS] {
+        let mut values = [None; MAX_COLUMNS];
+        let mut map = self.columns.iter_mut().find_map(|(_, b)| match b {
+            Builder::Map(b) => Some(b),
+            _ => None,
+        });
+        for a in &r.attributes {
+            let key = a.key.as_str();
+            if let Some(&(_, column)) = self.used.iter().find(|(k, _)| *k == key) {
+                values[column].get_or_insert(&a.value);
+            } else if let Some(map) = map.as_mut()
+                && !ALSO_COLUMNS.contains(&key)
+            {
+                let (keys, map_values) = map.entries();
+                keys.append_value(key);
+                map_values.append_option(as_text(&a.value, &mut self.scratch));
+            }
+        }
+        values
     }
 
     /// Bytes the builders have allocated.
@@ -378,36 +404,18 @@ impl ColumnsBuilder {
     }
 }
 
-/// The value of a timestamp column: the event time is never null (0 when unknown).
-fn timestamp_value(from: From, r: &Record) -> Option<i64> {
+/// The value of a timestamp column (`value`: its attribute's, if it has one): the event
+/// time is never null (0 when unknown).
+fn timestamp_value(from: From, r: &Record, value: Option<&Value>) -> Option<i64> {
     let ns = match from {
         From::Timestamp => Some(event_time(r)),
         From::ObservedTimestamp => Some(r.observed_timestamp),
-        _ => attr(from, r).and_then(as_i64),
+        _ => value.and_then(as_i64),
     };
     ns.filter(|&n| n > 0).map(micros).or(match from {
         From::Timestamp => Some(0),
         _ => None,
     })
-}
-
-/// One row of the attributes map: every attribute without a column of its own.
-fn append_attributes(
-    b: &mut MapBuilder<StringBuilder, StringBuilder>,
-    r: &Record,
-    used: &[&str],
-    scratch: &mut Vec<u8>,
-) {
-    for a in &r.attributes {
-        if used.contains(&a.key.as_str()) || ALSO_COLUMNS.contains(&a.key.as_str()) {
-            continue;
-        }
-        let (keys, values) = b.entries();
-        keys.append_value(&a.key);
-        values.append_option(as_text(&a.value, scratch));
-    }
-    // Keys and values always grow together, so appending cannot fail.
-    let _ = b.append(true);
 }
 
 /// Records as an Arrow batch with the table's schema.
@@ -479,6 +487,39 @@ mod tests {
         r.set("log.level", "error");
         r.set("retry", 2i64);
         r
+    }
+
+    #[test]
+    fn a_column_takes_the_first_of_a_repeated_attribute_and_the_map_keeps_every_other() {
+        let mut r = record(5);
+        for (key, value) in [("service.name", "second"), ("labels.region", "us-east-1")] {
+            r.attributes.push(crate::Attribute {
+                key: key.into(),
+                value: value.into(),
+            });
+        }
+        let batch = to_batch(Table::Cleaned, &[&r]).unwrap();
+        let service = batch
+            .column_by_name("service_name")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        assert_eq!(service.value(0), "checkout");
+        let map = batch
+            .column_by_name("attributes")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::MapArray>()
+            .unwrap();
+        let entries = map.value(0);
+        let text = |i: usize| {
+            let column = entries.column(i).as_any();
+            let strings = column.downcast_ref::<arrow_array::StringArray>().unwrap();
+            strings.iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(text(0), ["labels.region", "retry", "labels.region"]);
+        assert_eq!(text(1), ["eu-west-1", "2", "us-east-1"]);
     }
 
     #[test]
