@@ -182,6 +182,8 @@ pub enum EncodeError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("cannot write Parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    #[error("the object's columns are already finished; no record can be added")]
+    Finished,
 }
 
 /// The records' time in the lake: event time, else when the host saw them.
@@ -215,143 +217,230 @@ fn as_f64(value: &Value) -> Option<f64> {
     }
 }
 
-fn as_text(value: &Value) -> Option<String> {
+/// `value` as the text of a string column: text as it is, anything else as JSON written
+/// into `scratch`; `None` for null.
+fn as_text<'a>(value: &'a Value, scratch: &'a mut Vec<u8>) -> Option<&'a str> {
     match value {
         Value::Null => None,
-        Value::Str(s) => Some(s.clone()),
+        Value::Str(s) => Some(s),
         other => {
-            let mut out = Vec::new();
-            codec::write_value(&mut out, other);
-            String::from_utf8(out).ok()
+            scratch.clear();
+            codec::write_value(scratch, other);
+            std::str::from_utf8(scratch).ok()
         }
     }
 }
 
-/// One column of `records`, filled from `from`; `used` are the attributes that have
-/// columns of their own (left out of the attributes map).
-fn build_column(from: From, records: &[&Record], used: &[&str]) -> ArrayRef {
-    match from.kind() {
-        Kind::Timestamp => timestamp_column(from, records),
-        Kind::Text => text_column(from, records),
-        Kind::Int32 => int32_column(from, records),
-        Kind::Int64 => int64_column(from, records),
-        Kind::Float => float_column(from, records),
-        Kind::Map => attributes_column(records, used),
+/// One column being filled.
+enum Builder {
+    Timestamp(TimestampMicrosecondBuilder),
+    Text(StringBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float(Float64Builder),
+    // Boxed: a map builder is three times the size of the others.
+    Map(Box<MapBuilder<StringBuilder, StringBuilder>>),
+}
+
+impl Builder {
+    fn new(kind: Kind) -> Builder {
+        match kind {
+            Kind::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::new()),
+            Kind::Text => Builder::Text(StringBuilder::new()),
+            Kind::Int32 => Builder::Int32(Int32Builder::new()),
+            Kind::Int64 => Builder::Int64(Int64Builder::new()),
+            Kind::Float => Builder::Float(Float64Builder::new()),
+            Kind::Map => Builder::Map(Box::new(attributes_builder())),
+        }
+    }
+
+    /// Bytes the builder has allocated (capacity, not length: what it holds in memory).
+    fn allocated_bytes(&mut self) -> usize {
+        fn text(b: &StringBuilder) -> usize {
+            b.values_capacity() + 4 * b.offsets_capacity() + b.validity_capacity()
+        }
+        match self {
+            Builder::Timestamp(b) => 8 * b.capacity() + b.validity_capacity(),
+            Builder::Text(b) => text(b),
+            Builder::Int32(b) => 4 * b.capacity() + b.validity_capacity(),
+            Builder::Int64(b) => 8 * b.capacity() + b.validity_capacity(),
+            Builder::Float(b) => 8 * b.capacity() + b.validity_capacity(),
+            // The map's own offsets (one i32 per row) are not exposed; its entries are.
+            Builder::Map(b) => {
+                let (keys, values) = b.entries();
+                text(keys) + text(values) + 4 * keys.offsets_slice().len().max(1)
+            }
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Float(b) => Arc::new(b.finish()),
+            Builder::Map(b) => Arc::new(b.finish()),
+        }
     }
 }
 
-/// The attribute a column is filled from, when it is one.
-fn attr(from: From, r: &Record) -> Option<&Value> {
-    from.attribute().and_then(|k| r.get(k))
+/// The columns of one Parquet object, filled a record at a time as records arrive: a
+/// buffered object holds its values in Arrow's compact form, not as records.
+pub struct ColumnsBuilder {
+    table: Table,
+    columns: Vec<(From, Builder)>,
+    /// Attributes that have columns of their own, with the column's index (left out of
+    /// the attributes map).
+    used: Vec<(&'static str, usize)>,
+    /// For values written as JSON text, reused so a record costs no allocation for them.
+    scratch: Vec<u8>,
+    rows: usize,
 }
 
-fn timestamp_column(from: From, records: &[&Record]) -> ArrayRef {
-    let mut b = TimestampMicrosecondBuilder::with_capacity(records.len());
-    for r in records {
-        let ns = match from {
-            From::Timestamp => Some(event_time(r)),
-            From::ObservedTimestamp => Some(r.observed_timestamp),
-            _ => attr(from, r).and_then(as_i64),
-        };
-        b.append_option(ns.filter(|&n| n > 0).map(micros).or(match from {
-            From::Timestamp => Some(0),
+/// More columns than any table has: a record's column values fit on the stack.
+const MAX_COLUMNS: usize = 24;
+const _: () = assert!(CLEANED.len() <= MAX_COLUMNS && METRICS.len() <= MAX_COLUMNS);
+
+impl ColumnsBuilder {
+    pub fn new(table: Table) -> ColumnsBuilder {
+        ColumnsBuilder {
+            table,
+            columns: columns(table)
+                .iter()
+                .map(|(_, from)| (*from, Builder::new(from.kind())))
+                .collect(),
+            used: (columns(table).iter().enumerate())
+                .filter_map(|(i, (_, from))| Some((from.attribute()?, i)))
+                .collect(),
+            scratch: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Add `r` as the next row.
+    pub fn append(&mut self, r: &Record) {
+        let values = self.sort_attributes(r);
+        let scratch = &mut self.scratch;
+        for (column, (from, builder)) in self.columns.iter_mut().enumerate() {
+            let (from, value) = (*from, values[column]);
+            match builder {
+                Builder::Timestamp(b) => b.append_option(timestamp_value(from, r, value)),
+                Builder::Text(b) => match from {
+                    From::Level => {
+                        let level = codec::level_text(r);
+                        b.append_option((!level.is_empty()).then_some(level));
+                    }
+                    From::Body => b.append_option((!r.body.is_empty()).then_some(&r.body)),
+                    From::SourceTopic => b.append_value(&r.origin().topic),
+                    _ => b.append_option(value.and_then(|v| as_text(v, scratch))),
+                },
+                Builder::Int32(b) => match from {
+                    From::SeverityNumber => b.append_value(i32::from(r.severity_number)),
+                    From::SourcePartition => b.append_value(r.origin().partition),
+                    _ => {
+                        b.append_option(value.and_then(as_i64).and_then(|v| i32::try_from(v).ok()))
+                    }
+                },
+                Builder::Int64(b) => match from {
+                    From::SourceOffset => b.append_value(r.origin().offset),
+                    _ => b.append_option(value.and_then(as_i64)),
+                },
+                Builder::Float(b) => b.append_option(value.and_then(as_f64)),
+                // Its entries went in while the attributes were sorted.
+                // Keys and values always grow together, so appending cannot fail.
+                Builder::Map(b) => {
+                    let _ = b.append(true);
+                }
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// One pass over `r`'s attributes: each value of a column's attribute (the first of
+    /// its key, as [`Record::get`] finds it) by column, and every other attribute into the
+    /// map's entries for this row.
+    fn sort_attributes<'r>(&mut self, r: &'r Record) -> [Option<&'r Value>; MAX_COLUMNS] {
+        let mut values = [None; MAX_COLUMNS];
+        let mut map = self.columns.iter_mut().find_map(|(_, b)| match b {
+            Builder::Map(b) => Some(b),
             _ => None,
-        }));
-    }
-    Arc::new(b.finish().with_timezone("UTC"))
-}
-
-fn text_column(from: From, records: &[&Record]) -> ArrayRef {
-    let mut b = StringBuilder::new();
-    for r in records {
-        match from {
-            From::Level => {
-                let level = codec::level_text(r);
-                b.append_option((!level.is_empty()).then_some(level));
-            }
-            From::Body => b.append_option((!r.body.is_empty()).then_some(&r.body)),
-            From::SourceTopic => b.append_value(&r.origin().topic),
-            _ => b.append_option(attr(from, r).and_then(as_text)),
-        }
-    }
-    Arc::new(b.finish())
-}
-
-fn int32_column(from: From, records: &[&Record]) -> ArrayRef {
-    let mut b = Int32Builder::with_capacity(records.len());
-    for r in records {
-        match from {
-            From::SeverityNumber => b.append_value(i32::from(r.severity_number)),
-            From::SourcePartition => b.append_value(r.origin().partition),
-            _ => b.append_option(
-                attr(from, r)
-                    .and_then(as_i64)
-                    .and_then(|v| i32::try_from(v).ok()),
-            ),
-        }
-    }
-    Arc::new(b.finish())
-}
-
-fn int64_column(from: From, records: &[&Record]) -> ArrayRef {
-    let mut b = Int64Builder::with_capacity(records.len());
-    for r in records {
-        match from {
-            From::SourceOffset => b.append_value(r.origin().offset),
-            _ => b.append_option(attr(from, r).and_then(as_i64)),
-        }
-    }
-    Arc::new(b.finish())
-}
-
-fn float_column(from: From, records: &[&Record]) -> ArrayRef {
-    let mut b = Float64Builder::with_capacity(records.len());
-    for r in records {
-        b.append_option(attr(from, r).and_then(as_f64));
-    }
-    Arc::new(b.finish())
-}
-
-fn attributes_column(records: &[&Record], used: &[&str]) -> ArrayRef {
-    let mut b = attributes_builder();
-    for r in records {
+        });
         for a in &r.attributes {
-            if used.contains(&a.key.as_str()) || ALSO_COLUMNS.contains(&a.key.as_str()) {
-                continue;
+            let key = a.key.as_str();
+            if let Some(&(_, column)) = self.used.iter().find(|(k, _)| *k == key) {
+                values[column].get_or_insert(&a.value);
+            } else if let Some(map) = map.as_mut()
+                && !ALSO_COLUMNS.contains(&key)
+            {
+                let (keys, map_values) = map.entries();
+                keys.append_value(key);
+                map_values.append_option(as_text(&a.value, &mut self.scratch));
             }
-            let (keys, values) = b.entries();
-            keys.append_value(&a.key);
-            values.append_option(as_text(&a.value));
         }
-        // Keys and values always grow together, so appending cannot fail.
-        let _ = b.append(true);
+        values
     }
-    Arc::new(b.finish())
+
+    /// Bytes the builders have allocated.
+    pub fn allocated_bytes(&mut self) -> usize {
+        self.scratch.capacity()
+            + self
+                .columns
+                .iter_mut()
+                .map(|(_, b)| b.allocated_bytes())
+                .sum::<usize>()
+    }
+
+    /// The rows so far as an Arrow batch with the table's schema; the builder starts empty
+    /// again.
+    pub fn finish(&mut self) -> Result<RecordBatch, EncodeError> {
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|(_, b)| b.finish()).collect();
+        self.rows = 0;
+        Ok(RecordBatch::try_new(schema(self.table), arrays)?)
+    }
+}
+
+/// The value of a timestamp column (`value`: its attribute's, if it has one): the event
+/// time is never null (0 when unknown).
+fn timestamp_value(from: From, r: &Record, value: Option<&Value>) -> Option<i64> {
+    let ns = match from {
+        From::Timestamp => Some(event_time(r)),
+        From::ObservedTimestamp => Some(r.observed_timestamp),
+        _ => value.and_then(as_i64),
+    };
+    ns.filter(|&n| n > 0).map(micros).or(match from {
+        From::Timestamp => Some(0),
+        _ => None,
+    })
 }
 
 /// Records as an Arrow batch with the table's schema.
 pub fn to_batch(table: Table, records: &[&Record]) -> Result<RecordBatch, EncodeError> {
-    let used: Vec<&str> = columns(table)
-        .iter()
-        .filter_map(|(_, from)| from.attribute())
-        .collect();
-    let arrays: Vec<ArrayRef> = columns(table)
-        .iter()
-        .map(|(_, from)| build_column(*from, records, &used))
-        .collect();
-    Ok(RecordBatch::try_new(schema(table), arrays)?)
+    let mut builder = ColumnsBuilder::new(table);
+    for r in records {
+        builder.append(r);
+    }
+    builder.finish()
 }
 
 /// Records as one zstd Parquet file.
 pub fn to_parquet(table: Table, records: &[&Record]) -> Result<Vec<u8>, EncodeError> {
-    let batch = to_batch(table, records)?;
+    write_parquet(&to_batch(table, records)?)
+}
+
+/// A batch as one zstd Parquet file.
+pub fn write_parquet(batch: &RecordBatch) -> Result<Vec<u8>, EncodeError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_created_by("sluice".into())
         .build();
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
-    writer.write(&batch)?;
+    writer.write(batch)?;
     writer.close()?;
     Ok(out)
 }
@@ -398,6 +487,39 @@ mod tests {
         r.set("log.level", "error");
         r.set("retry", 2i64);
         r
+    }
+
+    #[test]
+    fn a_column_takes_the_first_of_a_repeated_attribute_and_the_map_keeps_every_other() {
+        let mut r = record(5);
+        for (key, value) in [("service.name", "second"), ("labels.region", "us-east-1")] {
+            r.attributes.push(crate::Attribute {
+                key: key.into(),
+                value: value.into(),
+            });
+        }
+        let batch = to_batch(Table::Cleaned, &[&r]).unwrap();
+        let service = batch
+            .column_by_name("service_name")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap();
+        assert_eq!(service.value(0), "checkout");
+        let map = batch
+            .column_by_name("attributes")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::MapArray>()
+            .unwrap();
+        let entries = map.value(0);
+        let text = |i: usize| {
+            let column = entries.column(i).as_any();
+            let strings = column.downcast_ref::<arrow_array::StringArray>().unwrap();
+            strings.iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(text(0), ["labels.region", "retry", "labels.region"]);
+        assert_eq!(text(1), ["eu-west-1", "2", "us-east-1"]);
     }
 
     #[test]

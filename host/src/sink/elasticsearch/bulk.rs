@@ -4,7 +4,6 @@
 use super::auth::{Auth, AuthError};
 use super::document::BulkItem;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -75,17 +74,19 @@ impl Transport {
     }
 
     /// Send one request to the next endpoint. `path` starts with `/` and may carry a query.
+    /// The body is sent as it is unless compressed, not copied.
     pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&[u8]>,
+        body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<HttpResponse, TransportError> {
         let base = &self.urls[self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()];
         let url = format!("{base}{path}");
         let mut headers: Vec<(&str, String)> = Vec::new();
         let mut payload = Vec::new();
+        let has_body = body.is_some();
         if let Some(body) = body {
             headers.push(("content-type", content_type.to_owned()));
             if self.gzip {
@@ -94,11 +95,11 @@ impl Transport {
                     flate2::Compression::fast(),
                 );
                 // Writing to a Vec cannot fail.
-                let _ = gz.write_all(body);
+                let _ = gz.write_all(&body);
                 payload = gz.finish().unwrap_or_default();
                 headers.push(("content-encoding", "gzip".into()));
             } else {
-                payload = body.to_vec();
+                payload = body;
             }
         }
         let auth_headers = self
@@ -116,7 +117,7 @@ impl Transport {
             value.set_sensitive(true);
             request = request.header(name.as_str(), value);
         }
-        if body.is_some() {
+        if has_body {
             request = request.body(payload);
         }
         let unreachable = |e: reqwest::Error| TransportError::Unreachable {
@@ -209,7 +210,37 @@ const TRANSIENT_TYPES: &[&str] = &[
 #[derive(Deserialize)]
 struct BulkResponse {
     errors: Option<bool>,
-    items: Option<Vec<HashMap<String, BulkItemResult>>>,
+    items: Option<Vec<BulkItemEntry>>,
+}
+
+/// One item of a `_bulk` answer, `{"<action>":{…}}`, read without keeping the action's
+/// name (a map per item was an allocation or three per document).
+struct BulkItemEntry(Option<BulkItemResult>);
+
+impl<'de> Deserialize<'de> for BulkItemEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = BulkItemEntry;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a _bulk item: an object with one action")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<BulkItemEntry, A::Error> {
+                let mut first = None;
+                while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    let result: BulkItemResult = map.next_value()?;
+                    first.get_or_insert(result);
+                }
+                Ok(BulkItemEntry(first))
+            }
+        }
+        deserializer.deserialize_map(Entry)
+    }
 }
 
 #[derive(Deserialize)]
@@ -245,7 +276,7 @@ pub fn parse_response(body: &[u8], count: usize) -> Result<Vec<ItemOutcome>, Str
     // Every item is read even when `errors` is false: the items, not the flag, settle them.
     Ok(items
         .into_iter()
-        .map(|item| match item.into_values().next() {
+        .map(|item| match item.0 {
             Some(result) => item_outcome(result.status, &result.error),
             None => ItemOutcome::Retry("empty item in _bulk response".into()),
         })
@@ -326,6 +357,16 @@ mod tests {
             reason,
             "document_parsing_exception: failed to parse field [http.response.status_code] of type [long] (caused by illegal_argument_exception: For input string: \"teapot\")"
         );
+    }
+
+    #[test]
+    fn an_item_is_read_by_its_one_action_whatever_its_name() {
+        let body = br#"{"errors":false,"items":[{"index":{"status":200}},{},{"create":{"status":404,"error":{"type":"index_not_found_exception"}}}]}"#;
+        let out = parse_response(body, 3).unwrap();
+        assert_eq!(out[0], ItemOutcome::Indexed);
+        assert!(matches!(&out[1], ItemOutcome::Retry(e) if e.contains("empty item")));
+        assert!(matches!(&out[2], ItemOutcome::Retry(e) if e.contains("404")));
+        assert!(parse_response(br#"{"errors":false,"items":[{"create":7}]}"#, 1).is_err());
     }
 
     #[test]

@@ -256,6 +256,7 @@ impl Encoder<'_> {
         let dataset = self.naming.dataset(self.route);
         let keep_attributes = matches!(self.route, RouteName::Metrics | RouteName::Alerts);
         let mut per_origin: HashMap<(&str, i32, i64), u32> = HashMap::new();
+        let mut indices = Indices::new(self.naming, self.route);
         let mut doc = Vec::with_capacity(512);
         records
             .iter()
@@ -269,7 +270,7 @@ impl Encoder<'_> {
                 let id = self.record_id(r, position);
                 doc.clear();
                 encode_log(r, &dataset, keep_attributes, &mut doc);
-                BulkItem::new(&self.naming.index(self.route, event_time(r)), id, &doc)
+                BulkItem::new(indices.of(event_time(r)), id, &doc)
             })
             .collect()
     }
@@ -355,6 +356,38 @@ impl Encoder<'_> {
     }
 }
 
+/// The index of each document of one route, named once per UTC day rather than once per
+/// document: a batch's records nearly all fall on the same day.
+struct Indices<'a> {
+    naming: &'a IndexNaming,
+    route: &'a RouteName,
+    /// The day (since the epoch) `name` is for; `None` before the first document.
+    day: Option<i64>,
+    name: String,
+}
+
+impl<'a> Indices<'a> {
+    const NS_PER_DAY: i64 = 86_400_000_000_000;
+
+    fn new(naming: &'a IndexNaming, route: &'a RouteName) -> Self {
+        Indices {
+            naming,
+            route,
+            day: None,
+            name: String::new(),
+        }
+    }
+
+    fn of(&mut self, timestamp_ns: i64) -> &str {
+        let day = timestamp_ns.div_euclid(Self::NS_PER_DAY);
+        if self.day != Some(day) {
+            self.name = self.naming.index(self.route, timestamp_ns);
+            self.day = Some(day);
+        }
+        &self.name
+    }
+}
+
 /// FNV-1a over a dead letter's reason and payload.
 fn letter_hash(letter: &DeadLetter) -> u64 {
     let bytes = (letter.reason.bytes())
@@ -426,7 +459,7 @@ pub fn encode_log(r: &Record, dataset: &str, keep_attributes: bool, doc: &mut Ve
         write_str(doc, &key);
         doc.push(b':');
         if as_label {
-            write_str(doc, &label_text(&attr.value));
+            write_label_text(doc, &attr.value);
         } else {
             write_value(doc, &attr.value);
         }
@@ -478,13 +511,14 @@ pub fn label_key(key: &str) -> String {
     format!("labels.{}", rest.replace('.', "_"))
 }
 
-fn label_text(value: &Value) -> String {
+/// A label's value as a JSON string: text as it is, anything else as its JSON text.
+fn write_label_text(doc: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Str(s) => s.clone(),
+        Value::Str(s) => write_str(doc, s),
         other => {
             let mut out = Vec::new();
             write_value(&mut out, other);
-            String::from_utf8(out).unwrap_or_default()
+            write_str(doc, std::str::from_utf8(&out).unwrap_or_default());
         }
     }
 }
@@ -530,6 +564,47 @@ mod tests {
 
     fn json(item: &BulkItem) -> serde_json::Value {
         serde_json::from_slice(item.source()).unwrap()
+    }
+
+    #[test]
+    fn each_document_goes_to_the_index_of_its_own_day_within_a_batch() {
+        let hour = 3_600_000_000_000;
+        let naming = IndexNaming::Daily {
+            prefix: "logs".into(),
+        };
+        // 10:00, the next day, the same, back to the first day, the day before.
+        let records: Vec<Record> = [0, 24 * hour, 24 * hour + 1, 0, -11 * hour]
+            .iter()
+            .enumerate()
+            .map(|(i, shift)| {
+                let mut r = record(i as i64);
+                r.timestamp += shift;
+                r
+            })
+            .collect();
+        let items = Encoder {
+            naming: &naming,
+            route: &RouteName::Cleaned,
+        }
+        .logs(&records);
+        let indices: Vec<String> = items
+            .iter()
+            .map(|item| {
+                let action: serde_json::Value =
+                    serde_json::from_slice(&item.lines[..item.source_start - 1]).unwrap();
+                action["create"]["_index"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(
+            indices,
+            [
+                "logs-2025.11.25",
+                "logs-2025.11.26",
+                "logs-2025.11.26",
+                "logs-2025.11.25",
+                "logs-2025.11.24"
+            ]
+        );
     }
 
     #[test]

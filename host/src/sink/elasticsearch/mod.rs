@@ -243,16 +243,17 @@ impl Writer {
         let mut failures = Failures::new();
         let max_bytes = self.max_bytes.load(Ordering::Relaxed);
         for (indices, body) in bulk::bodies(&items, &pending, max_bytes) {
+            let body_len = body.len();
             let response = self
                 .transport
                 .send(
                     reqwest::Method::POST,
                     bulk::BULK_PATH,
-                    Some(&body),
+                    Some(body),
                     "application/x-ndjson",
                 )
                 .await;
-            for (index, failure) in self.read_answer(indices, body.len(), response) {
+            for (index, failure) in self.read_answer(indices, body_len, response) {
                 let failure = failure.map_err(|reason| DeadLetter {
                     origin: origin_of(events, index),
                     reason: format!("sink `{}`: {reason}", self.name),

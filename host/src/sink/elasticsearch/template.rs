@@ -251,7 +251,7 @@ pub async fn install_template(
         .send(
             Method::PUT,
             &path,
-            Some(body.as_bytes()),
+            Some(body.into_bytes()),
             "application/json",
         )
         .await?;
@@ -319,7 +319,7 @@ pub async fn install_lifecycle(
         .send(
             Method::PUT,
             &path,
-            Some(text.as_bytes()),
+            Some(text.into_bytes()),
             "application/json",
         )
         .await?;

@@ -29,7 +29,7 @@ use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, SinkStats, 
 use crate::event::SinkBatch;
 use crate::health::{self, FailState};
 use crate::lake::layout::{Partition, prefix_path};
-use crate::lake::{ObjectName, Table, columns, raw};
+use crate::lake::{ObjectName, Table, columns};
 use crate::route::RouteName;
 use athena::AthenaRunner;
 use segment::{Item, Limits, Segment};
@@ -166,12 +166,15 @@ impl Writer {
     async fn accept(&mut self, batch: SinkBatch) {
         let SinkBatch { events, ack, .. } = batch;
         let mut complete = Vec::new();
+        // The source partition of the record before: a batch's records come in runs of one
+        // partition, so its name is copied once per run, not per record.
+        let mut key: (String, i32) = (String::new(), -1);
         for index in 0..events.len() {
             let item = Item {
-                events: events.clone(),
+                events: &events,
                 index,
             };
-            let Some((offset, time, size)) = item.facts() else {
+            let Some(facts @ (offset, time, size)) = item.facts() else {
                 continue;
             };
             let origin = match (item.record(), item.raw()) {
@@ -179,7 +182,9 @@ impl Writer {
                 (None, Some(m)) => &m.origin,
                 (None, None) => continue,
             };
-            let key = (origin.topic.clone(), origin.partition);
+            if origin.partition != key.1 || origin.topic != key.0 {
+                key = (origin.topic.clone(), origin.partition);
+            }
             if self.markers {
                 // The marker never moves back: at or below the last one read, the lake has it.
                 if offset <= self.written.get(&key).copied().unwrap_or(-1) {
@@ -194,14 +199,26 @@ impl Writer {
                     }
                 }
             }
-            let segment = self
-                .open
-                .entry(key.clone())
-                .or_insert_with(|| Segment::new(&key.0, key.1));
+            let table = self.table;
+            let segment = match self.open.get_mut(&key) {
+                Some(segment) => segment,
+                None => self
+                    .open
+                    .entry(key.clone())
+                    .or_insert_with(|| Segment::new(&key.0, key.1, table)),
+            };
             if segment.must_cut_before(offset, time, size, &self.limits) {
-                complete.push(std::mem::replace(segment, Segment::new(&key.0, key.1)));
+                complete.push(std::mem::replace(
+                    segment,
+                    Segment::new(&key.0, key.1, table),
+                ));
             }
-            segment.push(item, offset, time, size, &ack);
+            if let Err(e) = segment.push(&item, facts, &ack) {
+                // Not transient: the batch fails (its handle dropped unacknowledged), so
+                // the host stops and it is replayed, rather than acknowledged unwritten.
+                tracing::error!(sink = %self.name, error = %e, "cannot buffer the record; its batch fails");
+                return;
+            }
         }
         // Each segment holds its own clone of the handle.
         ack.ack();
@@ -282,8 +299,10 @@ impl Writer {
         self.update_in_flight();
     }
 
-    fn update_in_flight(&self) {
-        let bytes: usize = self.open.values().map(|s| s.bytes).sum();
+    /// Report what the open segments hold in memory: their objects' columns, not the
+    /// records they were filled from (those are not kept).
+    fn update_in_flight(&mut self) {
+        let bytes: usize = self.open.values_mut().map(Segment::held_bytes).sum();
         self.stats
             .in_flight_bytes
             .store(bytes as u64, Ordering::Relaxed);
@@ -388,7 +407,7 @@ impl Writer {
             });
             if written >= segment.first_offset {
                 tracing::warn!(sink = %self.name, topic = %key.0, partition = key.1, written, first_offset = segment.first_offset, "another writer put this partition's records in the lake up to `written`; writing only what follows");
-                segment.rebase(written);
+                segment.rebase(written).map_err(Attempt::Encode)?;
                 *objects = None;
             }
             self.written.insert(key.clone(), written);
@@ -431,17 +450,17 @@ impl Writer {
         Ok(())
     }
 
-    fn encode_segment(&self, segment: &Segment) -> Result<Vec<Object>, columns::EncodeError> {
+    fn encode_segment(&self, segment: &mut Segment) -> Result<Vec<Object>, columns::EncodeError> {
         let mut out = Vec::with_capacity(segment.objects.len());
-        for (partition, (first_offset, items)) in &segment.objects {
+        for (partition, object) in &mut segment.objects {
             let name = ObjectName {
                 table: self.table,
                 partition: *partition,
                 topic: segment.topic.clone(),
                 source_partition: segment.partition,
-                first_offset: *first_offset,
+                first_offset: object.first_offset,
             };
-            let (body, content_type) = self.encode(items)?;
+            let (body, content_type) = object.encode()?;
             out.push(Object {
                 key: name.key(&self.prefix),
                 partition: *partition,
@@ -451,25 +470,6 @@ impl Writer {
             });
         }
         Ok(out)
-    }
-
-    fn encode(&self, items: &[Item]) -> Result<(Vec<u8>, &'static str), columns::EncodeError> {
-        match self.table {
-            Table::Raw => {
-                let mut lines = Vec::new();
-                for m in items.iter().filter_map(Item::raw) {
-                    raw::encode_line(m, &mut lines);
-                }
-                Ok((raw::gzip(&lines), "application/x-ndjson"))
-            }
-            Table::Cleaned | Table::Metrics => {
-                let records: Vec<&crate::Record> = items.iter().filter_map(Item::record).collect();
-                Ok((
-                    columns::to_parquet(self.table, &records)?,
-                    "application/vnd.apache.parquet",
-                ))
-            }
-        }
     }
 
     /// With projection off, register a partition the first time this process writes to it.
