@@ -271,9 +271,9 @@ impl Router {
     }
 
     /// Whether every sink taking `route` reads log records packed. When one does not, the
-    /// pipeline hands the route owned records instead: a batch would otherwise be held in
-    /// both forms for as long as any sink keeps it (an S3 sink keeps its batches until the
-    /// object is written).
+    /// pipeline hands the route owned records instead, decoded once for all of them: a
+    /// batch would otherwise be decoded by each sink that reads records, and held in both
+    /// forms while they work on it.
     pub fn reads_packed(&self, route: &RouteName) -> bool {
         self.packed_routes
             .get()
