@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.Properties;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.kafka.common.serialization.Serdes;
@@ -34,9 +35,10 @@ import org.apache.kafka.streams.state.Stores;
  * <p>Usage: {@code java -jar streams-peer.jar BROKERS INPUT OUTPUT RECORDS APP_ID [PASSES]}.
  * Each pass is a fresh KafkaStreams instance (application id {@code APP_ID-p<n>}, output
  * {@code OUTPUT-p<n>}) reading INPUT from the start; a pass ends when RECORDS records were
- * processed and the instance closed (its output flushed, offsets committed). Pass 1 runs a
+ * processed and the instance closed (its output flushed, offsets committed); a record read
+ * again after a rebalance is counted apart, as redelivered. Pass 1 runs a
  * cold JVM, later passes a warm one. On stdout, flushed at once: {@code FIRST <n>} at a pass's
- * first record and {@code DONE <n> <processed> <emitted>} after its close; the caller reads
+ * first record and {@code DONE <n> <processed> <emitted> <redelivered> <rebalances>} after its close; the caller reads
  * the process's CPU time at those lines.
  */
 public final class StreamsPeer {
@@ -46,6 +48,11 @@ public final class StreamsPeer {
 
     static final AtomicLong processed = new AtomicLong();
     static final AtomicLong emitted = new AtomicLong();
+    /** Records read again (a task's partition reassigned after a rebalance resumes at its
+     * last commit): not counted towards RECORDS, so a pass still reads every offset. */
+    static final AtomicLong redelivered = new AtomicLong();
+    static final AtomicLong rebalances = new AtomicLong();
+    static final ConcurrentHashMap<Integer, Long> highest = new ConcurrentHashMap<>();
     static volatile CountDownLatch done;
     static volatile long wanted;
     static volatile int pass;
@@ -65,6 +72,9 @@ public final class StreamsPeer {
             pass = p;
             processed.set(0);
             emitted.set(0);
+            redelivered.set(0);
+            rebalances.set(0);
+            highest.clear();
             done = new CountDownLatch(1);
             KafkaStreams streams = new KafkaStreams(
                     topology(input, output + "-p" + p), props(brokers, appId + "-p" + p));
@@ -73,13 +83,19 @@ public final class StreamsPeer {
                 System.exit(1);
                 return null;
             });
+            streams.setStateListener((now, before) -> {
+                if (now == KafkaStreams.State.REBALANCING && before == KafkaStreams.State.RUNNING) {
+                    rebalances.incrementAndGet();
+                }
+            });
             streams.start();
             done.await();
             if (!streams.close(Duration.ofSeconds(120))) {
                 System.err.println("streams-peer: close timed out");
                 System.exit(1);
             }
-            System.out.println("DONE " + p + " " + processed.get() + " " + emitted.get());
+            System.out.println("DONE " + p + " " + processed.get() + " " + emitted.get() + " "
+                    + redelivered.get() + " " + rebalances.get());
             System.out.flush();
         }
     }
@@ -123,7 +139,16 @@ public final class StreamsPeer {
 
         @Override
         public void process(Record<byte[], byte[]> r) {
-            long n = processed.incrementAndGet();
+            var meta = ctx.recordMetadata().orElseThrow();
+            long last = highest.getOrDefault(meta.partition(), -1L);
+            long n;
+            if (meta.offset() > last) {
+                highest.put(meta.partition(), meta.offset());
+                n = processed.incrementAndGet();
+            } else {
+                redelivered.incrementAndGet();
+                n = 0;
+            }
             if (n == 1) {
                 System.out.println("FIRST " + pass);
                 System.out.flush();
