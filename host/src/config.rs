@@ -231,6 +231,9 @@ fn default_max_output_factor() -> usize {
     16
 }
 
+/// Most pipeline workers a host runs (`pipeline.workers`).
+const MAX_WORKERS: usize = 64;
+
 /// How batches move between the source, the chain and the sinks.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -521,6 +524,12 @@ impl Config {
             ));
         }
         self.check_exactly_once()?;
+        if self.pipeline.workers > MAX_WORKERS {
+            return Err(self.invalid(
+                "pipeline.workers",
+                format!("{} workers is more than {MAX_WORKERS}: each runs its own plugin instances; use 0 for one per core, or fewer", self.pipeline.workers),
+            ));
+        }
         if self.pipeline.channel_capacity == 0 {
             return Err(self.invalid("pipeline.channel_capacity", "must be at least 1"));
         }
@@ -785,6 +794,21 @@ mod tests {
             "EMPTY" => Some(String::new()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn too_many_pipeline_workers_fail_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        let text = "[source]\ntype = \"stdin\"\n[sinks.out]\ntype = \"file\"\npath = \"-\"\nroutes = [\"cleaned\", \"dlq\"]\n[pipeline]\nworkers = WORKERS\n";
+        std::fs::write(&path, text.replace("WORKERS", "65")).unwrap();
+        let error = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("pipeline.workers") && error.contains("0 for one per core"),
+            "{error}"
+        );
+        std::fs::write(&path, text.replace("WORKERS", "64")).unwrap();
+        Config::load(&path).unwrap();
     }
 
     #[test]

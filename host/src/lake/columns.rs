@@ -516,7 +516,10 @@ mod tests {
         let text = |i: usize| {
             let column = entries.column(i).as_any();
             let strings = column.downcast_ref::<arrow_array::StringArray>().unwrap();
-            strings.iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()
+            strings
+                .iter()
+                .map(|v| v.unwrap().to_owned())
+                .collect::<Vec<_>>()
         };
         assert_eq!(text(0), ["labels.region", "retry", "labels.region"]);
         assert_eq!(text(1), ["eu-west-1", "2", "us-east-1"]);
