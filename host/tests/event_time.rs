@@ -537,7 +537,6 @@ fn exactly_once_partitions_moving_to_another_host_keep_windows_and_baselines() {
 /// `count` generated lines (one per second of event time from 10:00), sent alternately to
 /// `partitions` of `topic`.
 fn generate_into_partitions(topic: &str, partitions: &[i32], count: usize) {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["gen", "--output", "-", "--log-level", "warn"])
         .args([
@@ -550,23 +549,7 @@ fn generate_into_partitions(topic: &str, partitions: &[i32], count: usize) {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    for (i, line) in out
-        .stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let partition = partitions[i % partitions.len()];
-        let record = BaseRecord::<(), [u8]>::to(topic)
-            .partition(partition)
-            .payload(line);
-        producer.send(record).map_err(|(e, _)| e).unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    common::send_round_robin(topic, &out.stdout, partitions);
 }
 
 #[test]

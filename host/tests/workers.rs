@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{brokers, consume, create_topic, kafka_sink_toml, plugin, unique};
+use common::{consume, create_topic, kafka_sink_toml, plugin, unique};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -16,7 +16,6 @@ const WINDOW_NS: i64 = 60_000_000_000;
 /// `sluice gen` lines with an error burst in checkout, sent round robin over `partitions`:
 /// every service comes through every partition (a producer that does not key by service).
 fn generate_round_robin(topic: &str, partitions: i32, count: usize) {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["gen", "--output", "-", "--log-level", "warn", "--seed", "7"])
         .args([
@@ -30,18 +29,8 @@ fn generate_round_robin(topic: &str, partitions: i32, count: usize) {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let lines = out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-    for (i, line) in lines.enumerate() {
-        let record = BaseRecord::<(), [u8]>::to(topic)
-            .partition(i as i32 % partitions)
-            .payload(line);
-        producer.send(record).map_err(|(e, _)| e).unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    let partitions: Vec<i32> = (0..partitions).collect();
+    common::send_round_robin(topic, &out.stdout, &partitions);
 }
 
 struct Outputs {

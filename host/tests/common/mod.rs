@@ -513,3 +513,20 @@ pub fn output_text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// Send each line of `lines` (newline-separated) to `topic`, round robin over `partitions`:
+/// every service comes through every partition, as from a producer that does not key.
+pub fn send_round_robin(topic: &str, lines: &[u8], partitions: &[i32]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let lines = lines.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    for (i, line) in lines.enumerate() {
+        let record = BaseRecord::<(), [u8]>::to(topic)
+            .partition(partitions[i % partitions.len()])
+            .payload(line);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
