@@ -17,6 +17,23 @@ pub struct RawMessage {
     pub timestamp: i64,
 }
 
+#[cfg(test)]
+impl RawMessage {
+    /// A `{}` message of topic `t` at `partition` and `offset`, for tests.
+    pub(crate) fn at(partition: i32, offset: i64) -> RawMessage {
+        RawMessage {
+            origin: crate::Origin {
+                topic: "t".into(),
+                partition,
+                offset,
+            },
+            key: None,
+            payload: b"{}".to_vec(),
+            timestamp: 0,
+        }
+    }
+}
+
 /// A record that could not be processed or delivered, with the reason.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

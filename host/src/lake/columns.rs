@@ -469,6 +469,13 @@ mod tests {
     use crate::Origin;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+    /// The column `name` of `batch`, as the array type it has.
+    fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+        (batch.column_by_name(name).unwrap().as_any())
+            .downcast_ref::<T>()
+            .unwrap()
+    }
+
     fn record(offset: i64) -> Record {
         let mut r = Record::new(Origin {
             topic: "raw-logs".into(),
@@ -499,19 +506,9 @@ mod tests {
             });
         }
         let batch = to_batch(Table::Cleaned, &[&r]).unwrap();
-        let service = batch
-            .column_by_name("service_name")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::StringArray>()
-            .unwrap();
+        let service = column::<arrow_array::StringArray>(&batch, "service_name");
         assert_eq!(service.value(0), "checkout");
-        let map = batch
-            .column_by_name("attributes")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::MapArray>()
-            .unwrap();
+        let map = column::<arrow_array::MapArray>(&batch, "attributes");
         let entries = map.value(0);
         let text = |i: usize| {
             let column = entries.column(i).as_any();
@@ -541,19 +538,9 @@ mod tests {
             batch.schema().fields().len(),
             athena_columns(Table::Cleaned).len()
         );
-        let ts = batch
-            .column_by_name("timestamp")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
-            .unwrap();
+        let ts = column::<arrow_array::TimestampMicrosecondArray>(batch, "timestamp");
         assert_eq!(ts.value(0), 1_764_064_800_123_456);
-        let map = batch
-            .column_by_name("attributes")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::MapArray>()
-            .unwrap();
+        let map = column::<arrow_array::MapArray>(batch, "attributes");
         let entries = map.value(0);
         let keys = entries
             .column(0)
@@ -562,12 +549,7 @@ mod tests {
             .unwrap();
         let keys: Vec<&str> = keys.iter().flatten().collect();
         assert_eq!(keys, vec!["labels.region", "retry"]);
-        let offsets = batch
-            .column_by_name("source_offset")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::Int64Array>()
-            .unwrap();
+        let offsets = column::<arrow_array::Int64Array>(batch, "source_offset");
         assert_eq!(offsets.values().to_vec(), vec![5, 6]);
     }
 }

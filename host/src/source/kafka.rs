@@ -1408,19 +1408,6 @@ mod tests {
     use super::*;
     use crate::ack::AckIssuer;
 
-    fn message(partition: i32, offset: i64) -> RawMessage {
-        RawMessage {
-            origin: Origin {
-                topic: "t".into(),
-                partition,
-                offset,
-            },
-            key: None,
-            payload: b"{}".to_vec(),
-            timestamp: 0,
-        }
-    }
-
     fn offsets_of(messages: &[RawMessage]) -> BatchOffsets {
         let mut o = BatchOffsets::default();
         for m in messages {
@@ -1432,7 +1419,7 @@ mod tests {
     #[test]
     fn messages_of_a_partition_given_up_are_never_sent() {
         let (mut issuer, _completions) = AckIssuer::new();
-        let held_messages = vec![message(0, 1), message(1, 1)];
+        let held_messages = vec![RawMessage::at(0, 1), RawMessage::at(1, 1)];
         let held_offsets = offsets_of(&held_messages);
         let mut held = Some((
             SourceBatch {
@@ -1443,7 +1430,11 @@ mod tests {
             held_offsets,
             Instant::now(),
         ));
-        let mut messages = vec![message(0, 2), message(1, 2), message(1, 3)];
+        let mut messages = vec![
+            RawMessage::at(0, 2),
+            RawMessage::at(1, 2),
+            RawMessage::at(1, 3),
+        ];
         let mut offsets = offsets_of(&messages);
         let given_up = Mutex::new(vec![("t".to_string(), 1)]);
 
@@ -1459,7 +1450,7 @@ mod tests {
         assert!(given_up.lock().unwrap().is_empty(), "taken once");
 
         // Read after the partition was assigned again: kept.
-        messages.push(message(1, 0));
+        messages.push(RawMessage::at(1, 0));
         drop_given_up(&given_up, &mut messages, &mut offsets, &mut held);
         assert_eq!(partitions(&messages), vec![0, 1]);
     }

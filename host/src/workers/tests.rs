@@ -5,19 +5,6 @@ use crate::batch::Batch;
 use crate::chain::{Stage, StageError};
 use std::sync::{Arc, Mutex};
 
-fn message(partition: i32, offset: i64) -> RawMessage {
-    RawMessage {
-        origin: Origin {
-            topic: "t".into(),
-            partition,
-            offset,
-        },
-        key: None,
-        payload: b"{}".to_vec(),
-        timestamp: 0,
-    }
-}
-
 fn progress(partitions: &[i32]) -> Vec<PartitionProgress> {
     (partitions.iter())
         .map(|&partition| PartitionProgress {
@@ -49,7 +36,12 @@ fn partitions_of(input: PipelineInput) -> (Vec<i32>, Option<Vec<i32>>) {
 fn a_batch_is_split_by_partition_and_completes_when_every_worker_is_done() {
     let (dispatcher, workers) = dispatcher(2);
     let (mut issuer, mut completions) = AckIssuer::new();
-    let messages = vec![message(0, 1), message(1, 1), message(2, 1), message(0, 2)];
+    let messages = vec![
+        RawMessage::at(0, 1),
+        RawMessage::at(1, 1),
+        RawMessage::at(2, 1),
+        RawMessage::at(0, 2),
+    ];
     let mut offsets = BatchOffsets::default();
     for m in &messages {
         offsets.record(&m.origin.topic, m.origin.partition, m.origin.offset);
