@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod group;
 pub mod lake;
+pub mod metrics;
 pub mod proxy;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
