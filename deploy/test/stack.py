@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Deploys deploy/cloudformation/sluice.yaml into the local AWS emulator and inspects it.
 
-    stack.py deploy NAME USER_DATA_OUT   create the stack, check what it made, write the
-                                         launch template's user data; prints the outputs
-                                         as KEY=VALUE lines
+    stack.py deploy NAME USER_DATA_OUT [PARAM=VALUE...]
+                                         create the stack (with these parameters too), check
+                                         what it made, write the launch template's user
+                                         data; prints the outputs as KEY=VALUE lines
     stack.py tap TOPIC_ARN               subscribe a new SQS queue to the topic; prints its URL
     stack.py lake BUCKET PREFIX          prints `table objects records` for raw, cleaned, metrics
     stack.py drain QUEUE_URL             prints how many messages the queue holds
@@ -41,7 +42,7 @@ def fail(message):
     sys.exit(1)
 
 
-def deploy(name, user_data_out):
+def deploy(name, user_data_out, *extra):
     cf, ec2 = client("cloudformation"), client("ec2")
     ami = ec2.describe_images()["Images"][0]["ImageId"]
     params = {
@@ -53,6 +54,7 @@ def deploy(name, user_data_out):
         "AlertEmail": "ops@example.com",
         "AwsEndpointUrl": ENDPOINT,
     }
+    params.update(p.split("=", 1) for p in extra)
     cf.create_stack(StackName=name, TemplateBody=open(TEMPLATE).read(), Capabilities=["CAPABILITY_IAM"],
                     Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()])
     deadline = time.time() + 60

@@ -17,10 +17,14 @@
 #   /usr/local/share/sluice/sluice.toml         configuration template
 #   /etc/sluice/sluice.toml                     configuration (root:sluice 0640),
 #                                               rendered at boot by sluice-render
+#   /etc/sluice/sluice-merge.toml               the metrics merge stage's configuration,
+#                                               rendered at boot when SLUICE_METRICS_MERGE=true
 #   /etc/sluice/sluice.env                      runtime settings, written at boot
 #   /usr/local/lib/sluice/sluice-settings       writes sluice.env from user data
 #   /usr/local/lib/sluice/sluice-render         writes sluice.toml from sluice.env
 #   /etc/systemd/system/sluice.service          the hardened service
+#   /etc/systemd/system/sluice-merge.service    the metrics merge stage (runs only when
+#                                               its configuration exists)
 #   /etc/systemd/system/sluice-settings.service the boot-time settings oneshot
 set -euo pipefail
 
@@ -35,8 +39,8 @@ die() { printf '==> provision: ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 for f in "$release/sluice" "$release/sluice.toml" "$release/SHA256SUMS" \
-  "$files/sluice.service" "$files/sluice-settings.service" "$files/sluice-settings" \
-  "$files/sluice-render"; do
+  "$files/sluice.service" "$files/sluice-merge.service" "$files/sluice-settings.service" \
+  "$files/sluice-settings" "$files/sluice-render"; do
   [[ -f $f ]] || die "missing $f (did dev/release run, and did the upload work?)"
 done
 compgen -G "$release/plugins/*.wasm" >/dev/null || die "no plugins in $release/plugins"
@@ -137,10 +141,12 @@ say "rendering /etc/sluice/sluice.toml"
 
 say "installing systemd units"
 install -o root -g root -m 0644 "$files/sluice.service" /etc/systemd/system/sluice.service
+# The merge stage: enabled everywhere, started only where sluice-merge.toml was rendered.
+install -o root -g root -m 0644 "$files/sluice-merge.service" /etc/systemd/system/sluice-merge.service
 install -o root -g root -m 0644 "$files/sluice-settings.service" \
   /etc/systemd/system/sluice-settings.service
 # `systemctl enable` works without a running systemd (chroot, image build).
-systemctl enable sluice-settings.service sluice.service
+systemctl enable sluice-settings.service sluice.service sluice-merge.service
 if [[ -d /run/systemd/system ]] && ! systemd-detect-virt --quiet --chroot 2>/dev/null; then
   systemctl daemon-reload
 fi
