@@ -108,8 +108,8 @@ impl TopicHandle {
         // SAFETY: the topic handle is live (destroyed only on drop, before its client);
         // every key and payload pointer is valid for its length for this call, and
         // `RD_KAFKA_MSG_F_COPY` makes librdkafka copy them before it returns. librdkafka
-        // takes ownership of `_private` of each message it accepts (and leaves `err`
-        // unset for it); the others are returned to us below.
+        // takes ownership of `_private` of each message it accepts (and sets its `err`
+        // to no error); the others are returned to us below.
         unsafe {
             rdsys::rd_kafka_produce_batch(
                 self.topic.as_ptr(),
@@ -224,10 +224,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_the_first_message_that_does_not_fit_and_all_after_it() {
         // Room for two messages, held a while before they are sent.
-        let (_producer, topic) = topic(&[
-            ("queue.buffering.max.messages", "2"),
-            ("linger.ms", "200"),
-        ]);
+        let (_producer, topic) =
+            topic(&[("queue.buffering.max.messages", "2"), ("linger.ms", "200")]);
         let (answers, done) = Answers::new(2);
         let messages = (0..5).map(|i| outgoing(&answers, i, b"m")).collect();
         let refused = topic.produce(messages);
