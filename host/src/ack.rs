@@ -36,19 +36,35 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// The offsets one batch covers: per (topic, partition), the highest offset in the batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct BatchOffsets {
     pub highest: BTreeMap<(String, i32), i64>,
+    /// The partition of the last [`BatchOffsets::record`]: a source reads runs of one
+    /// partition, so its key is found again without allocating one per message.
+    last: Option<(String, i32)>,
 }
+
+impl PartialEq for BatchOffsets {
+    fn eq(&self, other: &Self) -> bool {
+        self.highest == other.highest
+    }
+}
+
+impl Eq for BatchOffsets {}
 
 impl BatchOffsets {
     pub fn record(&mut self, topic: &str, partition: i32, offset: i64) {
-        match self.highest.get_mut(&(topic.to_owned(), partition)) {
+        let key = match self.last.take() {
+            Some(last) if last.1 == partition && last.0 == topic => last,
+            _ => (topic.to_owned(), partition),
+        };
+        match self.highest.get_mut(&key) {
             Some(h) => *h = (*h).max(offset),
             None => {
-                self.highest.insert((topic.to_owned(), partition), offset);
+                self.highest.insert(key.clone(), offset);
             }
         }
+        self.last = Some(key);
     }
 }
 
@@ -441,6 +457,31 @@ mod tests {
             o.record("t", p, off);
         }
         o
+    }
+
+    #[test]
+    fn batch_offsets_keep_each_partition_highest_whatever_the_order() {
+        let mut o = BatchOffsets::default();
+        for (topic, p, off) in [
+            ("t", 0, 5),
+            ("t", 0, 7),
+            ("u", 0, 3),
+            ("t", 1, 2),
+            ("t", 0, 6),
+        ] {
+            o.record(topic, p, off);
+        }
+        let expected: BTreeMap<(String, i32), i64> = [
+            (("t".into(), 0), 7),
+            (("t".into(), 1), 2),
+            (("u".into(), 0), 3),
+        ]
+        .into();
+        assert_eq!(o.highest, expected);
+        // The partition last recorded, dropped from the map, is recorded afresh.
+        o.highest.retain(|(_, p), _| *p != 0);
+        o.record("t", 0, 1);
+        assert_eq!(o.highest.get(&("t".into(), 0)), Some(&1));
     }
 
     #[test]

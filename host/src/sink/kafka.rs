@@ -6,6 +6,9 @@
 //! the original bytes and key; dead letters as the original bytes with the reason and
 //! origin in headers (the Kafka Connect dead-letter pattern).
 //!
+//! A batch's messages are handed to librdkafka together, through a topic handle
+//! ([`super::kafka_produce`]); dead letters, which carry headers, one by one.
+//!
 //! The producer is idempotent, so its own retries never duplicate or reorder. A batch is
 //! acknowledged once the broker has acknowledged every message (`acks=all`). What fails
 //! is sorted by librdkafka's error code ([`verdict`]):
@@ -26,6 +29,7 @@
 //! host.
 
 use super::driver::{Answer, Driver, DriverSettings, Failure, Failures, Protocol};
+use super::kafka_produce::{Outgoing, TopicHandle};
 use super::kafka_transaction::KafkaTransaction;
 use super::retry::Backoff;
 use super::{SinkContext, SinkError, SinkInput, SinkInputs, SinkKind, Starting};
@@ -41,6 +45,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 use sluice_plugin_sdk::OriginRef;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,6 +175,8 @@ pub async fn start(
 struct KafkaProtocol {
     shared: Arc<Shared>,
     producer: Arc<Producer>,
+    /// The sink's topic on `producer`, made again with it.
+    topic: Arc<TopicHandle>,
     /// The producer is the host's transactional one (see [`super::kafka_transaction`]):
     /// the source commits what it delivers, and a failed producer stops the host.
     transactional: bool,
@@ -192,8 +199,10 @@ impl KafkaProtocol {
             Some(transaction) => transaction.producer(),
             None => Arc::new(producer(name, config)?),
         };
+        let topic = topic_handle(name, config, &producer)?;
         Ok(KafkaProtocol {
             producer,
+            topic,
             transactional: transaction.is_some(),
             shared: Arc::new(Shared {
                 name: name.to_owned(),
@@ -215,11 +224,14 @@ impl Protocol for KafkaProtocol {
                 indices: indices.to_vec(),
                 bare: Vec::new(),
             });
-            let handed =
-                enqueue(&self.producer, &self.shared, &batch.events, resend.as_ref()).await;
+            let to = To {
+                producer: &self.producer,
+                topic: &self.topic,
+            };
+            let handed = enqueue(to, &self.shared, &batch.events, resend.as_ref()).await;
             let answer = answer(
                 self.shared.clone(),
-                self.producer.clone(),
+                (self.producer.clone(), self.topic.clone()),
                 batch.events.clone(),
                 batch.route == RouteName::Dlq,
                 handed,
@@ -250,8 +262,14 @@ impl Protocol for KafkaProtocol {
         }
         tracing::error!(sink = %name, ?code, %reason,
             "the Kafka producer failed fatally; replacing it and sending again what it did not deliver");
-        match producer(name, &self.shared.config) {
-            Ok(fresh) => self.producer = Arc::new(fresh),
+        let fresh = producer(name, &self.shared.config)
+            .map(Arc::new)
+            .and_then(|fresh| {
+                let topic = topic_handle(name, &self.shared.config, &fresh)?;
+                Ok((fresh, topic))
+            });
+        match fresh {
+            Ok((producer, topic)) => (self.producer, self.topic) = (producer, topic),
             Err(e) => {
                 tracing::error!(sink = %name, error = %e, "cannot replace the producer; trying again later")
             }
@@ -510,19 +528,35 @@ fn producer(name: &str, config: &KafkaSinkConfig) -> Result<Producer, SinkError>
     Producer::start(name, client)
 }
 
+/// The sink's topic on `producer`, for handing messages over in batches.
+fn topic_handle(
+    name: &str,
+    config: &KafkaSinkConfig,
+    producer: &Producer,
+) -> Result<Arc<TopicHandle>, SinkError> {
+    TopicHandle::new(producer.client.clone(), &config.topic)
+        .map(Arc::new)
+        .map_err(|message| SinkError::Start {
+            sink: name.to_owned(),
+            message,
+        })
+}
+
+/// Where a sink's messages go: its producer, and its topic on it.
+#[derive(Clone, Copy)]
+struct To<'a> {
+    producer: &'a Producer,
+    topic: &'a TopicHandle,
+}
+
 /// Hand events to the producer — every one, or those `resend` names — waiting while its
 /// queue is full.
-async fn enqueue(
-    producer: &Producer,
-    shared: &Shared,
-    events: &Events,
-    resend: Option<&Resend>,
-) -> Handed {
+async fn enqueue(to: To<'_>, shared: &Shared, events: &Events, resend: Option<&Resend>) -> Handed {
     let config = &shared.config;
     let count = resend.map_or(events.len(), |r| r.indices.len());
     let (answers, done) = Answers::new(count);
     let sender = Sender {
-        producer,
+        to,
         topic: &config.topic,
         answers,
         max_bytes: shared.message_max_bytes,
@@ -530,7 +564,7 @@ async fn enqueue(
     let key_field = config.key_field.as_str();
     // Sending again is rare; the first send of a batch takes every event unchecked.
     let wanted = |index: usize| resend.is_none_or(|r| r.indices.binary_search(&index).is_ok());
-    let mut buf = Vec::with_capacity(512);
+    let mut staged = Staged::default();
     let mut origin_key = String::new();
     match events {
         Events::Logs(logs) => match logs.packed() {
@@ -538,21 +572,23 @@ async fn enqueue(
             Some(packed) => {
                 for (index, r) in packed.view().iter().enumerate() {
                     if wanted(index) {
-                        buf.clear();
-                        codec::encode_view(&r, &mut buf);
                         let key = message_key(r.get_str(key_field), r.origin, &mut origin_key);
-                        sender.send(index, Some(key), &buf, None).await;
+                        staged.encode(index, key, |buf| codec::encode_view(&r, buf));
+                        if staged.is_full() {
+                            sender.hand_over(&mut staged).await;
+                        }
                     }
                 }
             }
             None => {
                 for (index, r) in logs.records().iter().enumerate() {
                     if wanted(index) {
-                        buf.clear();
-                        codec::encode_record(r, &mut buf);
                         let origin = r.origin().view();
                         let key = message_key(r.get_str(key_field), origin, &mut origin_key);
-                        sender.send(index, Some(key), &buf, None).await;
+                        staged.encode(index, key, |buf| codec::encode_record(r, buf));
+                        if staged.is_full() {
+                            sender.hand_over(&mut staged).await;
+                        }
                     }
                 }
             }
@@ -560,8 +596,10 @@ async fn enqueue(
         Events::Raw(messages) => {
             for (index, m) in messages.iter().enumerate() {
                 if wanted(index) {
-                    let key = m.key.as_deref();
-                    sender.send(index, key, &m.payload, None).await;
+                    staged.borrow(index, m.key.as_deref(), &m.payload);
+                    if staged.is_full() {
+                        sender.hand_over(&mut staged).await;
+                    }
                 }
             }
         }
@@ -580,6 +618,7 @@ async fn enqueue(
             }
         }
     }
+    sender.hand_over(&mut staged).await;
     Handed {
         resend: resend.map(|r| Resend {
             indices: r.indices.clone(),
@@ -589,9 +628,69 @@ async fn enqueue(
     }
 }
 
+/// Messages handed over to the producer in one call at most.
+const STAGED_MAX_MESSAGES: usize = 1024;
+/// Bytes of encoded messages held for one hand-over at most.
+const STAGED_MAX_BYTES: usize = 4 << 20;
+
+/// Messages waiting to be handed over together: borrowed from the batch as they are (raw
+/// messages), or encoded into one buffer (log records and their keys).
+#[derive(Default)]
+struct Staged<'a> {
+    encoded: Vec<u8>,
+    messages: Vec<StagedMessage<'a>>,
+}
+
+struct StagedMessage<'a> {
+    index: usize,
+    key: Option<Bytes<'a>>,
+    payload: Bytes<'a>,
+}
+
+enum Bytes<'a> {
+    Borrowed(&'a [u8]),
+    Encoded(Range<usize>),
+}
+
+impl<'a> Staged<'a> {
+    fn borrow(&mut self, index: usize, key: Option<&'a [u8]>, payload: &'a [u8]) {
+        self.messages.push(StagedMessage {
+            index,
+            key: key.map(Bytes::Borrowed),
+            payload: Bytes::Borrowed(payload),
+        });
+    }
+
+    /// Stage a message whose payload `encode` appends to the buffer.
+    fn encode(&mut self, index: usize, key: &[u8], encode: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.encoded.len();
+        self.encoded.extend_from_slice(key);
+        let key = start..self.encoded.len();
+        encode(&mut self.encoded);
+        let payload = key.end..self.encoded.len();
+        self.messages.push(StagedMessage {
+            index,
+            key: Some(Bytes::Encoded(key)),
+            payload: Bytes::Encoded(payload),
+        });
+    }
+
+    fn is_full(&self) -> bool {
+        self.messages.len() >= STAGED_MAX_MESSAGES || self.encoded.len() >= STAGED_MAX_BYTES
+    }
+
+    fn bytes(&self, bytes: &Bytes<'a>) -> &[u8] {
+        match bytes {
+            Bytes::Borrowed(b) => b,
+            Bytes::Encoded(range) => &self.encoded[range.clone()],
+        }
+    }
+}
+
 /// Sends the messages of one batch, each with its place in the batch.
 struct Sender<'a> {
-    producer: &'a Producer,
+    to: To<'a>,
+    /// The topic's name, for messages sent one by one.
     topic: &'a str,
     answers: Arc<Answers>,
     /// The sink's own `message.max.bytes`: the host's transactional producer, shared with
@@ -600,6 +699,71 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
+    /// A message over the sink's `message.max.bytes` is answered here as librdkafka would
+    /// answer it, without asking it.
+    fn over_limit(&self, index: usize, key: Option<&[u8]>, payload: &[u8]) -> bool {
+        let bytes = key.map_or(0, <[u8]>::len) + payload.len();
+        if bytes <= self.max_bytes {
+            return false;
+        }
+        let error = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        let failure = Failed {
+            error,
+            bytes,
+            at_send: true,
+        };
+        self.answers.answer(index, Some(failure));
+        true
+    }
+
+    /// Hand the staged messages over, in order, waiting while the producer's queue is
+    /// full; empties `staged`.
+    async fn hand_over(&self, staged: &mut Staged<'_>) {
+        let messages = std::mem::take(&mut staged.messages);
+        let mut outgoing = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let key = m.key.as_ref().map(|k| staged.bytes(k));
+            let payload = staged.bytes(&m.payload);
+            if self.over_limit(m.index, key, payload) {
+                continue;
+            }
+            let in_flight = Box::new(InFlight {
+                answers: self.answers.clone(),
+                index: m.index,
+            });
+            outgoing.push(Outgoing {
+                key,
+                payload,
+                in_flight,
+            });
+        }
+        while !outgoing.is_empty() {
+            let refused = self.to.topic.produce(outgoing);
+            outgoing = Vec::new();
+            for r in refused {
+                if r.code == RDKafkaErrorCode::QueueFull {
+                    // It and every message after it wait for room, in order.
+                    outgoing.push(r.message);
+                    continue;
+                }
+                // Refused before it reached the queue; what that means is settled with
+                // the broker's answers.
+                let m = r.message;
+                let failure = Failed {
+                    error: KafkaError::MessageProduction(r.code),
+                    bytes: m.key.map_or(0, <[u8]>::len) + m.payload.len(),
+                    at_send: true,
+                };
+                m.in_flight.answers.answer(m.in_flight.index, Some(failure));
+            }
+            if !outgoing.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        staged.encoded.clear();
+    }
+
+    /// Send one message with headers (a dead letter), as `hand_over` cannot.
     async fn send(
         &self,
         index: usize,
@@ -607,16 +771,7 @@ impl Sender<'_> {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) {
-        let bytes = key.map_or(0, <[u8]>::len) + payload.len();
-        if bytes > self.max_bytes {
-            // What librdkafka itself says of a message over its limit, without asking it.
-            let error = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
-            let failure = Failed {
-                error,
-                bytes,
-                at_send: true,
-            };
-            self.answers.answer(index, Some(failure));
+        if self.over_limit(index, key, payload) {
             return;
         }
         let message = Box::new(InFlight {
@@ -632,7 +787,7 @@ impl Sender<'_> {
             record = record.headers(headers);
         }
         loop {
-            match self.producer.client.send(record) {
+            match self.to.producer.client.send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
@@ -744,7 +899,7 @@ fn truncate_str(s: &str, max: usize) -> &str {
 /// never fails a batch for its size.
 async fn answer(
     shared: Arc<Shared>,
-    producer: Arc<Producer>,
+    (producer, topic): (Arc<Producer>, Arc<TopicHandle>),
     events: Arc<Events>,
     dead_letters: bool,
     mut handed: Handed,
@@ -790,7 +945,11 @@ async fn answer(
         if bare.indices.is_empty() {
             return out;
         }
-        handed = enqueue(&producer, &shared, &events, Some(&bare)).await;
+        let to = To {
+            producer: &producer,
+            topic: &topic,
+        };
+        handed = enqueue(to, &shared, &events, Some(&bare)).await;
     }
 }
 

@@ -21,6 +21,7 @@ pub mod driver;
 pub mod elasticsearch;
 pub mod file;
 pub mod kafka;
+mod kafka_produce;
 pub mod kafka_transaction;
 pub mod retry;
 pub mod s3;

@@ -275,7 +275,11 @@ impl KafkaSourceConfig {
             .set("statistics.interval.ms", "5000")
             // librdkafka prefetches up to 64 MiB by default, more than the rest of the host
             // holds at full speed; 16 MiB keeps the fetcher ahead of the pipeline.
-            .set("queued.max.messages.kbytes", "16384");
+            .set("queued.max.messages.kbytes", "16384")
+            // Once that queue is full librdkafka postpones the partition's next fetch by
+            // this much (1 s by default): the pipeline would drain the queue and then wait
+            // for up to a second with nothing to read.
+            .set("fetch.queue.backoff.ms", "10");
         if let Some(id) = self.instance_id() {
             c.set("group.instance.id", id);
         }
