@@ -9,7 +9,7 @@
 use crate::partial::Source;
 use crate::window::{Accumulator, AccumulatorState, OVERFLOW_SERVICE};
 use serde::{Deserialize, Serialize};
-use sluice_plugin_sdk::{Origin, SourcePartition};
+use sluice_plugin_sdk::SourcePartition;
 use std::collections::BTreeMap;
 
 /// Where a partial comes from: its source partition and its first record's offset.
@@ -153,14 +153,7 @@ impl Merge {
                             .map(|((source, first_offset), acc)| PartState {
                                 source: source.clone(),
                                 first_offset: *first_offset,
-                                window: AccumulatorState {
-                                    count: acc.count,
-                                    errors: acc.errors,
-                                    sketch: acc.sketch.to_wire(),
-                                    min_ms: acc.min_ms,
-                                    max_ms: acc.max_ms,
-                                    offset: acc.origin.offset,
-                                },
+                                window: acc.to_state(),
                             })
                             .collect();
                         (service.clone(), parts)
@@ -195,24 +188,7 @@ impl Merge {
             for (service, parts) in services {
                 let kept = window.entry(service).or_default();
                 for part in parts {
-                    let a = part.window.sketch.alpha;
-                    if (a - alpha).abs() > 1e-12 {
-                        return Err(format!(
-                            "a latency sketch has relative accuracy {a}, not this config's {alpha}"
-                        ));
-                    }
-                    let acc = Accumulator {
-                        count: part.window.count,
-                        errors: part.window.errors,
-                        sketch: crate::sketch::DdSketch::from_wire(part.window.sketch, max_bins)?,
-                        min_ms: part.window.min_ms,
-                        max_ms: part.window.max_ms,
-                        origin: Origin {
-                            topic: partials.topic.clone(),
-                            partition: partials.partition,
-                            offset: part.window.offset,
-                        },
-                    };
+                    let acc = Accumulator::from_state(part.window, partials, alpha, max_bins)?;
                     kept.insert((part.source, part.first_offset), acc);
                 }
             }

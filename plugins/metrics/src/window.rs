@@ -98,6 +98,46 @@ impl Accumulator {
         }
     }
 
+    /// As kept in a state snapshot (its origin's topic and partition are the snapshot's).
+    pub fn to_state(&self) -> AccumulatorState {
+        AccumulatorState {
+            count: self.count,
+            errors: self.errors,
+            sketch: self.sketch.to_wire(),
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            offset: self.origin.offset,
+        }
+    }
+
+    /// Back from a snapshot of `source`'s state, refused unless its sketch has this
+    /// config's accuracy `alpha`.
+    pub fn from_state(
+        state: AccumulatorState,
+        source: &SourcePartition,
+        alpha: f64,
+        max_bins: usize,
+    ) -> Result<Accumulator, String> {
+        if (state.sketch.alpha - alpha).abs() > 1e-12 {
+            return Err(format!(
+                "a latency sketch has relative accuracy {}, not this config's {alpha}",
+                state.sketch.alpha
+            ));
+        }
+        Ok(Accumulator {
+            count: state.count,
+            errors: state.errors,
+            sketch: DdSketch::from_wire(state.sketch, max_bins)?,
+            min_ms: state.min_ms,
+            max_ms: state.max_ms,
+            origin: Origin {
+                topic: source.topic.clone(),
+                partition: source.partition,
+                offset: state.offset,
+            },
+        })
+    }
+
     fn add(&mut self, o: &Observation) {
         self.count += 1;
         self.errors += u64::from(o.error);
@@ -202,17 +242,7 @@ impl Windows {
             .map(|(&start, services)| {
                 let mut services: Vec<(String, AccumulatorState)> = services
                     .iter()
-                    .map(|(name, acc)| {
-                        let state = AccumulatorState {
-                            count: acc.count,
-                            errors: acc.errors,
-                            sketch: acc.sketch.to_wire(),
-                            min_ms: acc.min_ms,
-                            max_ms: acc.max_ms,
-                            offset: acc.origin.offset,
-                        };
-                        (name.clone(), state)
-                    })
+                    .map(|(name, acc)| (name.clone(), acc.to_state()))
                     .collect();
                 services.sort_by(|a, b| a.0.cmp(&b.0));
                 (start, services)
@@ -232,24 +262,7 @@ impl Windows {
             }
             let mut map = FnvMap::default();
             for (name, a) in services {
-                if (a.sketch.alpha - self.alpha).abs() > 1e-12 {
-                    return Err(format!(
-                        "a latency sketch has relative accuracy {}, not this config's {}",
-                        a.sketch.alpha, self.alpha
-                    ));
-                }
-                let acc = Accumulator {
-                    count: a.count,
-                    errors: a.errors,
-                    sketch: DdSketch::from_wire(a.sketch, self.max_bins)?,
-                    min_ms: a.min_ms,
-                    max_ms: a.max_ms,
-                    origin: Origin {
-                        topic: source.topic.clone(),
-                        partition: source.partition,
-                        offset: a.offset,
-                    },
-                };
+                let acc = Accumulator::from_state(a, source, self.alpha, self.max_bins)?;
                 map.insert(name, acc);
             }
             open.insert(start, map);
