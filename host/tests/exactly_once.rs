@@ -270,7 +270,12 @@ fn hosts_joining_and_leaving_while_transactions_commit_leave_every_event_once() 
     assert!(c.terminate().success(), "C:\n{}", c.log());
     let logs = format!("A:\n{}\nB:\n{}\nC:\n{}", a.log(), b.log(), c.log());
     let rewinds = logs.matches("goes back to the last committed").count();
-    eprintln!("transactions aborted and gone back from: {rewinds}");
+    let while_giving_up = logs
+        .matches("aborted while partitions were being given up")
+        .count();
+    eprintln!(
+        "transactions aborted and gone back from: {rewinds} ({while_giving_up} while giving partitions up)"
+    );
     assert_each_event_once(&stream, EVENTS, &logs);
 }
 

@@ -724,7 +724,9 @@ impl SourceContext {
             }
             let point = match self.shutting_down.load(Ordering::Relaxed) {
                 true => exactly_once::CommitPoint::Stop,
-                false => exactly_once::CommitPoint::Rebalance,
+                false => exactly_once::CommitPoint::Rebalance {
+                    giving_up: parts.unwrap_or_default(),
+                },
             };
             if let Err(e) = self.commit_transaction(consumer, transactions, point) {
                 self.fail(e.stop());

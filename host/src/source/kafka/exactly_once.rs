@@ -131,8 +131,14 @@ impl SourceContext {
                 }
                 Ok(true)
             }
-            (Err(CommitFailure::Aborted(why)), Some(resume)) if point == CommitPoint::Interval => {
-                self.rewind(consumer, transactions, &why, resume)
+            (Err(CommitFailure::Aborted(why)), Some(resume)) => {
+                // Inside a rebalance the partitions given up go back too: their next owner
+                // reads them from the last commit, so only the ones kept are read again here.
+                let giving_up = match point {
+                    CommitPoint::Rebalance { giving_up } => giving_up,
+                    _ => &[],
+                };
+                self.rewind(consumer, transactions, &why, resume, giving_up)
                     .map_err(CommitFailure::Stop)?;
                 Ok(false)
             }
@@ -258,12 +264,15 @@ impl SourceContext {
 
 /// Where a transaction is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CommitPoint {
+pub(super) enum CommitPoint<'a> {
     /// Every `transaction_interval_ms`, from the poll loop: an aborted transaction goes
     /// back to the last commit and the host goes on.
     Interval,
-    /// Before partitions are given up, inside the rebalance: a failure stops the host.
-    Rebalance,
+    /// Before `giving_up` is let go, inside the rebalance. A commit there races the group
+    /// moving to its next generation, and the broker may refuse it as stale: the
+    /// transaction is aborted, `giving_up` is left to its next owner at the last commit,
+    /// and the partitions kept go back to it here.
+    Rebalance { giving_up: &'a [(String, i32)] },
     /// At a clean stop, the pipeline ended.
     Stop,
 }
@@ -293,7 +302,7 @@ impl From<TransactionError> for CommitFailure {
 }
 
 impl CommitFailure {
-    /// Where going back is not possible (a rebalance or a stop in progress): stop.
+    /// Where going back is not possible (a stop in progress, or going back failed): stop.
     pub(super) fn stop(self) -> SourceError {
         match self {
             CommitFailure::Aborted(why) => SourceError::Kafka(format!(
@@ -330,21 +339,34 @@ impl SourceContext {
     /// committed, while the plugins' state of every partition went past the last commit.
     /// Treat every assigned partition as assigned afresh: the pipeline drops their state
     /// (and the sinks what they hold of them), the stored state is restored, and the
-    /// consumer reads again from each partition's committed offset.
+    /// consumer reads again from each partition's committed offset. Partitions in
+    /// `giving_up` are only dropped: the rebalance hands them to their next owner.
     fn rewind(
         &self,
         consumer: &BaseConsumer<Self>,
         transactions: &Transactions,
         why: &str,
         pipeline: SyncSender<Resume>,
+        giving_up: &[(String, i32)],
     ) -> Result<(), SourceError> {
-        let assignment = consumer
+        let assigned = consumer
             .assignment()
             .map_err(|e| SourceError::Kafka(format!("reading the assignment to go back: {e}")))?;
-        let parts: Vec<(String, i32)> = (assignment.elements().iter())
+        let parts: Vec<(String, i32)> = (assigned.elements().iter())
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
-        tracing::warn!(reason = why, partitions = ?parts, "the transaction was aborted; every partition goes back to the last committed transaction");
+        let mut assignment = TopicPartitionList::with_capacity(parts.len());
+        for (topic, partition) in parts.iter().filter(|p| !giving_up.contains(p)) {
+            assignment.add_partition(topic, *partition);
+        }
+        match giving_up.is_empty() {
+            true => {
+                tracing::warn!(reason = why, partitions = ?parts, "the transaction was aborted; every partition goes back to the last committed transaction")
+            }
+            false => {
+                tracing::warn!(reason = why, partitions = ?parts, giving_up = ?giving_up, "the transaction was aborted while partitions were being given up; they go to their next owner, and every partition kept goes back to the last committed transaction")
+            }
+        }
         // Before the pipeline goes on: nothing it emits may be written outside one.
         transactions
             .transaction
@@ -356,6 +378,13 @@ impl SourceContext {
             state.exchange.forget(&parts);
         }
         let _ = pipeline.send(Resume::Rewind(parts.clone()));
+        let parts: Vec<(String, i32)> = parts
+            .into_iter()
+            .filter(|p| !giving_up.contains(p))
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
         let mut resume = assignment.clone();
         self.restore_state(consumer, &mut resume);
         let committed = consumer
