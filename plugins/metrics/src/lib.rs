@@ -339,6 +339,19 @@ impl Metrics {
             self.cfg.max_sketch_bins,
         );
         let origin = record.origin;
+        if origin.partition != 0 {
+            // Marks and partials must meet in one log: partials spread over several
+            // partitions would each wait for marks that went elsewhere, and the windows
+            // would come out split when the wait runs out.
+            let reason = format!(
+                "a metrics partial read from partition {} of `{}`: the merge needs that topic \
+                 to have one partition, where every mark and partial meets. Recreate it with \
+                 one (`sluice topics ensure --config <the merge config> --partitions 1`)",
+                origin.partition, origin.topic
+            );
+            out.push(&record.to_record().dead_letter(reason));
+            return;
+        }
         let merge =
             (self.merges).get_or_insert_with(origin.topic, origin.partition, Merge::default);
         match read {
@@ -374,8 +387,7 @@ impl Metrics {
                 closed.extend(merge.close_until(until, size, max_services));
             }
         }
-        // Several partials partitions (not the layout the README asks for) each merge on
-        // their own; emit oldest first all the same.
+        // One partials partition per source topic; emit oldest first across topics.
         closed.sort_by_key(|(start, _)| *start);
         self.emit(closed, out, counts);
     }

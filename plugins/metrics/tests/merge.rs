@@ -441,6 +441,33 @@ fn a_record_that_is_not_a_partial_is_dead_lettered_with_the_reason() {
 }
 
 #[test]
+fn partials_from_a_second_partition_of_the_partials_topic_are_dead_lettered_naming_the_fix() {
+    let records = traffic();
+    let topic = three_hosts(&records[..records.len() / 4], 0);
+    let second: Vec<Record> = (topic.log.iter())
+        .map(|r| {
+            let mut origin = r.origin().clone();
+            origin.partition = 1;
+            with_origin(r, origin)
+        })
+        .collect();
+    assert!(!second.is_empty());
+    let mut m = plugin(MERGE);
+    let out = m.process(second.clone()).unwrap();
+    assert_eq!(out.len(), second.len(), "every partial comes back");
+    assert!(
+        out.iter().all(|r| matches!(&r.route,
+            Route::Dlq(reason) if reason.contains("partition 1") && reason.contains("--partitions 1"))),
+        "{:?}",
+        out.first().map(|r| &r.route)
+    );
+    // The same partials on partition 0 are merged, not refused.
+    let out = m.process(topic.log.clone()).unwrap();
+    assert!(out.iter().all(|r| !matches!(r.route, Route::Dlq(_))));
+    assert!(!on(&Route::Metrics, &out).is_empty());
+}
+
+#[test]
 fn at_the_end_of_input_the_merge_emits_the_windows_it_holds() {
     let records = traffic();
     let topic = three_hosts(&records, 0);
