@@ -332,6 +332,10 @@ pub struct Chain {
     clocks: Vec<Clock>,
     idle_after: Duration,
     source: SourcePartitions,
+    /// Whether the source has said anything yet (a batch, or news of its partitions).
+    /// Before that, this chain's partitions are unknown and may hold the oldest records:
+    /// a stage shared with other workers must not be ticked without them.
+    heard: bool,
     /// How long, in all, the pipeline has waited for input (see [`Clock`]).
     starved: Duration,
 }
@@ -344,6 +348,7 @@ impl Chain {
             clocks,
             idle_after,
             source: SourcePartitions::default(),
+            heard: false,
             starved: Duration::ZERO,
         }
     }
@@ -369,6 +374,7 @@ impl Chain {
             None => Vec::new(),
         };
         self.source.owned = Some(progress);
+        self.heard = true;
         for clock in &mut self.clocks {
             clock.follow(&self.source, self.starved);
         }
@@ -516,6 +522,7 @@ impl Chain {
 
     /// Run a batch through every stage.
     pub fn process(&mut self, batch: Batch, out: &mut ChainOutput) {
+        self.heard = true;
         self.run_from(0, batch, out);
     }
 
@@ -534,7 +541,7 @@ impl Chain {
                         continue;
                     }
                     Watermark::Unseen => {
-                        self.stages[index].no_watermark(false);
+                        self.stages[index].no_watermark(!self.heard);
                         continue;
                     }
                 }

@@ -17,6 +17,7 @@ pub use shared::SharedStage;
 
 use crate::event::RawMessage;
 use crate::source::{Barrier, PartitionProgress, PipelineInput, Resume, SourceBatch};
+use std::cell::Cell;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 /// How many workers `pipeline.workers` asks for: 0 means one per available core.
@@ -35,11 +36,15 @@ pub fn worker_of(partition: i32, workers: usize) -> usize {
 /// Forwards what the source sends to the worker (or workers) it concerns.
 pub struct Dispatcher {
     workers: Vec<SyncSender<PipelineInput>>,
+    /// Per worker, whether it has been sent a batch or news of its partitions: until
+    /// then its event time holds a shared stage back (see [`SharedStage`]).
+    told: Vec<Cell<bool>>,
 }
 
 impl Dispatcher {
     pub fn new(workers: Vec<SyncSender<PipelineInput>>) -> Dispatcher {
-        Dispatcher { workers }
+        let told = workers.iter().map(|_| Cell::new(false)).collect();
+        Dispatcher { workers, told }
     }
 
     /// Dispatch until the source ends (or goes away, or a worker does). Blocking on a full
@@ -106,6 +111,11 @@ impl Dispatcher {
         for (w, messages) in parts.into_iter().enumerate() {
             let progress = progress.as_ref().map(|p| self.mine(p, w));
             let sent = match (messages.is_empty(), progress) {
+                // A source that reports no partitions (stdin, the backfill): a worker it
+                // gives nothing is told once that it owns nothing, and holds nobody back.
+                (true, None) if !self.told[w].get() => {
+                    self.send(w, PipelineInput::Progress(Vec::new()))
+                }
                 (true, None) => true,
                 (true, Some(progress)) => self.send(w, PipelineInput::Progress(progress)),
                 (false, progress) => self.send(
@@ -185,6 +195,9 @@ impl Dispatcher {
     }
 
     fn send(&self, worker: usize, input: PipelineInput) -> bool {
+        if matches!(input, PipelineInput::Batch(_) | PipelineInput::Progress(_)) {
+            self.told[worker].set(true);
+        }
         self.workers[worker].send(input).is_ok()
     }
 }

@@ -5,7 +5,8 @@
 //! Event time for it is the least advanced of the workers': each worker reports its own at
 //! its ticks, and the stage is ticked only when the least of them moves on. A worker whose
 //! owned partition is behind and unread holds it back, as one partition does within a
-//! worker; a worker that has seen no event time (no partitions) does not.
+//! worker, and so does one the source has told nothing yet (its partitions are unknown);
+//! a worker that has seen no event time because it owns no partition does not.
 
 use crate::batch::Batch;
 use crate::chain::{Stage, StageError};

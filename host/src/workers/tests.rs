@@ -188,3 +188,85 @@ fn a_shared_stage_is_ticked_with_the_least_advanced_workers_event_time() {
     second.tick(i64::MAX).unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![300, 400, 500, 900, i64::MAX]);
 }
+
+#[test]
+fn a_worker_not_yet_told_its_partitions_holds_the_shared_event_time() {
+    // A host starting on a backlog: worker 1 ticks before the source has said anything
+    // (the group is still joining), then worker 0 gets the first batch and races through
+    // its partitions' backlog. Until worker 1 hears which partitions it owns, they may hold
+    // the oldest records: no window may close on worker 0's event time alone.
+    use crate::chain::{Chain, ChainOutput};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = SharedStage::handles(Box::new(Ticks(seen.clone())), 2);
+    let idle = std::time::Duration::from_secs(10);
+    let mut second = Chain::new(vec![Box::new(handles.pop().unwrap())], idle);
+    let mut first = Chain::new(vec![Box::new(handles.pop().unwrap())], idle);
+    let at = |partition: i32, timestamp: i64| {
+        let mut r = crate::Record::new(Origin {
+            topic: "t".into(),
+            partition,
+            offset: 0,
+        });
+        r.timestamp = timestamp;
+        r
+    };
+    let behind = |partition: i32| PartitionProgress {
+        topic: "t".into(),
+        partition,
+        caught_up: false,
+    };
+    second.tick(false, &mut ChainOutput::default());
+    first.set_progress(vec![behind(0)]);
+    first.process(
+        Batch::Records(vec![at(0, 5_000)]),
+        &mut ChainOutput::default(),
+    );
+    first.tick(false, &mut ChainOutput::default());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "ticked before worker 1 heard: {seen:?}"
+    );
+
+    // Told, with its partition behind and unread: it still holds.
+    second.set_progress(vec![behind(1)]);
+    second.tick(false, &mut ChainOutput::default());
+    first.tick(false, &mut ChainOutput::default());
+    assert!(seen.lock().unwrap().is_empty());
+    // Its records come: event time is the least of both.
+    second.process(
+        Batch::Records(vec![at(1, 3_000)]),
+        &mut ChainOutput::default(),
+    );
+    second.tick(false, &mut ChainOutput::default());
+    assert_eq!(*seen.lock().unwrap(), vec![3_000]);
+}
+
+#[test]
+fn every_worker_hears_from_the_first_batch_even_from_a_source_that_reports_no_partitions() {
+    // stdin and the backfill report no partitions: a worker that gets none of a batch's
+    // messages is told it owns nothing, so it does not hold the others back for ever.
+    let (dispatcher, workers) = dispatcher(2);
+    let (mut issuer, _completions) = AckIssuer::new();
+    // A batch of one message of partition 0, with no news of partitions.
+    let mut stdin_batch = |offset: i64| {
+        let mut offsets = BatchOffsets::default();
+        offsets.record("t", 0, offset);
+        PipelineInput::Batch(SourceBatch {
+            ack: issuer.issue(offsets),
+            messages: vec![RawMessage::at(0, offset)],
+            progress: None,
+        })
+    };
+    assert!(dispatcher.dispatch(stdin_batch(1)));
+    assert_eq!(
+        partitions_of(workers[0].try_recv().unwrap()),
+        (vec![0], None)
+    );
+    match workers[1].try_recv() {
+        Ok(PipelineInput::Progress(p)) => assert!(p.is_empty(), "{p:?}"),
+        other => panic!("worker 1 was told nothing: {other:?}"),
+    }
+    // Once is enough.
+    assert!(dispatcher.dispatch(stdin_batch(2)));
+    assert!(workers[1].try_recv().is_err());
+}
