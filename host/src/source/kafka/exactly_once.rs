@@ -355,10 +355,10 @@ impl SourceContext {
         let parts: Vec<(String, i32)> = (assigned.elements().iter())
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
-        let mut assignment = TopicPartitionList::with_capacity(parts.len());
-        for (topic, partition) in parts.iter().filter(|p| !giving_up.contains(p)) {
-            assignment.add_partition(topic, *partition);
-        }
+        let kept: Vec<(String, i32)> = (parts.iter())
+            .filter(|p| !giving_up.contains(p))
+            .cloned()
+            .collect();
         match giving_up.is_empty() {
             true => {
                 tracing::warn!(reason = why, partitions = ?parts, "the transaction was aborted; every partition goes back to the last committed transaction")
@@ -377,13 +377,13 @@ impl SourceContext {
         if let Some(state) = &self.state {
             state.exchange.forget(&parts);
         }
-        let _ = pipeline.send(Resume::Rewind(parts.clone()));
-        let parts: Vec<(String, i32)> = parts
-            .into_iter()
-            .filter(|p| !giving_up.contains(p))
-            .collect();
-        if parts.is_empty() {
+        let _ = pipeline.send(Resume::Rewind(parts));
+        if kept.is_empty() {
             return Ok(());
+        }
+        let mut assignment = TopicPartitionList::with_capacity(kept.len());
+        for (topic, partition) in &kept {
+            assignment.add_partition(topic, *partition);
         }
         let mut resume = assignment.clone();
         self.restore_state(consumer, &mut resume);
@@ -392,7 +392,7 @@ impl SourceContext {
             .map_err(|e| {
                 SourceError::Kafka(format!("reading the committed offsets to go back: {e}"))
             })?;
-        for (topic, partition) in &parts {
+        for (topic, partition) in &kept {
             let restored = resume.find_partition(topic, *partition).map(|e| e.offset());
             let committed = committed
                 .find_partition(topic, *partition)
@@ -407,7 +407,7 @@ impl SourceContext {
                     SourceError::Kafka(format!("going back on {topic}/{partition}: {e}"))
                 })?;
         }
-        lock(&self.tracker).assign(parts);
+        lock(&self.tracker).assign(kept);
         Ok(())
     }
 }
