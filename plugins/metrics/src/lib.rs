@@ -332,12 +332,6 @@ impl Metrics {
 
     /// Read a partial or a mark into its partials partition's merge state.
     fn take_partial(&mut self, record: &RecordView<'_>, out: &mut Output, counts: &mut Counts) {
-        let read = partial::read(
-            record,
-            self.size,
-            self.cfg.relative_accuracy,
-            self.cfg.max_sketch_bins,
-        );
         let origin = record.origin;
         if origin.partition != 0 {
             // Marks and partials must meet in one log: partials spread over several
@@ -352,6 +346,12 @@ impl Metrics {
             out.push(&record.to_record().dead_letter(reason));
             return;
         }
+        let read = partial::read(
+            record,
+            self.size,
+            self.cfg.relative_accuracy,
+            self.cfg.max_sketch_bins,
+        );
         let merge =
             (self.merges).get_or_insert_with(origin.topic, origin.partition, Merge::default);
         match read {
